@@ -1,0 +1,94 @@
+"""Aggregation: embed the answers, cluster them, vote, and pick the representative answer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from smoothguard.aggregate.cluster import cluster_embeddings
+from smoothguard.aggregate.embed import Embedder, get_embedder
+from smoothguard.aggregate.vote import benign_scores, is_refusal, sentiment_scores, vote
+from smoothguard.config import GuardConfig
+
+__all__ = ["Cluster", "Verdict", "aggregate", "normalize_answer"]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One group of answers. ``benign`` is the mean benign score in [0, 1]; ``score`` the vote score."""
+
+    label: int
+    size: int
+    members: tuple[int, ...]
+    benign: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "size": self.size, "members": list(self.members),
+                "benign": self.benign, "score": self.score}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the answers say together. Indices refer to the list given to :func:`aggregate`."""
+
+    answers: tuple[str, ...]
+    labels: tuple[int, ...]
+    clusters: tuple[Cluster, ...]
+    winner: int
+    representative: int
+    agreement: float
+    sentiments: tuple[float, ...]
+    refusals: tuple[bool, ...]
+
+    @property
+    def answer(self) -> str:
+        """The representative answer of the winning cluster."""
+        return self.answers[self.representative]
+
+
+def normalize_answer(text: str) -> str:
+    """The form answers are compared and embedded in: whitespace collapsed, case folded, final ``.!?`` dropped."""
+    return " ".join(text.split()).casefold().rstrip(".!?。 ")
+
+
+def aggregate(answers: Sequence[str], config: GuardConfig | None = None, *,
+              embedder: Embedder | None = None) -> Verdict:
+    """Embed, cluster and vote over ``answers`` (at least one string); see :mod:`smoothguard.aggregate.vote`.
+
+    The representative is the winning cluster's member nearest its centroid (cosine; ties go to the earliest).
+    Agreement is the winning cluster's share of all answers.
+    """
+    config = config or GuardConfig()
+    answers = tuple(answers)
+    if not answers:
+        raise ValueError("aggregate() needs at least one answer")
+    for i, answer in enumerate(answers):
+        if not isinstance(answer, str):
+            raise TypeError(f"answer {i} is {type(answer).__name__}, not str")
+    keys = [normalize_answer(a) for a in answers]
+    embedder = embedder or get_embedder(config.embedder, config.embedder_device)
+    vectors = embedder.encode(keys)
+    labels = cluster_embeddings(vectors, method=config.clustering, n_clusters=config.n_clusters,
+                                threshold=config.cluster_threshold, seed=config.seed)
+    compound = sentiment_scores(answers)
+    refusals = np.array([is_refusal(a) for a in answers], dtype=bool)
+    benign = benign_scores(compound, refusals)
+    winner, scores = vote(labels, benign, config.safety_weight)
+
+    members = np.flatnonzero(labels == winner)
+    centroid = vectors[members].mean(axis=0)
+    centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
+    representative = int(members[int(np.argmax(vectors[members] @ centroid))])
+
+    clusters = tuple(
+        Cluster(label=c, size=int((labels == c).sum()), members=tuple(np.flatnonzero(labels == c).tolist()),
+                benign=float(benign[labels == c].mean()), score=float(scores[c]))
+        for c in range(int(labels.max()) + 1)
+    )
+    return Verdict(answers=answers, labels=tuple(labels.tolist()), clusters=clusters, winner=winner,
+                   representative=representative, agreement=clusters[winner].size / len(answers),
+                   sentiments=tuple(compound.tolist()), refusals=tuple(refusals.tolist()))

@@ -1,0 +1,40 @@
+"""The ``smoothguard`` command. Each subcommand is listed in ``_SUBCOMMANDS`` below as it lands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from smoothguard._version import __version__
+
+__all__ = ["build_parser", "main"]
+
+#: name -> (help, function that adds the subcommand's arguments and sets ``func``)
+_SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smoothguard",
+        description="Defend multimodal LLM calls against adversarial images and audio (SmoothGuard, "
+        "arXiv 2510.26830): noisy copies, clustering of the answers, a sentiment-aware vote.",
+    )
+    parser.add_argument("--version", action="version", version=f"smoothguard {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, configure) in _SUBCOMMANDS.items():
+        configure(commands.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

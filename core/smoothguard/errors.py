@@ -1,0 +1,47 @@
+"""The exceptions SmoothGuard raises. Every message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from smoothguard.result import GuardResult
+
+__all__ = ["ConfigError", "GenerationError", "GuardFlagged", "MediaError", "SmoothGuardError"]
+
+
+class SmoothGuardError(Exception):
+    """Base class of every error SmoothGuard raises on purpose."""
+
+
+class ConfigError(SmoothGuardError, ValueError):
+    """An invalid setting; raised when the configuration is built, never mid-request."""
+
+
+class MediaError(SmoothGuardError, ValueError):
+    """An image or audio clip that cannot be decoded, is too large, or has an unsupported format."""
+
+
+class GenerationError(SmoothGuardError, RuntimeError):
+    """Fewer candidates were answered than the quorum needs.
+
+    ``causes`` holds one entry per failed candidate: ``(candidate index, exception or message)``.
+    """
+
+    def __init__(self, message: str, causes: list[tuple[int, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.causes: list[tuple[int, Any]] = list(causes or [])
+
+
+class GuardFlagged(SmoothGuardError):
+    """Raised under ``on_flag="raise"`` when the candidates agree less than ``min_agreement``.
+
+    ``result`` is the full :class:`~smoothguard.GuardResult`, so nothing computed is lost.
+    """
+
+    def __init__(self, result: GuardResult) -> None:
+        super().__init__(
+            f"the candidates agreed only {result.agreement:.0%} "
+            f"(min_agreement={result.config.min_agreement:.0%}); inspect .result for every answer"
+        )
+        self.result = result

@@ -1,0 +1,302 @@
+"""SmoothGuard: perturb -> generate -> aggregate -> decide, for one request.
+
+For a request with media ``x`` and a model ``f``, the guard draws ``n`` variants ``x_0 = x`` (the original)
+and ``x_i = clip(x + N(0, s^2))``, asks ``f`` once per variant, clusters the ``n`` answers by meaning and
+returns the representative of the cluster that wins the sentiment-aware vote, together with how much the
+copies agreed. The text of the request is never changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from smoothguard.aggregate import Verdict, aggregate
+from smoothguard.certify import clopper_pearson_lower, smoothing_radius
+from smoothguard.config import GuardConfig
+from smoothguard.errors import GenerationError, GuardFlagged
+from smoothguard.media import Media
+from smoothguard.noise import make_variants, pixel_sigma
+from smoothguard.result import GuardResult, Sample
+
+__all__ = ["Generate", "SmoothGuard"]
+
+Variants = list[list[Media]]
+#: ``generate(variants) -> one answer (str) or exception per variant``; may be a coroutine for ``arun``.
+Generate = Callable[[Variants], Sequence[Any]]
+
+
+class SmoothGuard:
+    """Defends one model call by answering noisy copies of its media and voting over the answers.
+
+    ``SmoothGuard(sigma=0.1, n_samples=11, seed=0)`` or ``SmoothGuard(GuardConfig(...))``; every setting is
+    documented on :class:`~smoothguard.GuardConfig`. The guard holds no per-request state: one instance can
+    serve many threads and tasks at once.
+    """
+
+    def __init__(self, config: GuardConfig | None = None, /, **settings: Any) -> None:
+        if config is not None and not isinstance(config, GuardConfig):
+            raise TypeError(f"SmoothGuard takes a GuardConfig or keyword settings, not {type(config).__name__}")
+        self.config = config.replace(**settings) if config is not None else GuardConfig.from_kwargs(**settings)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"SmoothGuard(sigma={c.sigma}, n_samples={c.n_samples}, clustering={c.clustering!r}, seed={c.seed})"
+
+    # -- the steps, usable on their own -------------------------------------------------------------------
+
+    def perturb(self, media: Sequence[Media], n: int | None = None, *,
+                channel_std: Sequence[float] | None = None) -> list[list[Media]]:
+        """``n`` (default ``n_samples``) lists of media; ``[0]`` is ``media`` itself when ``include_original``.
+
+        With ``seed`` set, the same media give the same variants on every call.
+        """
+        media = _as_media_list(media)
+        n = self.config.n_samples if n is None else n
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        return _Request(self.config, media, channel_std).variants(range(n))
+
+    def aggregate(self, answers: Sequence[str]) -> Verdict:
+        """Cluster and vote over ``answers``; see :func:`smoothguard.aggregate.aggregate`."""
+        return aggregate(answers, self.config)
+
+    # -- whole requests -----------------------------------------------------------------------------------
+
+    def run(self, media: Sequence[Media], generate: Generate, *,
+            channel_std: Sequence[float] | None = None) -> GuardResult:
+        """Guard one request: ``generate(variants)`` answers a list of variants (one str or exception each).
+
+        Without media, ``generate([[]])`` is called once and its answer passed through unguarded.
+        Raises :class:`GenerationError` when fewer candidates than the quorum are answered, and
+        :class:`GuardFlagged` when flagged under ``on_flag="raise"``.
+        """
+        request = _Request(self.config, _as_media_list(media), channel_std)
+        while (variants := request.next_round()) is not None:
+            request.record(variants, _call(generate, variants))
+        return request.finish()
+
+    async def arun(self, media: Sequence[Media], generate: Callable[[Variants], Any], *,
+                   channel_std: Sequence[float] | None = None) -> GuardResult:
+        """:meth:`run` for an async ``generate`` (a sync one also works). Noise, embedding and clustering run
+        in worker threads, so the event loop stays free."""
+        request = _Request(self.config, _as_media_list(media), channel_std)
+        while (variants := await asyncio.to_thread(request.next_round)) is not None:
+            try:
+                outputs = generate(variants)
+                if inspect.isawaitable(outputs):
+                    outputs = await outputs
+            except Exception as exc:  # the whole call failed: every candidate of the round failed
+                outputs = [exc] * len(variants)
+            await asyncio.to_thread(request.record, variants, outputs)
+        return await asyncio.to_thread(request.finish)
+
+    def ask(self, backend: Any, prompt: str, *, images: Sequence[Any] = (),
+            audio: Sequence[Any] | Any = ()) -> GuardResult:
+        """Guard ``backend.generate(prompt, variants)`` for a prompt with images and/or audio clips.
+
+        ``images`` and ``audio`` take anything :meth:`Media.image` / :meth:`Media.audio` take (audio as
+        ``Media`` or WAV bytes/paths/data URLs; arrays need ``Media.audio(x, sample_rate)`` first).
+        """
+        media = _collect_media(images, audio, self.config)
+        return self.run(media, lambda variants: backend.generate(prompt, variants),
+                        channel_std=getattr(backend, "pixel_std", None))
+
+    async def aask(self, backend: Any, prompt: str, *, images: Sequence[Any] = (),
+                   audio: Sequence[Any] | Any = ()) -> GuardResult:
+        """Async :meth:`ask`, through ``backend.agenerate``."""
+        media = _collect_media(images, audio, self.config)
+        return await self.arun(media, lambda variants: backend.agenerate(prompt, variants),
+                               channel_std=getattr(backend, "pixel_std", None))
+
+
+# -- one request's state ------------------------------------------------------------------------------------
+
+
+class _Request:
+    """The state of one guarded request: which candidates were asked, what they answered, the verdict."""
+
+    def __init__(self, config: GuardConfig, media: list[Media], channel_std: Sequence[float] | None) -> None:
+        self.config = config
+        self.media = media
+        self.entropy = config.seed if config.seed is not None else np.random.SeedSequence().entropy
+        self.image_std = pixel_sigma(config.sigma, config.sigma_space, config.channel_std or channel_std)
+        self.outputs: list[Any] = []
+        self.timings = {"perturb": 0.0, "generate": 0.0, "aggregate": 0.0}
+        self.started = time.perf_counter()
+        self.last_round_end = self.started
+        self.verdict: Verdict | None = None
+        self.settled = False
+
+    @property
+    def passthrough(self) -> bool:
+        return not self.media
+
+    def variants(self, indices: Sequence[int]) -> Variants:
+        start = time.perf_counter()
+        variants = make_variants(self.media, list(indices), entropy=self.entropy, image_std=self.image_std,
+                                 audio_std=self.config.audio_sigma, include_original=self.config.include_original)
+        self.timings["perturb"] += time.perf_counter() - start
+        return variants
+
+    def next_round(self) -> Variants | None:
+        """The variants to ask next, or None when the request is decided."""
+        done = len(self.outputs)
+        if self.passthrough:
+            return [[]] if done == 0 else None
+        total = self.config.n_samples
+        if done >= total or self.settled:
+            return None
+        size = self.config.adaptive_round if self.config.adaptive else total
+        variants = self.variants(range(done, min(done + size, total)))
+        self.last_round_end = time.perf_counter()
+        return variants
+
+    def record(self, variants: Variants, outputs: Sequence[Any]) -> None:
+        """Store one round's answers (checking their number); in adaptive mode, test whether to stop."""
+        self.timings["generate"] += time.perf_counter() - self.last_round_end
+        if isinstance(outputs, (str, bytes)) or not isinstance(outputs, Sequence) or len(outputs) != len(variants):
+            got = len(outputs) if isinstance(outputs, Sequence) and not isinstance(outputs, str) else type(outputs)
+            error = GenerationError(f"generate returned {got!r} answers for {len(variants)} variants; "
+                                    "it must return one answer (or exception) per variant, in order")
+            outputs = [error] * len(variants)
+        self.outputs.extend(outputs)
+        if self.config.adaptive and not self.passthrough and len(self.outputs) < self.config.n_samples:
+            answered = [a.strip() for a in self.outputs if _failure(a) is None]
+            if len(answered) >= self._quorum():
+                verdict = self._aggregate(answered)
+                leader = verdict.clusters[verdict.winner].size
+                self.settled = clopper_pearson_lower(leader, len(answered), self.config.confidence) > 0.5
+
+    def _quorum(self) -> int:
+        attempted = len(self.outputs)
+        return self.config.quorum if self.config.quorum is not None else attempted // 2 + 1
+
+    def _aggregate(self, answers: list[str]) -> Verdict:
+        start = time.perf_counter()
+        self.verdict = aggregate(answers, self.config)
+        self.timings["aggregate"] += time.perf_counter() - start
+        return self.verdict
+
+    def finish(self) -> GuardResult:
+        """The verdict as a :class:`GuardResult`, with the flag policy applied."""
+        config = self.config
+        failures = [(i, _failure(out)) for i, out in enumerate(self.outputs)]
+        causes = [(i, f) for i, f in failures if f is not None]
+        ok = [i for i, f in failures if f is None]
+        need = 1 if self.passthrough else min(self._quorum(), len(self.outputs))
+        if len(ok) < need:
+            detail = "; ".join(f"candidate {i}: {_describe(c)}" for i, c in causes[:5])
+            more = f" (+{len(causes) - 5} more)" if len(causes) > 5 else ""
+            raise GenerationError(
+                f"only {len(ok)} of {len(self.outputs)} candidates were answered, {need} needed: {detail}{more}. "
+                "Check the model, or lower `quorum`.", causes)
+        answers = [self.outputs[i].strip() for i in ok]
+        original = 0 if config.include_original and not self.passthrough else None
+        if self.passthrough:
+            return self._result(answer=answers[0], samples=(Sample(0, answers[0], original=False),),
+                                clusters=(), winner=None, representative=None, agreement=1.0,
+                                lower=None, radius=None, passthrough=True,
+                                notes=("no image or audio in the request: one unguarded call",))
+
+        verdict = self.verdict
+        if verdict is None or verdict.answers != tuple(answers):
+            verdict = self._aggregate(answers)
+        slot = {candidate: k for k, candidate in enumerate(ok)}
+        samples = []
+        for i, failure in failures:
+            if failure is not None:
+                samples.append(Sample(i, None, error=_describe(failure), original=i == original))
+            else:
+                k = slot[i]
+                samples.append(Sample(i, verdict.answers[k], cluster=verdict.labels[k],
+                                      sentiment=verdict.sentiments[k], refusal=verdict.refusals[k],
+                                      original=i == original))
+        clusters = tuple(
+            type(c)(label=c.label, size=c.size, members=tuple(ok[m] for m in c.members), benign=c.benign,
+                    score=c.score)
+            for c in verdict.clusters
+        )
+        lower = clopper_pearson_lower(clusters[verdict.winner].size, len(ok), config.confidence)
+        sigma = config.sigma if any(m.kind == "image" for m in self.media) else config.audio_sigma
+        return self._result(answer=verdict.answer, samples=tuple(samples), clusters=clusters,
+                            winner=verdict.winner, representative=ok[verdict.representative],
+                            agreement=verdict.agreement, lower=lower, radius=smoothing_radius(sigma, lower))
+
+    def _result(self, *, answer: str, samples: tuple[Sample, ...], clusters: tuple[Any, ...], winner: int | None,
+                representative: int | None, agreement: float, lower: float | None, radius: float | None,
+                passthrough: bool = False, notes: tuple[str, ...] = ()) -> GuardResult:
+        flagged = agreement < self.config.min_agreement
+        refused = flagged and self.config.on_flag == "refuse"
+        timings = dict(self.timings, total=time.perf_counter() - self.started)
+        result = GuardResult(
+            answer=self.config.refusal_message if refused else answer, samples=samples, clusters=clusters,
+            winner=winner, representative=representative, agreement=agreement, consensus_lower_bound=lower,
+            radius=radius, flagged=flagged, refused=refused, passthrough=passthrough, n_used=len(self.outputs),
+            config=self.config, timings=timings, notes=notes)
+        if flagged and self.config.on_flag == "raise":
+            raise GuardFlagged(result)
+        return result
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def _call(generate: Generate, variants: Variants) -> Sequence[Any]:
+    try:
+        outputs = generate(variants)
+    except Exception as exc:  # the whole call failed: every candidate of the round failed
+        return [exc] * len(variants)
+    if inspect.isawaitable(outputs):
+        _close(outputs)
+        raise TypeError("generate returned a coroutine: use `await guard.arun(...)` for async models")
+    return outputs
+
+
+def _close(awaitable: Awaitable[Any]) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
+def _failure(output: Any) -> Any:
+    """None if ``output`` is a usable answer, else why not (the exception or a message)."""
+    if isinstance(output, BaseException):
+        return output
+    if not isinstance(output, str):
+        return f"the model returned {type(output).__name__}, not text"
+    if not output.strip():
+        return "the model returned an empty answer"
+    return None
+
+
+def _describe(failure: Any) -> str:
+    if isinstance(failure, BaseException):
+        return f"{type(failure).__name__}: {failure}"
+    return str(failure)
+
+
+def _as_media_list(media: Sequence[Media] | Media) -> list[Media]:
+    if isinstance(media, Media):
+        return [media]
+    items = list(media)
+    for i, item in enumerate(items):
+        if not isinstance(item, Media):
+            raise TypeError(f"media[{i}] is {type(item).__name__}: wrap it with Media.image(...) or Media.audio(...)")
+    return items
+
+
+def _collect_media(images: Sequence[Any] | Any, audio: Sequence[Any] | Any, config: GuardConfig) -> list[Media]:
+    """Media for ``ask``: one item or a sequence of each kind, decoded under the config's size limits."""
+
+    def items(x: Any) -> list[Any]:
+        return [x] if isinstance(x, (str, bytes, Media)) or not isinstance(x, Sequence) else list(x)
+
+    limits = {"max_bytes": config.max_media_bytes}
+    return ([Media.image(x, max_pixels=config.max_image_pixels, **limits) for x in items(images)]
+            + [Media.audio(x, **limits) for x in items(audio)])

@@ -1,0 +1,80 @@
+"""Seeded Gaussian perturbation of images and audio.
+
+Every variant draws from its own ``numpy.random.Generator`` derived from ``(entropy, variant index)``, so
+variant ``i`` is the same whether it is drawn alone, in a batch, or in a later adaptive round, and no global
+random state is ever touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from smoothguard.config import CLIP_STD
+from smoothguard.media import Media
+
+__all__ = ["add_audio_noise", "add_image_noise", "make_variants", "pixel_sigma", "variant_rng"]
+
+
+def pixel_sigma(sigma: float, space: str = "normalized", channel_std: Sequence[float] | None = None) -> np.ndarray:
+    """Noise std per channel in [0, 1] pixel units, shape (3,).
+
+    ``space="normalized"``: ``sigma * std_c`` (``channel_std``, default CLIP's), so that ``sigma`` means what it
+    means in the paper, where noise was added to the processor-normalised tensor. ``space="pixel"``: ``sigma``.
+    """
+    if space == "pixel":
+        return np.full(3, sigma, dtype=np.float32)
+    std = np.asarray(CLIP_STD if channel_std is None else channel_std, dtype=np.float32)
+    return (sigma * std).astype(np.float32)
+
+
+def add_image_noise(pixels: np.ndarray, std: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``clip(pixels + N(0, std_c^2), 0, 1)`` for ``pixels`` (H, W, 3) float32 in [0, 1]; a new array."""
+    noisy = rng.standard_normal(pixels.shape, dtype=np.float32)
+    noisy *= std
+    noisy += pixels
+    return np.clip(noisy, 0.0, 1.0, out=noisy)
+
+
+def add_audio_noise(wave: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """``clip(wave + N(0, std^2), -1, 1)`` for a float32 waveform of any shape in [-1, 1]; a new array."""
+    noisy = rng.standard_normal(wave.shape, dtype=np.float32)
+    noisy *= np.float32(std)
+    noisy += wave
+    return np.clip(noisy, -1.0, 1.0, out=noisy)
+
+
+def variant_rng(entropy: int, index: int) -> np.random.Generator:
+    """The generator of variant ``index`` for a request whose noise entropy is ``entropy``."""
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(index,)))
+
+
+def make_variants(
+    media: Sequence[Media],
+    indices: Sequence[int],
+    *,
+    entropy: int,
+    image_std: np.ndarray,
+    audio_std: float,
+    include_original: bool = True,
+) -> list[list[Media]]:
+    """One list of media per variant index. Index 0 is the untouched input when ``include_original``.
+
+    image_std: per-channel pixel std, shape (3,) (see :func:`pixel_sigma`); audio_std: waveform std.
+    The input media are never modified; noisy variants are new :class:`Media` in the same formats.
+    """
+    variants = []
+    for index in indices:
+        if index == 0 and include_original:
+            variants.append(list(media))
+            continue
+        rng = variant_rng(entropy, index)
+        noisy = []
+        for item in media:
+            if item.kind == "image":
+                noisy.append(item.with_data(add_image_noise(item.data, image_std, rng)))
+            else:
+                noisy.append(item.with_data(add_audio_noise(item.data, audio_std, rng)))
+        variants.append(noisy)
+    return variants

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[all,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

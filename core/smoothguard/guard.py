@@ -21,7 +21,7 @@ from smoothguard.certify import clopper_pearson_lower, smoothing_radius
 from smoothguard.config import GuardConfig
 from smoothguard.errors import GenerationError, GuardFlagged
 from smoothguard.media import Media
-from smoothguard.noise import make_variants, pixel_sigma
+from smoothguard.noise import TensorNoise, make_variants, pixel_sigma
 from smoothguard.result import GuardResult, Sample
 
 __all__ = ["Generate", "SmoothGuard"]
@@ -69,26 +69,29 @@ class SmoothGuard:
     # -- whole requests -----------------------------------------------------------------------------------
 
     def run(self, media: Sequence[Media], generate: Generate, *,
-            channel_std: Sequence[float] | None = None) -> GuardResult:
+            channel_std: Sequence[float] | None = None, tensor_noise: bool = False) -> GuardResult:
         """Guard one request: ``generate(variants)`` answers a list of variants (one str or exception each).
 
         Without media, ``generate([[]])`` is called once and its answer passed through unguarded.
+        ``channel_std``: the model's per-channel normalisation std (see ``GuardConfig.channel_std``).
+        ``tensor_noise=True``: images are passed clean and ``generate(variants, noise)`` gets a
+        :class:`~smoothguard.noise.TensorNoise` to add to its normalised tensor itself (the paper's code).
         Raises :class:`GenerationError` when fewer candidates than the quorum are answered, and
         :class:`GuardFlagged` when flagged under ``on_flag="raise"``.
         """
-        request = _Request(self.config, _as_media_list(media), channel_std)
+        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise)
         while (variants := request.next_round()) is not None:
-            request.record(variants, _call(generate, variants))
+            request.record(variants, _call(request.bind(generate), variants))
         return request.finish()
 
-    async def arun(self, media: Sequence[Media], generate: Callable[[Variants], Any], *,
-                   channel_std: Sequence[float] | None = None) -> GuardResult:
+    async def arun(self, media: Sequence[Media], generate: Callable[..., Any], *,
+                   channel_std: Sequence[float] | None = None, tensor_noise: bool = False) -> GuardResult:
         """:meth:`run` for an async ``generate`` (a sync one also works). Noise, embedding and clustering run
         in worker threads, so the event loop stays free."""
-        request = _Request(self.config, _as_media_list(media), channel_std)
+        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise)
         while (variants := await asyncio.to_thread(request.next_round)) is not None:
             try:
-                outputs = generate(variants)
+                outputs = request.bind(generate)(variants)
                 if inspect.isawaitable(outputs):
                     outputs = await outputs
             except Exception as exc:  # the whole call failed: every candidate of the round failed
@@ -104,6 +107,9 @@ class SmoothGuard:
         ``Media`` or WAV bytes/paths/data URLs; arrays need ``Media.audio(x, sample_rate)`` first).
         """
         media = _collect_media(images, audio, self.config)
+        if _adds_tensor_noise(backend):
+            return self.run(media, lambda variants, noise: backend.generate(prompt, variants, tensor_noise=noise),
+                            tensor_noise=True)
         return self.run(media, lambda variants: backend.generate(prompt, variants),
                         channel_std=getattr(backend, "pixel_std", None))
 
@@ -111,6 +117,10 @@ class SmoothGuard:
                    audio: Sequence[Any] | Any = ()) -> GuardResult:
         """Async :meth:`ask`, through ``backend.agenerate``."""
         media = _collect_media(images, audio, self.config)
+        if _adds_tensor_noise(backend):
+            return await self.arun(
+                media, lambda variants, noise: backend.agenerate(prompt, variants, tensor_noise=noise),
+                tensor_noise=True)
         return await self.arun(media, lambda variants: backend.agenerate(prompt, variants),
                                channel_std=getattr(backend, "pixel_std", None))
 
@@ -121,11 +131,15 @@ class SmoothGuard:
 class _Request:
     """The state of one guarded request: which candidates were asked, what they answered, the verdict."""
 
-    def __init__(self, config: GuardConfig, media: list[Media], channel_std: Sequence[float] | None) -> None:
+    def __init__(self, config: GuardConfig, media: list[Media], channel_std: Sequence[float] | None = None,
+                 tensor_noise: bool = False) -> None:
         self.config = config
         self.media = media
         self.entropy = config.seed if config.seed is not None else np.random.SeedSequence().entropy
-        self.image_std = pixel_sigma(config.sigma, config.sigma_space, config.channel_std or channel_std)
+        self.tensor_noise = tensor_noise
+        self.image_std = None if tensor_noise else pixel_sigma(config.sigma, config.sigma_space,
+                                                               config.channel_std or channel_std)
+        self.round: list[int] = []
         self.outputs: list[Any] = []
         self.timings = {"perturb": 0.0, "generate": 0.0, "aggregate": 0.0}
         self.started = time.perf_counter()
@@ -153,9 +167,17 @@ class _Request:
         if done >= total or self.settled:
             return None
         size = self.config.adaptive_round if self.config.adaptive else total
-        variants = self.variants(range(done, min(done + size, total)))
+        self.round = list(range(done, min(done + size, total)))
+        variants = self.variants(self.round)
         self.last_round_end = time.perf_counter()
         return variants
+
+    def bind(self, generate: Callable[..., Any]) -> Callable[[Variants], Any]:
+        """``generate`` as a function of the variants alone (with this round's tensor noise bound in)."""
+        if not self.tensor_noise or self.passthrough:
+            return generate
+        noise = TensorNoise.for_variants(self.config.sigma, self.entropy, self.round, self.config.include_original)
+        return lambda variants: generate(variants, noise)
 
     def record(self, variants: Variants, outputs: Sequence[Any]) -> None:
         """Store one round's answers (checking their number); in adaptive mode, test whether to stop."""
@@ -256,6 +278,11 @@ def _call(generate: Generate, variants: Variants) -> Sequence[Any]:
         _close(outputs)
         raise TypeError("generate returned a coroutine: use `await guard.arun(...)` for async models")
     return outputs
+
+
+def _adds_tensor_noise(backend: Any) -> bool:
+    """True for a backend that adds image noise to its normalised tensor itself (``noise_space="normalized"``)."""
+    return getattr(backend, "noise_space", "pixel") == "normalized"
 
 
 def _close(awaitable: Awaitable[Any]) -> None:

@@ -8,13 +8,14 @@ random state is ever touched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from smoothguard.config import CLIP_STD
 from smoothguard.media import Media
 
-__all__ = ["add_audio_noise", "add_image_noise", "make_variants", "pixel_sigma", "variant_rng"]
+__all__ = ["TensorNoise", "add_audio_noise", "add_image_noise", "make_variants", "pixel_sigma", "variant_rng"]
 
 
 def pixel_sigma(sigma: float, space: str = "normalized", channel_std: Sequence[float] | None = None) -> np.ndarray:
@@ -55,13 +56,14 @@ def make_variants(
     indices: Sequence[int],
     *,
     entropy: int,
-    image_std: np.ndarray,
+    image_std: np.ndarray | None,
     audio_std: float,
     include_original: bool = True,
 ) -> list[list[Media]]:
     """One list of media per variant index. Index 0 is the untouched input when ``include_original``.
 
-    image_std: per-channel pixel std, shape (3,) (see :func:`pixel_sigma`); audio_std: waveform std.
+    image_std: per-channel pixel std, shape (3,) (see :func:`pixel_sigma`), or None to leave images as they
+    are (a backend adding :class:`TensorNoise` itself); audio_std: waveform std.
     The input media are never modified; noisy variants are new :class:`Media` in the same formats.
     """
     variants = []
@@ -72,9 +74,40 @@ def make_variants(
         rng = variant_rng(entropy, index)
         noisy = []
         for item in media:
-            if item.kind == "image":
+            if item.kind == "image" and image_std is None:
+                noisy.append(item)
+            elif item.kind == "image":
                 noisy.append(item.with_data(add_image_noise(item.data, image_std, rng)))
             else:
                 noisy.append(item.with_data(add_audio_noise(item.data, audio_std, rng)))
         variants.append(noisy)
     return variants
+
+
+@dataclass(frozen=True)
+class TensorNoise:
+    """Noise a backend adds itself to its processor's normalised tensor (``noise_space="normalized"``).
+
+    This reproduces the paper's code: ``pixel_values + sigma * N(0, 1)``, unclamped. ``seeds[i]`` belongs to
+    the ``i``-th variant of the call; None means leave it clean (the original).
+    """
+
+    sigma: float
+    seeds: tuple[int | None, ...]
+
+    def sample(self, i: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The noise of variant ``i``, float32 of ``shape`` (std ``sigma``), or None for a clean variant."""
+        seed = self.seeds[i]
+        if seed is None:
+            return None
+        return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32) * np.float32(self.sigma)
+
+    @classmethod
+    def for_variants(cls, sigma: float, entropy: int, indices: Sequence[int], include_original: bool) -> TensorNoise:
+        """The noise of the variants ``indices`` of a request with noise ``entropy``."""
+        seeds = tuple(
+            None if (index == 0 and include_original)
+            else int(np.random.SeedSequence(entropy, spawn_key=(index, 1)).generate_state(1, np.uint64)[0])
+            for index in indices
+        )
+        return cls(sigma=sigma, seeds=seeds)

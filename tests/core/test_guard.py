@@ -260,3 +260,40 @@ def test_ask_rejects_undecodable_media_with_media_error():
 
     with pytest.raises(MediaError):
         SmoothGuard().ask(RecordingBackend(), "What?", images=b"not an image")
+
+
+class TensorNoiseBackend:
+    """Records what a backend with ``noise_space="normalized"`` receives."""
+
+    noise_space = "normalized"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompt, variants, tensor_noise=None):
+        self.calls.append((variants, tensor_noise))
+        return ["A grey square."] * len(variants)
+
+    async def agenerate(self, prompt, variants, tensor_noise=None):
+        return self.generate(prompt, variants, tensor_noise)
+
+
+def test_normalized_noise_backends_get_clean_images_and_seeds():
+    from smoothguard.noise import TensorNoise
+
+    backend = TensorNoiseBackend()
+    image = Media.image(triggered_image(False))
+    clip = Media.audio(np.zeros(800, dtype=np.float32), sample_rate=8000)
+    SmoothGuard(seed=2, n_samples=4).ask(backend, "What?", images=[image], audio=clip)
+    variants, noise = backend.calls[0]
+    assert isinstance(noise, TensorNoise) and noise.sigma == 0.1 and len(noise.seeds) == 4
+    assert noise.seeds[0] is None and len(set(noise.seeds[1:])) == 3
+    assert all(np.array_equal(v[0].data, image.data) for v in variants)  # images clean
+    assert not np.array_equal(variants[1][1].data, clip.data)  # audio still noisy in the waveform
+    assert noise.sample(0, (2, 3)) is None
+    sample = noise.sample(1, (20000,))
+    assert sample.dtype == np.float32 and abs(float(sample.std()) - 0.1) < 0.005
+    SmoothGuard(seed=2, n_samples=4).ask(backend, "What?", images=[image])
+    assert backend.calls[1][1].seeds == noise.seeds  # seeded: reproducible
+    asyncio.run(SmoothGuard(seed=2, n_samples=4, adaptive=True, adaptive_round=2).aask(backend, "?", images=image))
+    assert backend.calls[2][1].seeds == noise.seeds[:2]  # adaptive rounds draw the same noise per index

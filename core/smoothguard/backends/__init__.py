@@ -22,6 +22,10 @@ class Backend(Protocol):
     them. Return one entry per variant: the answer text, or the exception that candidate raised (a backend
     may also raise, failing every candidate). A backend may expose ``pixel_std``: its processor's
     per-channel normalisation std (R, G, B), which gives ``sigma`` the paper's meaning.
+
+    A backend whose ``noise_space`` attribute is ``"normalized"`` receives clean images and a keyword
+    ``tensor_noise`` (:class:`~smoothguard.noise.TensorNoise`), and adds that noise to its processor's
+    normalised tensor itself, unclamped, as the paper's code did.
     """
 
     def generate(self, prompt: str, variants: Sequence[Sequence[Media]]) -> list[str | BaseException]: ...

@@ -25,12 +25,15 @@ class MediaError(SmoothGuardError, ValueError):
 class GenerationError(SmoothGuardError, RuntimeError):
     """Fewer candidates were answered than the quorum needs.
 
-    ``causes`` holds one entry per failed candidate: ``(candidate index, exception or message)``.
+    ``causes`` holds one entry per failed candidate: ``(candidate index, exception or message)``;
+    ``answers`` the answers that did arrive, by candidate index, so nothing computed is lost.
     """
 
-    def __init__(self, message: str, causes: list[tuple[int, Any]] | None = None) -> None:
+    def __init__(self, message: str, causes: list[tuple[int, Any]] | None = None,
+                 answers: dict[int, str] | None = None) -> None:
         super().__init__(message)
         self.causes: list[tuple[int, Any]] = list(causes or [])
+        self.answers: dict[int, str] = dict(answers or {})
 
 
 class GuardFlagged(SmoothGuardError):

@@ -217,7 +217,8 @@ class _Request:
             more = f" (+{len(causes) - 5} more)" if len(causes) > 5 else ""
             raise GenerationError(
                 f"only {len(ok)} of {len(self.outputs)} candidates were answered, {need} needed: {detail}{more}. "
-                "Check the model, or lower `quorum`.", causes)
+                "Check the model, or lower `quorum`.", causes,
+                answers={i: self.outputs[i] for i in ok})
         answers = [self.outputs[i].strip() for i in ok]
         original = 0 if config.include_original and not self.passthrough else None
         if self.passthrough:

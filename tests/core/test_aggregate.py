@@ -171,3 +171,19 @@ def test_any_list_of_strings_gives_a_valid_verdict(answers, clustering):
     assert verdict.agreement == pytest.approx(verdict.clusters[verdict.winner].size / n)
     assert all(0.0 <= c.benign <= 1.0 for c in verdict.clusters)
     assert {normalize_answer(answers[i]) for i in range(n) if verdict.labels[i] == verdict.winner}
+
+
+def test_the_shared_embedder_serves_eight_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedder = get_embedder()
+    texts = [[f"answer number {i} about a {w}" for w in ("cat", "dog", "kite")] for i in range(16)]
+    expected = [embedder.encode(t) for t in texts]
+    embedder.clear_cache()
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(embedder.encode, texts))
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    with ThreadPoolExecutor(8) as pool:
+        verdicts = list(pool.map(lambda t: aggregate(t * 2, GuardConfig(seed=0)), texts))
+    assert all(v.agreement >= 0.5 for v in verdicts)

@@ -119,6 +119,7 @@ def test_below_quorum_raises_generation_error_with_causes(bad, cause):
     with pytest.raises(GenerationError, match=cause) as info:
         SmoothGuard(seed=0).run([Media.image(triggered_image(False))], mostly_bad)
     assert len(info.value.causes) == 6 and info.value.causes[0][0] == 0
+    assert info.value.answers == {i: "A grey square." for i in range(6, 11)}  # nothing computed is lost
 
 
 def test_quorum_setting_and_whole_call_failure():

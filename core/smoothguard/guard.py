@@ -42,7 +42,11 @@ class SmoothGuard:
     def __init__(self, config: GuardConfig | None = None, /, **settings: Any) -> None:
         if config is not None and not isinstance(config, GuardConfig):
             raise TypeError(f"SmoothGuard takes a GuardConfig or keyword settings, not {type(config).__name__}")
-        self.config = config.replace(**settings) if config is not None else GuardConfig.from_kwargs(**settings)
+        if config is None:
+            config = GuardConfig.from_kwargs(**settings)
+        elif settings:
+            config = config.replace(**settings)
+        self.config = config
 
     def __repr__(self) -> str:
         c = self.config

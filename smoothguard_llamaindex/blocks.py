@@ -1,0 +1,461 @@
+"""Find the images and audio clips in LlamaIndex payloads and write noisy copies back in the same form.
+
+A payload is a list of ``ChatMessage`` (its ``ImageBlock``/``AudioBlock`` items) or a list of image documents
+(``ImageNode``/``ImageDocument``/``ImageBlock``, the legacy ``image_documents=`` argument). Each medium is
+decoded once into a :class:`~smoothguard.Media`; :meth:`MessageMedia.build` then rebuilds the payload for
+one candidate, every medium in the same slot and form as the caller's:
+
+======================  =====================================================================
+caller's form           noisy copy
+======================  =====================================================================
+inline bytes (base64)   inline bytes, base64 as LlamaIndex stores them, same format and MIME type
+file-like (``IOBase``)  a new ``BytesIO`` with the encoded bytes
+``path``                a file of the same format in a private temp directory (removed by ``close``)
+``data:`` URL           a ``data:`` URL
+http(s) URL             per ``remote_media``: ``fetch`` downloads it (size/time limits) and sends
+                        inline bytes; ``passthrough`` leaves the URL (not smoothed, said in the
+                        notes); ``error`` raises :class:`~smoothguard.errors.MediaError`
+======================  =====================================================================
+
+The caller's objects are never modified: copies are made with ``model_copy`` (validators skipped, so a
+legacy ``additional_kwargs["images"]`` is not converted twice). Candidate 0, the original when
+``include_original``, keeps the caller's very blocks (a file-like one gets its own stream of the same
+bytes). GIF images are written back as PNG (with their MIME type); audio must be WAV. Video and document
+blocks are passed unchanged (and said in the notes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import mimetypes
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from llama_index.core.base.llms.types import (
+    AudioBlock,
+    ChatMessage,
+    DocumentBlock,
+    ImageBlock,
+    MessageRole,
+    TextBlock,
+    VideoBlock,
+)
+from llama_index.core.bridge.pydantic import AnyUrl
+from llama_index.core.schema import BaseNode, ImageNode
+
+from smoothguard import GuardConfig, Media
+from smoothguard.errors import MediaError
+from smoothguard.media import fetch
+
+__all__ = ["DocumentMedia", "MessageMedia", "image_documents_to_blocks", "user_message"]
+
+Form = Literal["bytes", "io", "path", "data_url", "fetched"]
+_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/bmp": ".bmp",
+               "image/tiff": ".tiff", "audio/wav": ".wav"}
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One medium of the payload: where it is, the caller's carrier, and the form to write back."""
+
+    where: str
+    kind: Literal["image", "audio"]
+    form: Form
+    carrier: Any
+    b64: bool = True  # inline bytes were stored base64-encoded (always, after ImageBlock validation)
+    suffix: str = ""
+    raw: bytes | None = None  # the bytes of a file-like original (candidate 0 gets its own stream of them)
+
+
+class _Reader:
+    """Decodes carriers into Media under the config's limits; collects notes; owns the temp directory."""
+
+    def __init__(self, config: GuardConfig) -> None:
+        self.config = config
+        self.media: list[Media] = []
+        self.slots: list[_Slot] = []
+        self.notes: list[str] = []
+        self._tmp: Path | None = None
+        self._lock = threading.Lock()
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def add_block(self, block: ImageBlock | AudioBlock, where: str) -> None:
+        kind: Literal["image", "audio"] = "image" if isinstance(block, ImageBlock) else "audio"
+        data = block.image if kind == "image" else block.audio
+        if isinstance(data, io.IOBase):
+            content = _read_io(data)
+            self._add(where, kind, "io", block, lambda: self._decode(kind, content, where, block), raw=content)
+        elif data:
+            raw, was_b64 = _unbase64(bytes(data))
+            self._add(where, kind, "bytes", block, lambda: self._decode(kind, raw, where, block), b64=was_b64)
+        elif block.path is not None:
+            self._add(where, kind, "path", block, lambda: self._decode(kind, str(block.path), where, block),
+                      suffix=Path(str(block.path)).suffix)
+        elif block.url is not None:
+            self._add_url(str(block.url), where, kind, block)
+        else:
+            raise MediaError(f"{where} ({type(block).__name__}) holds no {kind}: its {kind}, path and url "
+                             "are all empty")
+
+    def add_node(self, node: BaseNode, where: str) -> None:
+        """An ``ImageNode`` (image / image_path / image_url) or a node with an ``image_resource``."""
+        if isinstance(node, ImageNode):
+            inline, path, url = node.image, node.image_path or node.metadata.get("file_path"), node.image_url
+        elif getattr(node, "image_resource", None) is not None:
+            resource = node.image_resource
+            inline, path, url = resource.data, resource.path, resource.url
+        else:
+            raise MediaError(f"{where} ({type(node).__name__}) holds no image: pass ImageNode, ImageDocument or a "
+                             "node with an image_resource")
+        if inline:
+            raw, was_b64 = _unbase64(inline.encode("ascii") if isinstance(inline, str) else bytes(inline))
+            self._add(where, "image", "bytes", node, lambda: self._decode("image", raw, where, node), b64=was_b64)
+        elif path:
+            self._add(where, "image", "path", node, lambda: self._decode("image", str(path), where, node),
+                      suffix=Path(str(path)).suffix)
+        elif url:
+            self._add_url(str(url), where, "image", node)
+        else:
+            raise MediaError(f"{where} ({type(node).__name__}) holds no image: its inline data, path and url are "
+                             "all empty (MediaResource.data is dropped when a docstore serialises a node; "
+                             "store a path or url)")
+
+    def _add(self, where: str, kind: Literal["image", "audio"], form: Form, carrier: Any, decode: Any,
+             b64: bool = True, suffix: str = "", raw: bytes | None = None) -> None:
+        self.media.append(decode())
+        self.slots.append(_Slot(where, kind, form, carrier, b64, suffix, raw))
+
+    def _add_url(self, url: str, where: str, kind: Literal["image", "audio"], carrier: Any) -> None:
+        scheme = url.split(":", 1)[0].lower()
+        if scheme == "data":
+            self._add(where, kind, "data_url", carrier, lambda: self._decode(kind, url, where, carrier))
+            return
+        if scheme not in ("http", "https"):
+            raise MediaError(f"{where}: cannot read the {kind} URL {_short(url)} (scheme {scheme!r}); "
+                             "give http(s), a data: URL, inline bytes or a path")
+        policy = self.config.remote_media
+        if policy == "error":
+            raise MediaError(f"{where}: remote {kind} {_short(url)} refused (remote_media='error'); send it "
+                             "inline, or set remote_media='fetch' (or 'passthrough', unsmoothed)")
+        if policy == "passthrough":
+            self.notes.append(f"{where}: remote {kind} {_short(url)} passed through unsmoothed "
+                              "(remote_media='passthrough')")
+            return
+
+        def download() -> Media:
+            try:
+                return fetch(url, kind, timeout=self.config.fetch_timeout, max_bytes=self.config.max_media_bytes)
+            except MediaError as exc:
+                raise MediaError(f"{where}: {exc}") from None
+
+        self._add(where, kind, "fetched", carrier, download)
+        self.notes.append(f"{where}: remote {kind} {_short(url)} fetched; the noisy copies were sent inline")
+
+    def _decode(self, kind: str, source: Any, where: str, carrier: Any) -> Media:
+        cfg = self.config
+        try:
+            if kind == "image":
+                return Media.image(source, max_pixels=cfg.max_image_pixels, max_bytes=cfg.max_media_bytes)
+            return Media.audio(source, max_bytes=cfg.max_media_bytes)
+        except MediaError as exc:
+            raise MediaError(f"{where} ({type(carrier).__name__}{_describe(carrier)}): {exc}") from None
+        except Exception as exc:  # never let a decoder's own error escape
+            raise MediaError(f"{where} ({type(carrier).__name__}{_describe(carrier)}): could not read the "
+                             f"{kind}: {type(exc).__name__}: {exc}") from None
+
+    # -- writing ------------------------------------------------------------------------------------------
+
+    def original(self, k: int) -> Any:
+        """The caller's carrier of the ``k``-th medium; a file-like one gets its own stream (same bytes), so
+        the model reading it never moves the caller's stream."""
+        slot = self.slots[k]
+        if slot.form == "io" and slot.raw is not None:
+            field = "image" if isinstance(slot.carrier, ImageBlock) else "audio"
+            return slot.carrier.model_copy(update={field: io.BytesIO(slot.raw)})
+        return slot.carrier
+
+    def write(self, k: int, media: Media, tag: str) -> Any:
+        """The carrier of the ``k``-th medium holding ``media`` instead, in the caller's form."""
+        slot = self.slots[k]
+        if slot.form == "path":
+            return _with_path(slot.carrier, self._save(media, slot, f"{tag}-{k}"))
+        if slot.form == "data_url":
+            return _with_url(slot.carrier, media.to_data_url())
+        raw = media.to_bytes()
+        if slot.form == "io":
+            return _with_inline(slot.carrier, io.BytesIO(raw), media)
+        # "bytes" and "fetched": inline bytes, base64-encoded as LlamaIndex stores them
+        return _with_inline(slot.carrier, base64.b64encode(raw) if slot.b64 else raw, media)
+
+    def _save(self, media: Media, slot: _Slot, name: str) -> Path:
+        with self._lock:
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="smoothguard-"))
+        suffix = slot.suffix if mimetypes.guess_type(f"x{slot.suffix}")[0] == media.mime_type else ""
+        path = self._tmp / f"{name}{suffix or _EXTENSIONS.get(media.mime_type, '')}"
+        path.write_bytes(media.to_bytes())
+        return path
+
+    def close(self) -> None:
+        """Remove the temp directory of path-form copies (if any)."""
+        with self._lock:
+            tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class MessageMedia:
+    """The media of a list of chat messages, and the messages rebuilt around other media.
+
+    ``media``: one :class:`Media` per smoothed ImageBlock/AudioBlock, in message then block order.
+    ``notes``: what the caller should know (remote media passed through, unsmoothed video/documents).
+    Use as a context manager (or call :meth:`close`) so path-form copies are deleted.
+    """
+
+    def __init__(self, messages: Sequence[ChatMessage], config: GuardConfig, *,
+                 where: Callable[[int, int], str] | None = None) -> None:
+        """``where(i, j)`` names block j of message i in errors and notes (default ``messages[i].blocks[j]``)."""
+        self.messages = list(messages)
+        self._reader = _Reader(config)
+        self._places: list[tuple[int, int]] = []
+        name = where or (lambda i, j: f"messages[{i}].blocks[{j}]")
+        for i, message in enumerate(self.messages):
+            if not isinstance(message, ChatMessage):
+                raise TypeError(f"messages[{i}] is a {type(message).__name__}, not a llama_index ChatMessage")
+            for j, block in enumerate(message.blocks):
+                where_ = name(i, j)
+                if isinstance(block, ImageBlock | AudioBlock):
+                    before = len(self._reader.slots)
+                    self._reader.add_block(block, where_)
+                    if len(self._reader.slots) > before:
+                        self._places.append((i, j))
+                elif isinstance(block, VideoBlock | DocumentBlock):
+                    self._reader.notes.append(f"{where_}: {type(block).__name__} passed through unsmoothed "
+                                              "(only images and audio are smoothed)")
+
+    @property
+    def media(self) -> list[Media]:
+        return self._reader.media
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(self._reader.notes)
+
+    def build(self, variant: Sequence[Media], tag: int | str = 0) -> list[ChatMessage]:
+        """New messages with ``variant[k]`` in the k-th medium's slot; a medium that *is* the original
+        Media object keeps the caller's block. ``tag`` names path-form files (the candidate index)."""
+        if len(variant) != len(self._places):
+            raise ValueError(f"variant has {len(variant)} media, the messages {len(self._places)}")
+        replaced: dict[tuple[int, int], Any] = {}
+        for k, (place, medium) in enumerate(zip(self._places, variant, strict=True)):
+            if medium is not self.media[k]:
+                replaced[place] = self._reader.write(k, medium, str(tag))
+            elif self._reader.slots[k].form == "io":
+                replaced[place] = self._reader.original(k)
+        out = []
+        for i, message in enumerate(self.messages):
+            blocks = [replaced.get((i, j), block) for j, block in enumerate(message.blocks)]
+            kwargs = {k: v for k, v in message.additional_kwargs.items() if k != "images"}
+            # "images" (legacy ImageDocuments) were already turned into blocks when the message was built
+            out.append(message.model_copy(update={"blocks": blocks, "additional_kwargs": kwargs}))
+        return out
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> MessageMedia:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DocumentMedia:
+    """The media of a legacy ``image_documents`` list (ImageNode/ImageDocument/ImageBlock), rebuilt per candidate.
+
+    Same contract as :class:`MessageMedia`; :meth:`build` returns a new list of the same carriers.
+    """
+
+    def __init__(self, documents: Sequence[Any], config: GuardConfig, *, name: str = "image_documents") -> None:
+        self.documents = list(documents)
+        self._reader = _Reader(config)
+        self._places: list[int] = []
+        for i, doc in enumerate(self.documents):
+            before = len(self._reader.slots)
+            if isinstance(doc, BaseNode):
+                self._reader.add_node(doc, f"{name}[{i}]")
+            elif isinstance(doc, ImageBlock | AudioBlock):
+                self._reader.add_block(doc, f"{name}[{i}]")
+            else:
+                raise TypeError(f"{name}[{i}] is a {type(doc).__name__}; pass ImageNode, ImageDocument or ImageBlock")
+            if len(self._reader.slots) > before:
+                self._places.append(i)
+
+    @property
+    def media(self) -> list[Media]:
+        return self._reader.media
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(self._reader.notes)
+
+    def build(self, variant: Sequence[Media], tag: int | str = 0) -> list[Any]:
+        if len(variant) != len(self._places):
+            raise ValueError(f"variant has {len(variant)} media, the documents {len(self._places)}")
+        out = list(self.documents)
+        for k, (i, medium) in enumerate(zip(self._places, variant, strict=True)):
+            if medium is not self.media[k]:
+                out[i] = self._reader.write(k, medium, str(tag))
+            elif self._reader.slots[k].form == "io":
+                out[i] = self._reader.original(k)
+        return out
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> DocumentMedia:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def image_documents_to_blocks(documents: Sequence[Any] | None, *, name: str = "image_documents") -> list[Any]:
+    """ImageBlocks for a legacy ``image_documents`` list (ImageNode, ImageDocument, a node with an
+    ``image_resource``, or ImageBlock items), keeping their form: inline base64, path or url.
+
+    Raises :class:`MediaError` naming the item for a node without an image.
+    """
+    blocks: list[Any] = []
+    for i, doc in enumerate(documents or ()):
+        where = f"{name}[{i}]"
+        if isinstance(doc, ImageBlock | AudioBlock):
+            blocks.append(doc)
+            continue
+        if not isinstance(doc, BaseNode):
+            raise TypeError(f"{where} is a {type(doc).__name__}; pass ImageNode, ImageDocument or ImageBlock")
+        if isinstance(doc, ImageNode):
+            inline, path, url = doc.image, doc.image_path or doc.metadata.get("file_path"), doc.image_url
+            mime = doc.image_mimetype
+        elif getattr(doc, "image_resource", None) is not None:
+            resource = doc.image_resource
+            inline, path, url, mime = resource.data, resource.path, resource.url, resource.mimetype
+        else:
+            inline = path = url = mime = None
+        if inline:
+            raw, _ = _unbase64(inline.encode("ascii") if isinstance(inline, str) else bytes(inline))
+            blocks.append(ImageBlock(image=raw, image_mimetype=mime))
+        elif path:
+            if not Path(str(path)).is_file():
+                raise MediaError(f"{where} ({type(doc).__name__}): image file not found: {_short(path)}")
+            blocks.append(ImageBlock(path=Path(str(path)), image_mimetype=mime))
+        elif url:
+            blocks.append(ImageBlock(url=str(url), image_mimetype=mime))
+        else:
+            raise MediaError(f"{where} ({type(doc).__name__}) holds no image: its inline data, path and url are "
+                             "all empty")
+    return blocks
+
+
+def user_message(prompt: str, media_blocks: Sequence[Any]) -> ChatMessage:
+    """One user message: the media blocks first, then the prompt as a TextBlock."""
+    return ChatMessage(role=MessageRole.USER, blocks=[*media_blocks, TextBlock(text=prompt)])
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def _read_io(stream: io.IOBase) -> bytes:
+    """All bytes of a file-like object, leaving its position where it was."""
+    if isinstance(stream, io.BytesIO):
+        return stream.getvalue()
+    position = stream.tell()
+    try:
+        stream.seek(0)
+        return stream.read()  # type: ignore[attr-defined]
+    finally:
+        stream.seek(position)
+
+
+def _unbase64(data: bytes) -> tuple[bytes, bool]:
+    """(raw bytes, whether ``data`` was base64): LlamaIndex stores inline media base64-encoded."""
+    try:
+        return base64.b64decode(data, validate=True), True
+    except (binascii.Error, ValueError):
+        return data, False
+
+
+def _with_inline(carrier: Any, data: Any, media: Media) -> Any:
+    if isinstance(carrier, ImageBlock):
+        return carrier.model_copy(update={"image": data, "path": None, "url": None,
+                                          "image_mimetype": media.mime_type})
+    if isinstance(carrier, AudioBlock):
+        return carrier.model_copy(update={"audio": data, "path": None, "url": None})
+    if isinstance(carrier, ImageNode):
+        text = data.decode("ascii") if isinstance(data, bytes) else data
+        return carrier.model_copy(update={"image": text, "image_path": None, "image_url": None,
+                                          "image_mimetype": media.mime_type})
+    return _with_resource(carrier, data=data, path=None, url=None, mimetype=media.mime_type)
+
+
+def _with_path(carrier: Any, path: Path) -> Any:
+    mime = mimetypes.guess_type(path.name)[0]
+    if isinstance(carrier, ImageNode):
+        return carrier.model_copy(update={"image": None, "image_path": str(path), "image_url": None,
+                                          "image_mimetype": mime or carrier.image_mimetype})
+    if isinstance(carrier, ImageBlock):
+        return carrier.model_copy(update={"path": path, "image_mimetype": mime or carrier.image_mimetype})
+    if isinstance(carrier, AudioBlock):
+        return carrier.model_copy(update={"path": path})
+    return _with_resource(carrier, data=None, path=path, url=None, mimetype=mime)
+
+
+def _with_url(carrier: Any, url: str) -> Any:
+    mime = url[5:].split(";", 1)[0]
+    if isinstance(carrier, ImageNode):
+        return carrier.model_copy(update={"image_url": url, "image_mimetype": mime})
+    if isinstance(carrier, ImageBlock):
+        return carrier.model_copy(update={"url": url, "image_mimetype": mime})
+    if isinstance(carrier, AudioBlock):
+        return carrier.model_copy(update={"url": url})
+    return _with_resource(carrier, data=None, path=None, url=AnyUrl(url), mimetype=mime)
+
+
+def _with_resource(node: Any, **update: Any) -> Any:
+    """A copy of ``node`` whose ``image_resource`` is updated (the node's other fields shared)."""
+    return node.model_copy(update={"image_resource": node.image_resource.model_copy(update=update)})
+
+
+def _describe(carrier: Any) -> str:
+    if isinstance(carrier, ImageNode):
+        inline, path, url = carrier.image, carrier.image_path or carrier.metadata.get("file_path"), carrier.image_url
+    elif isinstance(carrier, ImageBlock | AudioBlock):
+        inline = carrier.image if isinstance(carrier, ImageBlock) else carrier.audio
+        path, url = carrier.path, carrier.url
+    elif getattr(carrier, "image_resource", None) is not None:
+        resource = carrier.image_resource
+        inline, path, url = resource.data, resource.path, resource.url
+    else:
+        return ""
+    if isinstance(inline, io.IOBase):
+        return ", file-like object"
+    if inline:
+        return ", inline bytes"
+    if path:
+        return f", path={_short(path)}"
+    if url:
+        return ", data: URL" if str(url).startswith("data:") else f", url={_short(url)}"
+    return ""
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "...")

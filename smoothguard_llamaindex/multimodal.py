@@ -1,0 +1,176 @@
+"""SmoothGuardMultiModalLLM: the guard around a legacy LlamaIndex ``MultiModalLLM``.
+
+Legacy models take ``complete(prompt, image_documents)``; the current path is an ``LLM`` with
+``ImageBlock`` content, for which use :class:`~smoothguard_llamaindex.SmoothGuardLLM`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.multi_modal_llms import MultiModalLLM, MultiModalLLMMetadata
+
+from smoothguard import GuardConfig, SmoothGuard
+from smoothguard.errors import ConfigError
+from smoothguard_llamaindex.blocks import DocumentMedia, MessageMedia
+from smoothguard_llamaindex.fanout import chat_text
+from smoothguard_llamaindex.guarded import aguarded_call, build_config, guarded_call, with_metadata
+
+__all__ = ["SmoothGuardMultiModalLLM"]
+
+
+class SmoothGuardMultiModalLLM(MultiModalLLM):
+    """Wraps a legacy ``MultiModalLLM``: ``complete(prompt, image_documents)``, ``chat(messages)`` and their
+    stream/async siblings are answered ``n_samples`` times on noisy copies of the images (the original first)
+    and the answer of the winning cluster is returned.
+
+    ``SmoothGuardMultiModalLLM(llm=inner, guard_config=None, **settings)``: settings as for
+    :class:`~smoothguard_llamaindex.SmoothGuardLLM` (every :class:`~smoothguard.GuardConfig` field). Image
+    documents (``ImageNode``/``ImageDocument``/``ImageBlock``) keep their form: base64 stays base64, a path
+    becomes a temp file of the same format, a ``data:`` URL stays one, http(s) follows ``remote_media``.
+    The LlamaIndex callback decorators are applied to every endpoint by ``MultiModalLLM`` itself. Streaming
+    endpoints yield the chosen answer as one chunk once the vote is done.
+    """
+
+    llm: MultiModalLLM = Field(description="The wrapped multimodal LLM; every candidate is one call to it.")
+    guard_config: GuardConfig = Field(default_factory=GuardConfig, description="SmoothGuard settings.")
+    rate_limiter: Any | None = Field(default=None, exclude=True,
+                                     description="Rate limiter applied once per guarded call.")
+
+    _guard: tuple[GuardConfig, SmoothGuard] | None = PrivateAttr(default=None)
+
+    def __init__(self, llm: MultiModalLLM | None = None,
+                 guard_config: GuardConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        if not isinstance(llm, MultiModalLLM):
+            raise ConfigError("SmoothGuardMultiModalLLM wraps a llama_index MultiModalLLM (llm=...); for an LLM "
+                              f"with ImageBlock content use SmoothGuardLLM, got {type(llm).__name__}")
+        own = set(type(self).model_fields)
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
+        super().__init__(llm=llm, guard_config=build_config(guard_config, settings), **kwargs)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SmoothGuardMultiModalLLM"
+
+    @property
+    def guard(self) -> SmoothGuard:
+        """The :class:`~smoothguard.SmoothGuard` built from ``guard_config``."""
+        if self._guard is None or self._guard[0] is not self.guard_config:
+            self._guard = (self.guard_config, SmoothGuard(self.guard_config))
+        return self._guard[1]
+
+    @property
+    def metadata(self) -> MultiModalLLMMetadata:
+        """The inner model's metadata with ``model_name`` ``smoothguard[<name>]``."""
+        inner = self.llm.metadata
+        return inner.model_copy(update={"model_name": f"smoothguard[{inner.model_name}]"})
+
+    def to_payload(self) -> dict[str, Any]:
+        """Non-sensitive description for instrumentation events (class name and metadata)."""
+        return {"class_name": self.class_name(), **self.metadata.model_dump()}
+
+    # -- endpoints (MultiModalLLM.__init_subclass__ applies the callback decorators) ---------------------------
+
+    def complete(self, prompt: str, image_documents: Sequence[Any], **kwargs: Any) -> CompletionResponse:
+        """Guarded completion: one inner ``complete(prompt, noisy documents)`` per candidate."""
+        return self._complete(prompt, image_documents, kwargs, "complete")
+
+    def stream_complete(self, prompt: str, image_documents: Sequence[Any], **kwargs: Any) -> CompletionResponseGen:
+        """Votes first, then yields the chosen completion as one chunk (full ``delta``)."""
+        response = self._complete(prompt, image_documents, kwargs, "stream_complete")
+        return _one(response.model_copy(update={"delta": response.text}))
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Guarded chat over the ImageBlocks/AudioBlocks of ``messages``."""
+        return self._chat(messages, kwargs, "chat")
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """Votes first, then yields the chosen response as one chunk (full ``delta``)."""
+        response = self._chat(messages, kwargs, "stream_chat")
+        return _one(response.model_copy(update={"delta": response.message.content or ""}))
+
+    async def acomplete(self, prompt: str, image_documents: Sequence[Any], **kwargs: Any) -> CompletionResponse:
+        """Async guarded completion (inner ``acomplete`` calls gathered, bounded by ``max_concurrency``)."""
+        return await self._acomplete(prompt, image_documents, kwargs, "acomplete")
+
+    async def astream_complete(self, prompt: str, image_documents: Sequence[Any],
+                               **kwargs: Any) -> CompletionResponseAsyncGen:
+        """Votes first, then yields the chosen completion as one chunk (full ``delta``)."""
+        response = await self._acomplete(prompt, image_documents, kwargs, "astream_complete")
+        return _aone(response.model_copy(update={"delta": response.text}))
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Async guarded chat."""
+        return await self._achat(messages, kwargs, "achat")
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        """Votes first, then yields the chosen response as one chunk (full ``delta``)."""
+        response = await self._achat(messages, kwargs, "astream_chat")
+        return _aone(response.model_copy(update={"delta": response.message.content or ""}))
+
+    # -- the guarded calls ----------------------------------------------------------------------------------
+
+    def _complete(self, prompt: str, documents: Sequence[Any], kwargs: dict[str, Any],
+                  endpoint: str) -> CompletionResponse:
+        payload = DocumentMedia(documents or [], self.guard_config)
+        response, result = guarded_call(
+            self.guard, payload, lambda docs: self.llm.complete(prompt, docs, **kwargs), _text,
+            model_name=self._inner_name(), endpoint=endpoint)
+        return with_metadata(response, result, CompletionResponse)
+
+    async def _acomplete(self, prompt: str, documents: Sequence[Any], kwargs: dict[str, Any],
+                         endpoint: str) -> CompletionResponse:
+        payload = await asyncio.to_thread(DocumentMedia, documents or [], self.guard_config)
+
+        async def call(docs: list[Any]) -> CompletionResponse:
+            return await self.llm.acomplete(prompt, docs, **kwargs)
+
+        response, result = await aguarded_call(self.guard, payload, call, _text,
+                                               model_name=self._inner_name(), endpoint=endpoint)
+        return with_metadata(response, result, CompletionResponse)
+
+    def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
+        payload = MessageMedia(messages, self.guard_config)
+        response, result = guarded_call(self.guard, payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text,
+                                        model_name=self._inner_name(), endpoint=endpoint)
+        return with_metadata(response, result)
+
+    async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
+        payload = await asyncio.to_thread(MessageMedia, messages, self.guard_config)
+
+        async def call(msgs: list[ChatMessage]) -> ChatResponse:
+            return await self.llm.achat(msgs, **kwargs)
+
+        response, result = await aguarded_call(self.guard, payload, call, chat_text,
+                                               model_name=self._inner_name(), endpoint=endpoint)
+        return with_metadata(response, result)
+
+    def _inner_name(self) -> str:
+        try:
+            return str(self.llm.metadata.model_name)
+        except Exception:
+            return type(self.llm).__name__
+
+
+def _text(response: CompletionResponse) -> str:
+    return response.text
+
+
+def _one(response: Any) -> Any:
+    yield response
+
+
+async def _aone(response: Any) -> Any:
+    yield response

@@ -1,0 +1,78 @@
+"""The testbed: a tiny VLM that really looks at images, trained by the project on generated shape images.
+
+- :mod:`~smoothguard.testbed.data` — the task: :func:`make_image`, :func:`make_example`, the exact question
+  and answer templates (:data:`TASK_QUESTIONS`, :data:`ANSWER_TEMPLATES`). numpy + PIL only.
+- :mod:`~smoothguard.testbed.model` — tokenizer, ``LlavaProcessor`` and ``LlavaForConditionalGeneration``
+  built in code (configs ``"main"`` and ``"surrogate"``), fp16 export and offline loading.
+- :mod:`~smoothguard.testbed.train` — ``python -m smoothguard.testbed.train``; ``train_gpu.sh`` trains both.
+- :mod:`~smoothguard.testbed.evaluate` — held-out accuracy per question kind and under noise.
+
+``load_testbed()`` (the shipped weights as an ``HFVisionLanguageModel``) arrives with the Hugging Face backend.
+Importing this package is light: torch and transformers load only when a model-side name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from smoothguard.testbed.data import (
+        ANSWER_TEMPLATES,
+        COLOURS,
+        KIND_WEIGHTS,
+        KINDS,
+        SHAPES,
+        TASK_QUESTIONS,
+        Example,
+        Shape,
+        all_texts,
+        describe,
+        make_example,
+        make_image,
+    )
+    from smoothguard.testbed.model import CONFIGS, build_model, build_processor, build_tokenizer, load_testbed_dir
+
+_LAZY = {
+    **{
+        name: "data"
+        for name in (
+            "ANSWER_TEMPLATES", "COLOURS", "KINDS", "KIND_WEIGHTS", "SHAPES", "TASK_QUESTIONS", "Example", "Shape",
+            "all_texts", "describe", "make_example", "make_image",
+        )
+    },
+    **{name: "model" for name in ("CONFIGS", "build_model", "build_processor", "build_tokenizer", "load_testbed_dir")},
+}
+
+__all__ = [
+    "ANSWER_TEMPLATES",
+    "COLOURS",
+    "CONFIGS",
+    "KINDS",
+    "KIND_WEIGHTS",
+    "SHAPES",
+    "TASK_QUESTIONS",
+    "Example",
+    "Shape",
+    "all_texts",
+    "build_model",
+    "build_processor",
+    "build_tokenizer",
+    "describe",
+    "load_testbed_dir",
+    "make_example",
+    "make_image",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'smoothguard.testbed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"smoothguard.testbed.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

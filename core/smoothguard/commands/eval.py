@@ -1,0 +1,272 @@
+"""``smoothguard eval``: benchmark a model undefended (sigma 0) and guarded over a sigma sweep.
+
+    smoothguard eval pope --model Qwen/Qwen2.5-VL-3B-Instruct --data data/pope --images data/coco/val2014 \\
+        --sigma 0 0.1 0.15 0.2 --n-samples 11 --out runs/pope
+    smoothguard eval mmsafety --model llava-hf/llava-1.5-7b-hf --data MM-SafetyBench/data --out runs/mms \\
+        --judge openai:meta-llama/Llama-Guard-3-8B --judge-base-url http://localhost:8000/v1 --judge-style llamaguard
+    smoothguard eval llavabench --model ... --data llava-bench-in-the-wild --out runs/wild --judge openai:gpt-4o
+    smoothguard eval report runs/pope runs/mms --out runs/report      # one table and plot from several runs
+    smoothguard eval make-data data/standin                          # small offline datasets in each format
+
+Writes ``OUT/answers.jsonl`` (resumable: rerun the same command after a kill), ``OUT/summary.json``,
+``OUT/summary.md`` and ``OUT/sweep.png``. ``--model`` takes a hub id or local directory, ``testbed`` (the
+shipped tiny VLM, when installed) or ``oracle`` (a scripted pixel-reading stand-in for smoke runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["configure", "main"]
+
+_DEFAULT_SIGMAS = (0.0, 0.1, 0.15, 0.2)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``eval`` subcommands (pope, mmsafety, llavabench, report, make-data) to ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n\n", 1)[1]
+    benches = parser.add_subparsers(dest="benchmark", metavar="BENCH", required=True)
+    pope = benches.add_parser("pope", help="POPE: yes/no object questions (utility)")
+    pope.add_argument("--images", metavar="DIR", help="image folder (default DATA/images or DATA/val2014)")
+    pope.add_argument("--splits", nargs="+", metavar="SPLIT", help="keep only these splits (adversarial popular "
+                      "random)")
+    pope.add_argument("--prompt-suffix", default="", metavar="TEXT",
+                      help="appended to every question, e.g. LLaVA's '\\nAnswer the question using a single word "
+                           "or phrase.' (default none; \\n and \\t are read as newline and tab)")
+    mms = benches.add_parser("mmsafety", help="MM-SafetyBench: harmful requests (attack success rate)")
+    mms.add_argument("--image-type", choices=("SD", "SD_TYPO", "TYPO"), default="SD_TYPO",
+                     help="MM-SafetyBench image set (default SD_TYPO)")
+    mms.add_argument("--scenarios", nargs="+", metavar="NAME", help="scenario files to read (default all)")
+    mms.add_argument("--universal-image", metavar="PATH",
+                     help="one image for every question, with the plain Question as prompt (universal attack)")
+    wild = benches.add_parser("llavabench", help="LLaVA-Bench in-the-Wild: open answers scored by a judge")
+    wild.add_argument("--images", metavar="DIR", help="image folder (default DATA/images)")
+    for sub, judges in ((pope, None), (mms, "keyword (default) or openai:MODEL"),
+                        (wild, "overlap (offline proxy) or openai:MODEL; default: answers only, unscored")):
+        _common(sub, judges)
+        sub.set_defaults(func=run)
+    report = benches.add_parser("report", help="one table and sigma-sweep plot from several eval folders")
+    report.add_argument("dirs", nargs="+", metavar="DIR", help="folders written by smoothguard eval BENCH --out")
+    report.add_argument("--out", required=True, metavar="DIR", help="where report.md and sweep.png go")
+    report.add_argument("--title", help="plot title")
+    report.set_defaults(func=run_report)
+    data = benches.add_parser("make-data", help="write small offline datasets in each benchmark's format")
+    data.add_argument("out", metavar="DIR", help="writes DIR/pope, DIR/mmsafety, DIR/llavabench")
+    data.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    data.add_argument("--pope-images", type=int, default=20, metavar="N",
+                      help="POPE images; 2 questions per image and split (default 20: 120 questions)")
+    data.add_argument("--mmsafety-per-scenario", type=int, default=4, metavar="N",
+                      help="MM-SafetyBench stand-in questions per scenario, at most 4 (default 4)")
+    data.add_argument("--llavabench", type=int, default=12, metavar="N", help="LLaVA-Bench questions (default 12)")
+    data.add_argument("--size", type=int, default=64, help="POPE and LLaVA-Bench image side in pixels (default 64, "
+                      "the testbed's)")
+    data.set_defaults(func=run_make_data)
+
+
+def _common(parser: argparse.ArgumentParser, judges: str | None) -> None:
+    parser.add_argument("--model", required=True, metavar="ID_OR_PATH",
+                        help="hub id or local directory of a supported VLM, 'testbed', or 'oracle' (scripted)")
+    parser.add_argument("--data", required=True, metavar="DIR", help="the benchmark's folder (or POPE .jsonl)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun to resume")
+    parser.add_argument("--sigma", type=float, nargs="+", default=list(_DEFAULT_SIGMAS), metavar="S",
+                        help="noise levels; 0 is the undefended model (default 0 0.1 0.15 0.2)")
+    parser.add_argument("--n-samples", type=int, default=11, help="guard candidates incl. the original (default 11)")
+    parser.add_argument("--adaptive", action="store_true", help="guard in adaptive mode (early stop)")
+    parser.add_argument("--limit", type=int, metavar="N", help="evaluate only N items")
+    parser.add_argument("--sample-seed", type=int, metavar="SEED",
+                        help="with --limit: a seeded random subset instead of the first N")
+    parser.add_argument("--seed", type=int, default=0, help="base of the per-item noise seeds (default 0)")
+    parser.add_argument("--retry-errors", action="store_true", help="ask again items whose generation failed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    if judges is not None:
+        judge = parser.add_argument_group("judge")
+        judge.add_argument("--judge", help=judges)
+        judge.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible server (vLLM, TGI, ...)")
+        judge.add_argument("--judge-style", choices=("instruction", "llamaguard"), default="instruction",
+                           help="safety judge prompt: instruction (default) or llamaguard (a Llama Guard model)")
+    guard = parser.add_argument_group("guard")
+    guard.add_argument("--sigma-space", choices=("normalized", "pixel"), default=None,
+                       help="units of sigma (default normalized)")
+    guard.add_argument("--clustering", choices=("kmeans", "agglomerative"), default=None)
+    guard.add_argument("--safety-weight", type=float, default=None, help="0: plain majority vote")
+    model = parser.add_argument_group("model")
+    model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+    model.add_argument("--dtype", default="auto", help="auto (default), float32, float16, bfloat16")
+    model.add_argument("--max-new-tokens", type=int, default=128, help="answer length cap in tokens (default 128)")
+    model.add_argument("--max-batch-size", type=int, default=16, help="variants per generate call (default 16)")
+    model.add_argument("--noise-space", choices=("pixel", "normalized"), default="pixel",
+                       help="pixel (default): noise on the [0,1] image; normalized: on pixel_values")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the data, load the model, run and report. Exit 0, or 2 for a usage, data or config error."""
+    from smoothguard.errors import SmoothGuardError
+    from smoothguard.eval.readers import read_dataset
+    from smoothguard.eval.runner import EvalRunner, sweep_specs
+
+    try:
+        options = _data_options(args)
+        dataset = read_dataset(args.benchmark, args.data, **options)
+        dataset = _subset(dataset, args.limit, args.sample_seed)
+        specs = sweep_specs(args.sigma, args.n_samples, adaptive=args.adaptive)
+        judge = _judge(args)
+        guard = {k: v for k, v in (("sigma_space", args.sigma_space), ("clustering", args.clustering),
+                                   ("safety_weight", args.safety_weight)) if v is not None}
+        runner = EvalRunner(None, dataset, args.out, model_name=args.model, judge=judge, guard_settings=guard,
+                            seed=args.seed, progress=not args.no_progress, retry_errors=args.retry_errors,
+                            options={"noise_space": args.noise_space, "max_new_tokens": args.max_new_tokens})
+        runner.check_out()  # before loading the model: a wrong --out fails in a second, not after minutes
+        runner.backend = _load(args)
+        summary = runner.run(specs)
+    except (SmoothGuardError, ValueError, OSError) as exc:
+        print(f"smoothguard eval: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        from smoothguard.eval.report import markdown_table
+
+        print(markdown_table(summary))
+        print(f"wrote {args.out}/summary.json, summary.md, sweep.png, answers.jsonl")
+    failed = sum(run["metrics"].get("failed") or 0 for run in summary["runs"])
+    if failed:
+        print(f"smoothguard eval: {failed} answers failed (see 'error' in answers.jsonl; --retry-errors retries)",
+              file=sys.stderr)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Combine eval folders into one report.md and sweep.png."""
+    from smoothguard.errors import SmoothGuardError
+    from smoothguard.eval.report import combine
+
+    try:
+        paths = combine(args.dirs, args.out, title=args.title)
+    except (SmoothGuardError, OSError, json.JSONDecodeError) as exc:
+        print(f"smoothguard eval report: {exc}", file=sys.stderr)
+        return 2
+    print(paths["table"].read_text(encoding="utf-8"))
+    print(f"wrote {paths['table']} and {paths['plot']}")
+    return 0
+
+
+def run_make_data(args: argparse.Namespace) -> int:
+    """Write the offline datasets."""
+    from pathlib import Path
+
+    from smoothguard.eval.datasets import write_llavabench, write_mmsafety, write_pope
+
+    root = Path(args.out)
+    try:
+        paths = {"pope": write_pope(root / "pope", n_images=args.pope_images, seed=args.seed, size=args.size),
+                 "mmsafety": write_mmsafety(root / "mmsafety", n_per_scenario=args.mmsafety_per_scenario,
+                                            seed=args.seed),
+                 "llavabench": write_llavabench(root / "llavabench", n=args.llavabench, seed=args.seed,
+                                                size=args.size)}
+    except (ValueError, OSError) as exc:
+        print(f"smoothguard eval make-data: {exc}", file=sys.stderr)
+        return 2
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.benchmark == "pope":
+        suffix = args.prompt_suffix.replace("\\n", "\n").replace("\\t", "\t")
+        return {"images": args.images, "splits": args.splits, "prompt_suffix": suffix}
+    if args.benchmark == "mmsafety":
+        return {"image_type": args.image_type, "scenarios": args.scenarios, "universal_image": args.universal_image}
+    return {"images": args.images}
+
+
+def _subset(dataset: Any, limit: int | None, sample_seed: int | None) -> Any:
+    if limit is None or sample_seed is None or limit >= len(dataset):
+        return dataset.head(limit)
+    import dataclasses
+
+    import numpy as np
+
+    keep = sorted(np.random.default_rng(sample_seed).choice(len(dataset), size=limit, replace=False).tolist())
+    return dataclasses.replace(dataset, items=tuple(dataset.items[i] for i in keep))
+
+
+def _judge(args: argparse.Namespace) -> Any:
+    from smoothguard.errors import ConfigError
+
+    spec = getattr(args, "judge", None)
+    if spec is None:
+        return None
+    if args.benchmark == "mmsafety" and spec == "keyword":
+        from smoothguard.eval.judges import KeywordJudge
+
+        return KeywordJudge()
+    if args.benchmark == "llavabench" and spec == "overlap":
+        from smoothguard.eval.judges import OverlapJudge
+
+        return OverlapJudge()
+    if not spec.startswith("openai:") or len(spec) <= len("openai:"):
+        offline = "keyword" if args.benchmark == "mmsafety" else "overlap"
+        raise ConfigError(f"--judge must be {offline} or openai:MODEL (a chat model behind an OpenAI-compatible "
+                          f"API), got {spec!r}")
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError as exc:
+        raise ConfigError("--judge openai:MODEL needs langchain-openai: pip install 'smoothguard[openai]'") from exc
+    settings: dict[str, Any] = {"model": spec[len("openai:"):], "temperature": 0.0, "max_retries": 6}
+    if args.judge_base_url:
+        settings["base_url"] = args.judge_base_url
+        if not os.environ.get("OPENAI_API_KEY"):
+            settings["api_key"] = "EMPTY"  # local servers (vLLM, TGI) take any key
+    chat = ChatOpenAI(**settings)
+    if args.benchmark == "mmsafety":
+        from smoothguard.eval.judges import LLMJudge
+
+        return LLMJudge(chat, style=args.judge_style, name=f"llm:{spec[len('openai:'):]}:{args.judge_style}")
+    from smoothguard.eval.judges import LLMReviewJudge
+
+    return LLMReviewJudge(chat, name=f"llm-review:{spec[len('openai:'):]}")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from smoothguard.errors import ConfigError
+
+    if args.model == "oracle":
+        from smoothguard.eval.oracle import ShapeOracle
+
+        return ShapeOracle()
+    if args.model == "testbed":
+        try:
+            from smoothguard.testbed import load_testbed  # type: ignore[attr-defined]
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError("--model testbed needs the trained testbed (smoothguard.testbed.load_testbed), which "
+                              "this installation does not have yet; give a hub id or local model directory, or "
+                              "--model oracle for a scripted smoke run") from exc
+        return load_testbed()
+    try:
+        from smoothguard.backends import HFVisionLanguageModel
+    except ImportError as exc:
+        raise ConfigError(f"--model {args.model} needs the Hugging Face backend: pip install 'smoothguard[hf]' "
+                          f"({exc})") from exc
+    return HFVisionLanguageModel.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
+        max_batch_size=args.max_batch_size, noise_space=args.noise_space)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m smoothguard.commands.eval ...``: the same as ``smoothguard eval ...``."""
+    parser = argparse.ArgumentParser(prog="smoothguard eval", description=__doc__.split("\n\n", 1)[0])
+    configure(parser)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from smoothguard._version import __version__
 
 __all__ = ["build_parser", "main"]
 
-#: name -> (help, function that adds the subcommand's arguments and sets ``func``)
-_SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+#: name -> (help, module whose ``configure(parser)`` adds the subcommand's arguments and sets ``func``).
+#: The modules import their heavy dependencies only when the subcommand runs.
+_SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("answer one prompt about images or audio with a Hugging Face model, guarded", "smoothguard.commands.run"),
+    "eval": ("benchmark a model undefended and guarded over a sigma sweep (POPE, MM-SafetyBench, LLaVA-Bench)",
+             "smoothguard.commands.eval"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"smoothguard {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, configure) in _SUBCOMMANDS.items():
-        configure(commands.add_parser(name, help=help_text, description=help_text))
+    for name, (help_text, module) in _SUBCOMMANDS.items():
+        importlib.import_module(module).configure(commands.add_parser(name, help=help_text, description=help_text))
     return parser
 
 

@@ -1,17 +1,41 @@
 """Model backends: anything that answers one prompt for a batch of media variants.
 
-``HFVisionLanguageModel`` (Hugging Face transformers, one batched ``generate`` for all variants) arrives in
-``smoothguard.backends.hf``.
+``HFVisionLanguageModel`` and ``HFAudioLanguageModel`` (Hugging Face transformers, one batched ``generate`` for
+all variants; :mod:`smoothguard.backends.hf`) are imported on first use, so importing this package loads
+neither torch nor transformers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from smoothguard.media import Media
 
-__all__ = ["Backend"]
+if TYPE_CHECKING:
+    from smoothguard.backends.hf import HFAudioLanguageModel, HFVisionLanguageModel
+
+__all__ = ["Backend", "HFAudioLanguageModel", "HFVisionLanguageModel"]
+
+_LAZY = {"HFVisionLanguageModel": "smoothguard.backends.hf", "HFAudioLanguageModel": "smoothguard.backends.hf"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ImportError(f"{name} needs transformers and torch: pip install 'smoothguard[hf]' ({exc})") from exc
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 @runtime_checkable

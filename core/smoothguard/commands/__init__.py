@@ -1,0 +1,1 @@
+"""The ``smoothguard`` subcommands, one module each; ``smoothguard.cli`` imports them lazily."""

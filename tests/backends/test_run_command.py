@@ -1,0 +1,69 @@
+"""``smoothguard run`` through the CLI's main function, on saved tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes.tiny_models import tiny_qwen2_5_vl, tiny_qwen2_audio
+from hf_cases import clip, image
+
+from smoothguard.cli import main
+
+ARGS = ["--device", "cpu", "--max-new-tokens", "8", "--n-samples", "3", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    png = root / "cat.png"
+    png.write_bytes(image("qwen2_5_vl", seed=1).to_png_bytes())
+    wav = root / "clip.wav"
+    wav.write_bytes(clip(seed=1).to_wav_bytes("pcm16"))
+    return {"qwen": tiny_qwen2_5_vl(root / "qwen"), "audio": tiny_qwen2_audio(root / "audio"), "png": png, "wav": wav}
+
+
+def test_run_prints_answer_agreement_and_clusters(files, capsys):
+    code = main(["run", "--model", str(files["qwen"]), "--prompt", "What is in the image?", "--image",
+                 str(files["png"]), "--sigma", "0.2", *ARGS])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "agreement: " in out and "of 3 candidates answered" in out and "clusters: " in out
+    assert out.strip().splitlines()[0]  # the answer comes first
+
+
+def test_run_json_is_result_to_dict(files, capsys):
+    assert main(["run", "--model", str(files["qwen"]), "--prompt", "Describe.", "--image", str(files["png"]),
+                 "--image", str(files["png"]), "--noise-space", "normalized", "--json", *ARGS]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_used"] == 3 and len(data["samples"]) == 3 and data["config"]["seed"] == 0
+    assert data["answer"] in [s["answer"] for s in data["samples"]]
+
+
+def test_run_audio(files, capsys):
+    assert main(["run", "--model", str(files["audio"]), "--prompt", "What do you hear?", "--audio", str(files["wav"]),
+                 "--json", *ARGS]) == 0
+    assert json.loads(capsys.readouterr().out)["n_used"] == 3
+
+
+def test_run_errors_are_reported_with_exit_status_2(files, tmp_path, capsys):
+    assert main(["run", "--model", str(files["qwen"]), "--prompt", "Hi", *ARGS]) == 2
+    assert "--image or --audio" in capsys.readouterr().err
+    assert main(["run", "--model", str(tmp_path / "missing"), "--prompt", "Hi", "--image", str(files["png"]),
+                 *ARGS]) == 2
+    assert capsys.readouterr().err.startswith("smoothguard run: ")
+    assert main(["run", "--model", str(files["qwen"]), "--prompt", "Hi", "--image", str(files["png"]),
+                 "--sigma", "-1", *ARGS]) == 2
+    assert "sigma" in capsys.readouterr().err
+    assert main(["run", "--model", str(files["qwen"]), "--prompt", "Hi", "--audio", str(files["wav"]), *ARGS]) == 1
+    assert "reads image, not audio" in capsys.readouterr().err
+
+
+def test_run_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--model", "--prompt", "--image", "--audio", "--sigma", "--n-samples", "--seed", "--json",
+                   "--device", "--dtype", "--max-new-tokens"):
+        assert option in out

@@ -1,0 +1,130 @@
+"""Latency of a guarded LangChain call against a chat model that takes 200 ms per call (issue 5, item 7).
+
+Target: ``ChatSmoothGuard(...).invoke`` at N=11 takes <= 1.3x one unguarded call, because the 11 calls run
+concurrently (``batch``/``abatch``) and aggregation adds only tens of milliseconds.
+
+Expectation written before measuring: with a tiny image the overhead is the thread pool, callbacks and the
+vote (embedding 3 distinct answers with MiniLM, ~10-30 ms on 2 cores), so ~1.05-1.15x. With large PNG images
+the CPU work on *this* machine grows with pixels: 10 noisy copies to draw (core) and to re-encode as PNG + base64
+(~35-70 ms per 512x512 copy), which the model calls cannot hide; expect >1.3x at 512x512 on 2 cores.
+
+The fake model does no work on our CPU (a remote model would not): it sleeps 200 ms and answers one of three
+phrasings picked from a cheap checksum of the request, with a request counter so the embedder's cache never
+helps. All rows are measured in one run, side by side. Run: ``python benchmarks/bench_langchain.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import itertools
+import statistics
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from PIL import Image
+
+from smoothguard_langchain import ChatSmoothGuard
+
+PHRASES = ["The picture shows a grey square on a white background; nothing else is visible.",
+           "It is a plain grey square on white, with nothing else in the picture.",
+           "A grey square is shown. The background is white."]
+_counter = itertools.count()
+
+
+class RemoteVLM(BaseChatModel):
+    """Stands in for a remote vision model: ``latency`` seconds per call, no local image work."""
+
+    latency: float = 0.2
+
+    @property
+    def _llm_type(self) -> str:
+        return "remote-vlm"
+
+    def _answer(self, messages: list[BaseMessage]) -> ChatResult:
+        checksum = zlib.crc32(str(messages[-1].content)[-2000:].encode())
+        weights = checksum % 10  # 70% / 20% / 10% of candidates, like greedy answers under small noise
+        phrase = PHRASES[0 if weights < 7 else 1 if weights < 9 else 2]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(f"{phrase} (request {next(_counter)})"))])
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        time.sleep(self.latency)
+        return self._answer(messages)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                         **kwargs: Any) -> ChatResult:
+        await asyncio.sleep(self.latency)
+        return self._answer(messages)
+
+
+def request(size: int) -> list[HumanMessage]:
+    """A question with one ``size`` x ``size`` PNG photo-like image (smooth gradient + texture)."""
+    rng = np.random.default_rng(size)
+    y, x = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    pixels = np.stack([0.3 + 0.4 * x, 0.3 + 0.4 * y, 0.5 + 0.1 * x * y], axis=-1)
+    pixels = np.clip(pixels + rng.normal(0, 0.02, pixels.shape), 0, 1)
+    buf = io.BytesIO()
+    Image.fromarray((pixels * 255).astype(np.uint8)).save(buf, "PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    return [HumanMessage(content=[{"type": "text", "text": "What is in the image?"},
+                                  {"type": "image", "base64": b64, "mime_type": "image/png"}])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds per model call")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224, 512])
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads for the embedder (default: torch's own choice)")
+    args = parser.parse_args()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+
+    model = RemoteVLM(latency=args.latency)
+    guard = ChatSmoothGuard(model=model, n_samples=11, sigma=0.1)
+    limited = ChatSmoothGuard(model=model, n_samples=11, max_concurrency=4)
+    guard.invoke(request(32))  # load the embedder once, outside the measurements
+    cases = [("unguarded invoke", 1, model.invoke),
+             ("ChatSmoothGuard.invoke", 11, guard.invoke),
+             ("ChatSmoothGuard.ainvoke", 11, lambda m: asyncio.run(guard.ainvoke(m))),
+             ("invoke, max_concurrency=4", 11, limited.invoke)]
+
+    print(f"\nmodel latency {args.latency * 1000:.0f} ms per call; {args.repeats} rounds, the cases interleaved in "
+          f"each round; target: N=11 <= 1.3x one call")
+    print(f"{'case':<36} {'image':>7} {'calls':>5} {'median ms':>9} {'min ms':>7} {'x call':>7} "
+          f"{'perturb':>7} {'gen+enc':>7} {'vote':>6}")
+    for size in args.sizes:
+        messages = request(size)
+        times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        stages: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in cases}
+        for _ in range(args.repeats):
+            for name, _, fn in cases:
+                start = time.perf_counter()
+                reply = fn(messages)
+                times[name].append((time.perf_counter() - start) * 1000)
+                if "smoothguard" in reply.response_metadata:
+                    stages[name].append(reply.response_metadata["smoothguard"]["timings"])
+        base = statistics.median(times["unguarded invoke"])
+        for name, calls, _ in cases:
+            ms = statistics.median(times[name])
+            cols = "".join(f" {statistics.median(t[k] for t in stages[name]) * 1000:>{w}.0f}"
+                           for k, w in (("perturb", 7), ("generate", 7), ("aggregate", 6))) if stages[name] else ""
+            fastest = min(times[name])
+            print(f"{name:<36} {f'{size}px':>7} {calls:>5} {ms:>9.0f} {fastest:>7.0f} {ms / base:>6.2f}x{cols}")
+    print("x call: median / median of the unguarded call. Stages (medians, ms): perturb = drawing the noisy copies "
+          "(core); gen+enc = re-encoding the copies + the concurrent calls; vote = embed, cluster, vote.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Candidates: the N outputs of one guarded request, what the vote compares in each, and the chosen one.
+
+The vote runs over text. A message's text is its content, or, when it makes tool calls, the canonical JSON of
+those calls (``[{"args": ..., "name": ...}]``, keys sorted, calls sorted), so tool-calling candidates are
+compared by what they call, not by their (usually empty) text. Structured outputs (pydantic models, dicts,
+lists) are compared as canonical JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from smoothguard import GuardResult, Media, SmoothGuard
+from smoothguard.errors import GenerationError, GuardFlagged
+
+__all__ = ["EVENT_NAME", "Candidates", "add_notes", "annotate_message", "arun_guard", "run_guard", "total_usage",
+           "vote_text"]
+
+#: Name of the custom callback event carrying ``GuardResult.to_dict()`` for every guarded request.
+EVENT_NAME = "smoothguard_result"
+
+Call = Callable[[list[Any], int], Sequence[Any]]
+ACall = Callable[[list[Any], int], Awaitable[Sequence[Any]]]
+
+
+class Candidates:
+    """Collects every candidate's output across rounds; :meth:`generate` is the ``generate`` of ``SmoothGuard.run``.
+
+    rebuild(variant media) -> one inner input; call(inputs, first candidate index) -> one output or exception
+    per input, in order.
+    """
+
+    def __init__(self, rebuild: Callable[[list[Media]], Any], call: Call | None = None,
+                 acall: ACall | None = None, text: Callable[[Any], Any] | None = None) -> None:
+        self.rebuild = rebuild
+        self.call = call
+        self.acall = acall
+        self.text = text or vote_text
+        self.outputs: list[Any] = []
+        self.control_flow: BaseException | None = None  # e.g. a LangGraph interrupt raised by a candidate
+
+    def generate(self, variants: list[list[Media]]) -> list[Any]:
+        assert self.call is not None
+        start = len(self.outputs)
+        inputs = [self.rebuild(v) for v in variants]
+        try:
+            outputs = list(self.call(inputs, start))
+        except Exception as exc:  # the whole fan-out failed: every candidate of the round failed
+            outputs = [exc] * len(inputs)
+        return self._keep(outputs, len(inputs))
+
+    async def agenerate(self, variants: list[list[Media]]) -> list[Any]:
+        assert self.acall is not None
+        start = len(self.outputs)
+        inputs = await asyncio.to_thread(lambda: [self.rebuild(v) for v in variants])  # PNG/WAV encoding
+        try:
+            outputs = list(await self.acall(inputs, start))
+        except Exception as exc:
+            outputs = [exc] * len(inputs)
+        return self._keep(outputs, len(inputs))
+
+    def _keep(self, outputs: list[Any], n: int) -> list[Any]:
+        if len(outputs) != n:  # keep candidate indices aligned; the core reports the miscount
+            outputs = (outputs + [RuntimeError("no output")] * n)[:n]
+        if self.control_flow is None:
+            self.control_flow = next((o for o in outputs if _is_control_flow(o)), None)
+        self.outputs.extend(outputs)
+        return [self.text(o) for o in outputs]
+
+    def chosen(self, result: GuardResult) -> Any:
+        """The output of the representative candidate (candidate 0 for a pass-through request)."""
+        index = 0 if result.passthrough or result.representative is None else result.representative
+        return self.outputs[index]
+
+
+def run_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates, notes: Sequence[str]) -> GuardResult:
+    """``guard.run`` over ``candidates`` with ``notes`` added to the result (also to a ``GuardFlagged``'s result).
+
+    A request without media is one pass-through call: if it fails, its own exception is raised (not a
+    ``GenerationError``), so retry and fallback logic keyed on the model's exception types keeps working.
+    A LangGraph interrupt (``GraphBubbleUp``) raised by any candidate is re-raised as it is.
+    """
+    try:
+        result = guard.run(media, candidates.generate)
+    except GuardFlagged as exc:
+        _raise_control_flow(candidates)
+        exc.result = add_notes(exc.result, notes)
+        raise
+    except GenerationError as exc:
+        _raise_control_flow(candidates)
+        _raise_passthrough_cause(exc, media)
+        raise
+    _raise_control_flow(candidates)
+    return add_notes(result, notes)
+
+
+async def arun_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates,
+                     notes: Sequence[str]) -> GuardResult:
+    """Async :func:`run_guard` (``guard.arun`` over ``candidates.agenerate``)."""
+    try:
+        result = await guard.arun(media, candidates.agenerate)
+    except GuardFlagged as exc:
+        _raise_control_flow(candidates)
+        exc.result = add_notes(exc.result, notes)
+        raise
+    except GenerationError as exc:
+        _raise_control_flow(candidates)
+        _raise_passthrough_cause(exc, media)
+        raise
+    _raise_control_flow(candidates)
+    return add_notes(result, notes)
+
+
+def _is_control_flow(x: Any) -> bool:
+    """LangGraph's interrupts and other ``GraphBubbleUp`` signals: never a failed candidate, always re-raised."""
+    return isinstance(x, BaseException) and any(c.__name__ == "GraphBubbleUp" for c in type(x).__mro__)
+
+
+def _raise_control_flow(candidates: Candidates) -> None:
+    if candidates.control_flow is not None:
+        raise candidates.control_flow
+
+
+def _raise_passthrough_cause(exc: GenerationError, media: list[Media]) -> None:
+    if not media and len(exc.causes) == 1 and isinstance(exc.causes[0][1], Exception):
+        raise exc.causes[0][1]
+
+
+def vote_text(output: Any) -> Any:
+    """What the vote compares for one output: text, tool-call JSON or canonical JSON; failures pass through."""
+    from langchain_core.messages import BaseMessage
+
+    if isinstance(output, BaseException | str) or output is None:
+        return output
+    if isinstance(output, BaseMessage):
+        calls = _tool_calls(output)
+        return _dumps(calls) if calls else output.text
+    if isinstance(output, dict) and {"raw", "parsed"} <= output.keys():  # with_structured_output(include_raw)
+        return vote_text(output["parsed"] if output["parsed"] is not None else output["raw"])
+    return _dumps(_plain(output))
+
+
+def _tool_calls(message: Any) -> list[dict[str, Any]]:
+    calls = [{"name": c.get("name"), "args": c.get("args", {})} for c in getattr(message, "tool_calls", None) or []]
+    calls += [{"name": c.get("name"), "args": c.get("args"), "invalid": True}
+              for c in getattr(message, "invalid_tool_calls", None) or []]
+    return sorted(calls, key=_dumps)
+
+
+def _plain(x: Any) -> Any:
+    from langchain_core.messages import BaseMessage
+
+    if isinstance(x, BaseModel):
+        return x.model_dump(mode="json")
+    if isinstance(x, BaseMessage):
+        return vote_text(x)
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    return str(x)
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(x, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def add_notes(result: GuardResult, notes: Sequence[str]) -> GuardResult:
+    """``result`` with ``notes`` appended, plus a note when structured answers were grouped but not identical."""
+    notes = list(notes)
+    rep = result.representative
+    if rep is not None and not result.passthrough and result.winner is not None:
+        answer = result.samples[rep].answer or ""
+        if answer.startswith(("[", "{")):
+            members = next((c.members for c in result.clusters if c.label == result.winner), ())
+            exact = sum(1 for i in members if result.samples[i].answer == answer)
+            if exact < len(members):
+                notes.append(f"structured answers: only {exact} of the {len(members)} candidates in the winning "
+                             "cluster gave exactly the chosen value (near-identical JSON is clustered together); "
+                             "check `samples`")
+    if not notes:
+        return result
+    return dataclasses.replace(result, notes=result.notes + tuple(notes))
+
+
+def total_usage(outputs: Sequence[Any]) -> dict[str, Any] | None:
+    """Token usage summed over every candidate message that reports it (None when none does)."""
+    from langchain_core.messages.ai import add_usage
+
+    total = None
+    for output in outputs:
+        usage = getattr(output, "usage_metadata", None)
+        if usage:
+            total = add_usage(total, usage)
+    return dict(total) if total else None
+
+
+def annotate_message(message: Any, result: GuardResult, outputs: Sequence[Any]) -> Any:
+    """A copy of ``message`` with ``response_metadata["smoothguard"] = result.to_dict()`` (and the total usage
+    of the candidate messages ``outputs`` under ``"smoothguard_usage"``)."""
+    meta = {**(getattr(message, "response_metadata", None) or {}), "smoothguard": result.to_dict()}
+    usage = total_usage(outputs)
+    if usage:
+        meta["smoothguard_usage"] = usage
+    return message.model_copy(update={"response_metadata": meta})

@@ -1,0 +1,241 @@
+"""ChatSmoothGuard: a chat model that guards any other chat model with SmoothGuard.
+
+>>> guard = ChatSmoothGuard(model=ChatOpenAI(model="gpt-4o-mini", temperature=0), n_samples=11, sigma=0.1)
+>>> reply = guard.invoke([HumanMessage(content=[{"type": "text", "text": "What is shown?"},
+...                                             {"type": "image", "base64": b64, "mime_type": "image/png"}])])
+>>> reply.content, reply.response_metadata["smoothguard"]["agreement"]
+
+One request becomes ``n_samples`` inner calls, fanned out concurrently through the inner model's ``batch`` /
+``abatch`` (at most ``max_concurrency`` at a time); each is a child run of the guard's run. The answers are
+embedded, clustered and voted on, and the representative candidate's own ``AIMessage`` is returned, with
+``response_metadata["smoothguard"] = GuardResult.to_dict()`` and the summed token usage of all candidates
+under ``response_metadata["smoothguard_usage"]``. A request without image or audio is one pass-through call.
+
+Streaming yields the chosen answer as **one final chunk** (and one ``on_llm_new_token`` event): the vote needs
+every candidate's full answer, so there are no earlier tokens to stream. Candidate runs are tagged ``nostream``
+(LangGraph's ``stream_mode="messages"`` skips them), but ``astream_events`` reports their events like any child
+run's; filter on the ``smoothguard:sample:<i>`` tags to hide them.
+
+Tool calls: ``bind_tools`` binds the tools on the inner model, and candidates that call tools are compared by
+the JSON of their calls; ``with_structured_output`` works on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, ClassVar
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import Field
+
+from smoothguard import GuardResult
+from smoothguard.errors import ConfigError
+from smoothguard_langchain.blocks import find_media
+from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
+from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard
+from smoothguard_langchain.settings import GuardSettings
+
+__all__ = ["ChatSmoothGuard"]
+
+
+class ChatSmoothGuard(GuardSettings, BaseChatModel):
+    """A chat model answering like ``model``, defended by SmoothGuard (noisy copies + clustering + vote).
+
+    Fields: ``model`` (the chat model to guard, or a runnable built from one, e.g. ``llm.bind(...)``), ``stop``
+    (default stop sequences for the inner calls), and every :class:`smoothguard.GuardConfig` setting (same names,
+    defaults and meaning; invalid values raise :class:`~smoothguard.errors.ConfigError` here). Provider settings
+    such as ``temperature`` or ``max_tokens`` belong on the inner model; passed here they are ignored with a
+    warning.
+    """
+
+    model: Runnable[Any, Any] = Field(description="The chat model (or chat-model runnable) to guard.")
+    stop: list[str] | None = Field(None, description="Default stop sequences passed to every inner call.")
+
+    _tolerated: ClassVar[frozenset[str]] = frozenset(
+        {"temperature", "max_tokens", "timeout", "max_retries", "api_key", "base_url"})
+    _ignored: ClassVar[frozenset[str]] = frozenset({"streaming"})  # the answer is always one chunk
+
+    def __init__(self, **data: Any) -> None:
+        model = data.get("model")
+        if model is None:
+            raise ConfigError("ChatSmoothGuard needs model=<the chat model to guard>, e.g. ChatOpenAI(...)")
+        if not isinstance(model, Runnable):
+            raise ConfigError(f"model must be a LangChain chat model or runnable, got {type(model).__name__}")
+        super().__init__(**data)
+
+    # -- identity -----------------------------------------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "smoothguard"
+
+    @property
+    def _inner(self) -> Any:
+        """The inner chat model, unwrapped from bindings."""
+        model = self.model
+        while hasattr(model, "bound") and not isinstance(model, BaseChatModel):
+            model = model.bound
+        return model
+
+    def _resolve_model_profile(self) -> Any:
+        """The inner model's profile (capabilities such as image inputs or tool calling): the guard has them too."""
+        return getattr(self._inner, "profile", None)
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        inner = self._inner
+        params = getattr(inner, "_identifying_params", None)
+        return {"model": inner.get_name(), "model_params": dict(params) if isinstance(params, dict) else None,
+                **self.guard_config.to_dict()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """The inner model's tracing params with ``ls_provider="smoothguard"`` (so cost is counted on the
+        candidate runs, not twice)."""
+        inner = self._inner
+        params: LangSmithParams
+        if isinstance(inner, BaseChatModel):
+            params = inner._get_ls_params(stop=stop, **kwargs)
+        else:
+            params = LangSmithParams(ls_model_type="chat")
+            if stop:
+                params["ls_stop"] = stop
+        params["ls_provider"] = "smoothguard"
+        params["ls_model_type"] = "chat"
+        if isinstance(kwargs.get("model"), str):
+            params["ls_model_name"] = kwargs["model"]
+        elif not isinstance(params.get("ls_model_name"), str):
+            params["ls_model_name"] = inner.get_name()
+        return params
+
+    # -- generation ---------------------------------------------------------------------------------------
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        guard = self._guard()
+        found = find_media(messages, guard.config)
+        call_kwargs = self._call_kwargs(stop, kwargs)
+
+        def call(inputs: list[Any], start: int) -> Sequence[Any]:
+            configs = [self._child_config(run_manager, start + i, len(inputs), False) for i in range(len(inputs))]
+            with fanout_context(run_manager) as ctx:
+                return ctx.run(self.model.batch, inputs, configs, return_exceptions=True, **call_kwargs)
+
+        candidates = Candidates(found.rebuild, call=call)
+        result = run_guard(guard, found.media, candidates, found.notes)
+        emit_result(run_manager, result.to_dict())
+        chat_result = self._result(result, candidates)
+        if run_manager is not None:  # the answer as one token event, for streaming consumers
+            chunk = _as_chunk(chat_result.generations[0].message)
+            run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        return chat_result
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        guard = self._guard()
+        found = await asyncio.to_thread(find_media, messages, guard.config)  # decoding / fetching
+        call_kwargs = self._call_kwargs(stop, kwargs)
+
+        async def acall(inputs: list[Any], start: int) -> Sequence[Any]:
+            configs = [self._child_config(run_manager, start + i, len(inputs), True) for i in range(len(inputs))]
+            with fanout_context(run_manager, is_async=True) as ctx:
+                batch = self.model.abatch(inputs, configs, return_exceptions=True, **call_kwargs)
+                return await asyncio.create_task(batch, context=ctx)
+
+        candidates = Candidates(found.rebuild, acall=acall)
+        result = await arun_guard(guard, found.media, candidates, found.notes)
+        await aemit_result(run_manager, result.to_dict())
+        chat_result = self._result(result, candidates)
+        if run_manager is not None:
+            chunk = _as_chunk(chat_result.generations[0].message)
+            await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        return chat_result
+
+    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
+        """Never: the vote needs every whole answer. (This also keeps every call on ``_generate``, which gets the
+        run manager, so candidates are child runs even when a streaming handler is attached.)"""
+        return False
+
+    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        """The voted answer as one final ``AIMessageChunk`` (``chunk_position="last"``)."""
+        yield _as_chunk(self.invoke(input, config, stop=stop, **kwargs)).message
+
+    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+                      stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+        """Async :meth:`stream`: one final chunk."""
+        yield _as_chunk(await self.ainvoke(input, config, stop=stop, **kwargs)).message
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        """One final chunk (used by ``stream_events(version="v3")``)."""
+        yield _as_chunk(self._generate(messages, stop=stop, run_manager=run_manager, **kwargs).generations[0].message)
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        """Async :meth:`_stream`."""
+        result = await self._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        yield _as_chunk(result.generations[0].message)
+
+    # -- tools --------------------------------------------------------------------------------------------
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind ``tools`` on the inner model; the result is still guarded (its vote compares tool calls)."""
+        if not hasattr(self.model, "bind_tools"):
+            raise NotImplementedError(f"the wrapped {self._inner.get_name()} does not support tool calling")
+        ls_format = kwargs.pop("ls_structured_output_format", None)
+        extra = {"tool_choice": tool_choice} if tool_choice is not None else {}
+        if ls_format is not None:
+            extra["ls_structured_output_format"] = ls_format
+        inner = self.model.bind_tools(tools, **extra, **kwargs)
+        guarded = self.model_copy(update={"model": inner})
+        return guarded.bind(ls_structured_output_format=ls_format) if ls_format is not None else guarded.bind()
+
+    # -- helpers ------------------------------------------------------------------------------------------
+
+    def _call_kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        stop = stop if stop is not None else self.stop
+        return {**kwargs, "stop": stop} if stop else dict(kwargs)
+
+    def _child_config(self, run_manager: Any, index: int, width: int, is_async: bool) -> dict[str, Any]:
+        return {"callbacks": child_manager(run_manager, index, is_async=is_async),
+                "max_concurrency": self.max_concurrency or width}
+
+    def _result(self, result: GuardResult, candidates: Candidates) -> ChatResult:
+        if result.refused:
+            message: BaseMessage = AIMessage(content=result.answer)
+        else:
+            message = _as_ai_message(candidates.chosen(result))
+        message = annotate_message(message, result, candidates.outputs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _as_ai_message(output: Any) -> AIMessage:
+    if isinstance(output, AIMessage):
+        return output
+    if isinstance(output, BaseMessage):
+        return AIMessage(content=output.content, response_metadata=dict(output.response_metadata))
+    return AIMessage(content=output if isinstance(output, str) else str(output))
+
+
+def _as_chunk(message: BaseMessage) -> ChatGenerationChunk:
+    """One final ``AIMessageChunk`` carrying everything of ``message`` (tool calls as chunks)."""
+    calls = [tool_call_chunk(name=c["name"], args=json.dumps(c["args"], ensure_ascii=False), id=c.get("id"),
+                             index=i) for i, c in enumerate(getattr(message, "tool_calls", []) or [])]
+    offset = len(calls)
+    calls += [tool_call_chunk(name=c.get("name"), args=c.get("args"), id=c.get("id"), index=offset + i)
+              for i, c in enumerate(getattr(message, "invalid_tool_calls", []) or [])]
+    chunk = AIMessageChunk(
+        content=message.content, id=message.id, name=message.name,
+        additional_kwargs=dict(message.additional_kwargs), response_metadata=dict(message.response_metadata),
+        usage_metadata=getattr(message, "usage_metadata", None), tool_call_chunks=calls, chunk_position="last")
+    return ChatGenerationChunk(message=chunk)

@@ -1,0 +1,132 @@
+"""SmoothGuardRunnable: guard any runnable whose input carries images or audio (a model, a chain, a binding).
+
+>>> chain = prompt | SmoothGuardRunnable(bound=llm, n_samples=11) | StrOutputParser()
+>>> guarded = SmoothGuardRunnable(bound=prompt | llm | StrOutputParser(), media_keys={"image": "image"})
+
+The input (messages, a ``ChatPromptValue``, a dict holding messages or raw media under ``media_keys``; see
+:mod:`smoothguard_langchain.inputs`) is copied ``n_samples`` times with noisy media, ``bound.batch`` /
+``bound.abatch`` answers every copy concurrently (each a child run tagged ``smoothguard:sample:<i>``), and the
+representative output is returned as ``bound`` produced it. A message output carries
+``response_metadata["smoothguard"] = GuardResult.to_dict()``; every request also emits the custom event
+``"smoothguard_result"`` (collect it with :class:`~smoothguard_langchain.SmoothGuardResults`), which is how the
+metadata reaches you when the output is a plain string. ``stream`` / ``astream`` yield the chosen output as one
+chunk: the vote needs every candidate's whole answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import patch_config
+from pydantic import BaseModel, ConfigDict, Field
+
+from smoothguard import GuardResult
+from smoothguard.errors import GuardFlagged
+from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
+from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard
+from smoothguard_langchain.inputs import InputMedia, find_input_media
+from smoothguard_langchain.settings import GuardSettings
+
+__all__ = ["SmoothGuardRunnable"]
+
+
+class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
+    """Runs ``bound`` on noisy copies of the input's media and returns the output the copies agree on.
+
+    Fields: ``bound`` (any runnable), ``media_keys`` (dict keys of the input holding raw media, each ``"image"``
+    or ``"audio"``), and every :class:`smoothguard.GuardConfig` setting (invalid values raise ``ConfigError``).
+    Outputs are compared as text: messages by content (or tool-call JSON), strings as they are, pydantic models
+    and dicts as canonical JSON. Under ``on_flag="refuse"`` a message output becomes an ``AIMessage`` and a
+    string output the refusal text; other output types cannot carry a refusal, so they raise ``GuardFlagged``.
+    """
+
+    bound: Runnable[Any, Any] = Field(description="The runnable to guard.")
+    media_keys: dict[str, Literal["image", "audio"]] = Field(
+        default_factory=dict, description="Input dict keys holding raw media (data URL, base64, bytes, URL).")
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    # -- typing -------------------------------------------------------------------------------------------
+
+    @property
+    def InputType(self) -> Any:
+        return self.bound.InputType
+
+    @property
+    def OutputType(self) -> Any:
+        return self.bound.OutputType
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return self.bound.get_input_schema(config)
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return self.bound.get_output_schema(config)
+
+    @property
+    def config_specs(self) -> list[Any]:
+        return self.bound.config_specs
+
+    # -- calls --------------------------------------------------------------------------------------------
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._invoke, input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+
+    def _invoke(self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig,
+                **kwargs: Any) -> Any:
+        guard = self._guard()
+        found = find_input_media(input, guard.config, self.media_keys)
+
+        def call(inputs: list[Any], start: int) -> Sequence[Any]:
+            configs = [self._child_config(config, run_manager, start + i, len(inputs), False)
+                       for i in range(len(inputs))]
+            with fanout_context(run_manager) as ctx:
+                return ctx.run(self.bound.batch, inputs, configs, return_exceptions=True, **kwargs)
+
+        candidates = Candidates(found.rebuild, call=call)
+        result = run_guard(guard, found.media, candidates, found.notes)
+        emit_result(run_manager, result.to_dict())
+        return _output(result, candidates)
+
+    async def _ainvoke(self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig,
+                       **kwargs: Any) -> Any:
+        guard = self._guard()
+        found: InputMedia = await asyncio.to_thread(find_input_media, input, guard.config, self.media_keys)
+
+        async def acall(inputs: list[Any], start: int) -> Sequence[Any]:
+            configs = [self._child_config(config, run_manager, start + i, len(inputs), True)
+                       for i in range(len(inputs))]
+            with fanout_context(run_manager, is_async=True) as ctx:
+                batch = self.bound.abatch(inputs, configs, return_exceptions=True, **kwargs)
+                return await asyncio.create_task(batch, context=ctx)
+
+        candidates = Candidates(found.rebuild, acall=acall)
+        result = await arun_guard(guard, found.media, candidates, found.notes)
+        await aemit_result(run_manager, result.to_dict())
+        return _output(result, candidates)
+
+    def _child_config(self, config: RunnableConfig, run_manager: Any, index: int, width: int,
+                      is_async: bool) -> RunnableConfig:
+        # The guard sets max_concurrency itself, so a caller's batch(max_concurrency=k) never throttles the fan-out.
+        return patch_config(config, callbacks=child_manager(run_manager, index, is_async=is_async),
+                            max_concurrency=self.max_concurrency or width)
+
+
+def _output(result: GuardResult, candidates: Candidates) -> Any:
+    output = candidates.chosen(result)
+    if result.refused:
+        if isinstance(output, BaseMessage):
+            return annotate_message(AIMessage(content=result.answer), result, candidates.outputs)
+        if isinstance(output, str):
+            return result.answer
+        raise GuardFlagged(result)
+    if isinstance(output, BaseMessage):
+        return annotate_message(output, result, candidates.outputs)
+    return output

@@ -187,3 +187,15 @@ def test_the_shared_embedder_serves_eight_threads_at_once():
     with ThreadPoolExecutor(8) as pool:
         verdicts = list(pool.map(lambda t: aggregate(t * 2, GuardConfig(seed=0)), texts))
     assert all(v.agreement >= 0.5 for v in verdicts)
+
+
+def test_structured_answers_are_grouped_by_exact_json():
+    paris = '{"name": "get_weather", "args": {"city": "Paris"}}'
+    paris_reordered = '{"args": {"city": "Paris"}, "name": "get_weather"}'
+    london = '{"name": "get_weather", "args": {"city": "London"}}'
+    verdict = aggregate([paris, london, paris_reordered, london, paris], GuardConfig(seed=0))
+    assert verdict.labels == (0, 1, 0, 1, 0)
+    assert verdict.answer == paris and verdict.agreement == pytest.approx(3 / 5)
+    # a mix of JSON and prose falls back to the semantic clustering
+    mixed = aggregate([paris, "I can't help with that."] * 2, GuardConfig(seed=0))
+    assert len(set(mixed.labels)) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from smoothguard.aggregate.embed import Embedder, get_embedder
 from smoothguard.aggregate.vote import benign_scores, is_refusal, sentiment_scores, vote
 from smoothguard.config import GuardConfig
 
-__all__ = ["Cluster", "Verdict", "aggregate", "normalize_answer"]
+__all__ = ["Cluster", "Verdict", "aggregate", "normalize_answer", "structured_key"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,17 @@ class Verdict:
         return self.answers[self.representative]
 
 
+def structured_key(text: str) -> str | None:
+    """Canonical JSON (sorted keys, no spaces) of an answer that is a JSON object or array, else None."""
+    stripped = text.strip()
+    if not stripped.startswith(("{", "[")):
+        return None
+    try:
+        return json.dumps(json.loads(stripped), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except ValueError:
+        return None
+
+
 def normalize_answer(text: str) -> str:
     """The form answers are compared and embedded in: whitespace collapsed, case folded, final ``.!?`` dropped."""
     return " ".join(text.split()).casefold().rstrip(".!?。 ")
@@ -61,6 +73,10 @@ def aggregate(answers: Sequence[str], config: GuardConfig | None = None, *,
 
     The representative is the winning cluster's member nearest its centroid (cosine; ties go to the earliest).
     Agreement is the winning cluster's share of all answers.
+
+    Structured answers (every answer a JSON object or array, e.g. tool calls) are grouped by exact equality
+    of their canonical JSON instead: embeddings see ``{"city": "Paris"}`` and ``{"city": "London"}`` as near
+    neighbours, but they are different answers.
     """
     config = config or GuardConfig()
     answers = tuple(answers)
@@ -69,11 +85,16 @@ def aggregate(answers: Sequence[str], config: GuardConfig | None = None, *,
     for i, answer in enumerate(answers):
         if not isinstance(answer, str):
             raise TypeError(f"answer {i} is {type(answer).__name__}, not str")
-    keys = [normalize_answer(a) for a in answers]
-    embedder = embedder or get_embedder(config.embedder, config.embedder_device)
-    vectors = embedder.encode(keys)
-    labels = cluster_embeddings(vectors, method=config.clustering, n_clusters=config.n_clusters,
-                                threshold=config.cluster_threshold, seed=config.seed)
+    structured = [structured_key(a) for a in answers]
+    if all(key is not None for key in structured):
+        labels = _exact_labels(structured)
+        vectors = np.eye(int(labels.max()) + 1, dtype=np.float32)[labels]  # one unit vector per distinct answer
+    else:
+        keys = [normalize_answer(a) for a in answers]
+        embedder = embedder or get_embedder(config.embedder, config.embedder_device)
+        vectors = embedder.encode(keys)
+        labels = cluster_embeddings(vectors, method=config.clustering, n_clusters=config.n_clusters,
+                                    threshold=config.cluster_threshold, seed=config.seed)
     compound = sentiment_scores(answers)
     refusals = np.array([is_refusal(a) for a in answers], dtype=bool)
     benign = benign_scores(compound, refusals)
@@ -92,3 +113,9 @@ def aggregate(answers: Sequence[str], config: GuardConfig | None = None, *,
     return Verdict(answers=answers, labels=tuple(labels.tolist()), clusters=clusters, winner=winner,
                    representative=representative, agreement=clusters[winner].size / len(answers),
                    sentiments=tuple(compound.tolist()), refusals=tuple(refusals.tolist()))
+
+
+def _exact_labels(keys: Sequence[str | None]) -> np.ndarray:
+    """Labels grouping equal keys, numbered by first appearance."""
+    order: dict[str | None, int] = {}
+    return np.array([order.setdefault(key, len(order)) for key in keys], dtype=np.int64)

@@ -1,0 +1,568 @@
+"""The ASGI app of ``smoothguard serve``: ``POST /v1/chat/completions`` (guarded), ``GET /v1/models`` (forwarded),
+``GET /health``.
+
+A request with images or audio becomes N upstream requests carrying noisy copies (sent concurrently, bounded);
+the answers go through :meth:`SmoothGuard.arun` and the client gets a normal chat completion whose message is
+the chosen answer, plus a ``smoothguard`` object (``GuardResult.to_dict()``). A request without media is
+forwarded untouched. The app keeps no state between requests, so replicas scale behind any load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from smoothguard._version import __version__
+from smoothguard.config import GuardConfig
+from smoothguard.errors import GenerationError, GuardFlagged, MediaError
+from smoothguard.guard import SmoothGuard
+from smoothguard.media import Media
+from smoothguard.result import GuardResult
+from smoothguard.serve.codec import MediaSlot, answer_text, candidate_body, decode_slot, find_media, inline
+from smoothguard.serve.errors import ProxyError, Redactor
+from smoothguard.serve.settings import ServeSettings, apply_overrides
+from smoothguard.serve.upstream import UpstreamClient, UpstreamError, fetch_bytes, http_error
+
+__all__ = ["ENV_VAR", "app_from_environment", "create_app"]
+
+log = logging.getLogger("smoothguard.serve")
+
+#: Environment variable through which ``smoothguard serve --workers K`` hands its settings to each worker.
+ENV_VAR = "SMOOTHGUARD_SERVE_SETTINGS"
+_DRAIN_BYTES = 16 * 1024 * 1024  # read (and drop) up to this much of an oversize body, so the client sees the 413
+
+
+def create_app(upstream: str | None, config: GuardConfig | Mapping[str, Any] | None = None, *,
+               settings: ServeSettings | None = None, transport: httpx.AsyncBaseTransport | None = None,
+               **options: Any) -> Starlette:
+    """The proxy as an ASGI app (run it with uvicorn, or test it with ``httpx.ASGITransport``).
+
+    upstream: the engine's OpenAI base URL (``http://vllm:8000/v1``); None takes ``settings.upstream``.
+    config: the guard's settings (a :class:`GuardConfig` or a dict of them); default ``GuardConfig()``.
+    settings / options: a :class:`ServeSettings`, and/or its fields as keywords (``max_body_bytes=...``).
+    transport: an httpx transport for upstream calls instead of the network (tests).
+    Raises :class:`~smoothguard.errors.ConfigError` for invalid settings.
+    """
+    if isinstance(config, Mapping):
+        config = GuardConfig.from_kwargs(**config)
+    config = config if config is not None else GuardConfig()
+    if settings is None:
+        if upstream is None:
+            raise TypeError("create_app needs the upstream URL (or settings=ServeSettings(upstream=...))")
+        settings = ServeSettings.from_mapping({"upstream": upstream, **options})
+    elif upstream is not None or options:
+        settings = settings.replace(**({"upstream": upstream} if upstream is not None else {}), **options)
+    proxy = Proxy(config, settings, transport=transport)
+    app = Starlette(
+        routes=[Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
+                Route("/v1/models", proxy.models, methods=["GET"]),
+                Route("/health", proxy.health, methods=["GET"])],
+        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
+        lifespan=proxy.lifespan,
+    )
+    app.state.proxy = proxy
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """The app described by ``$SMOOTHGUARD_SERVE_SETTINGS`` (JSON ``{"guard": {...}, "serve": {...}}``): the
+    uvicorn factory each worker of ``smoothguard serve --workers K`` builds."""
+    spec = json.loads(os.environ[ENV_VAR])
+    return create_app(None, spec.get("guard") or {}, settings=ServeSettings.from_mapping(spec["serve"]))
+
+
+class Proxy:
+    """Request handlers and the resources they share (HTTP pools). Holds no per-request state."""
+
+    def __init__(self, config: GuardConfig, settings: ServeSettings, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.settings = settings
+        self.api_key = settings.resolve_api_key()
+        self.ready = False
+        self._transport = transport
+        self._upstream: UpstreamClient | None = None
+        self._fetcher: httpx.AsyncClient | None = None
+
+    # -- shared resources (created on first use, so the app also works without a lifespan) -------------------
+
+    @property
+    def upstream(self) -> UpstreamClient:
+        if self._upstream is None:
+            s = self.settings
+            self._upstream = UpstreamClient(s.upstream, timeout=s.upstream_timeout, connect_timeout=s.connect_timeout,
+                                            max_concurrency=s.max_upstream_concurrency, transport=self._transport,
+                                            fanout=s.http_client)
+        return self._upstream
+
+    @property
+    def fetcher(self) -> httpx.AsyncClient:
+        if self._fetcher is None:
+            self._fetcher = httpx.AsyncClient(timeout=self.config.fetch_timeout, trust_env=False,
+                                              follow_redirects=False,
+                                              limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+        return self._fetcher
+
+    async def aclose(self) -> None:
+        """Close the HTTP pools (the lifespan does this at shutdown)."""
+        if self._upstream is not None:
+            await self._upstream.aclose()
+            self._upstream = None
+        if self._fetcher is not None:
+            await self._fetcher.aclose()
+            self._fetcher = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self.settings.warmup:
+            start = time.perf_counter()
+            await asyncio.to_thread(self._warm_up)
+            log.info("embedder and vote loaded in %.1f s", time.perf_counter() - start)
+        self.ready = True
+        log.info("SmoothGuard proxy ready: upstream %s, n_samples=%d, sigma=%g", _safe_url(self.settings.upstream),
+                 self.config.n_samples, self.config.sigma)
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    def _warm_up(self) -> None:
+        SmoothGuard(self.config).aggregate(["The image shows a cat.", "I cannot tell what the image shows."])
+
+    # -- endpoints --------------------------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        """Liveness: 200 while the process serves; ``ready`` is false until the warm-up finished."""
+        in_flight = self._upstream.in_flight() if self._upstream is not None else 0
+        return _json({"status": "ok", "ready": self.ready or not self.settings.warmup, "version": __version__,
+                      "upstream_in_flight": in_flight})
+
+    async def models(self, request: Request) -> Response:
+        """``GET /v1/models``, forwarded to the upstream."""
+        return await self._handle(request, self._models)
+
+    async def chat_completions(self, request: Request) -> Response:
+        """``POST /v1/chat/completions``: guarded when the messages carry images or audio, else forwarded."""
+        return await self._handle(request, self._chat)
+
+    async def _handle(self, request: Request, handler: Any) -> Response:
+        rid = "sg-" + uuid.uuid4().hex[:16]
+        started = time.perf_counter()
+        redact = Redactor([self.api_key, _bearer_token(request.headers.get("authorization"))])
+        info: dict[str, Any] = {"mode": "-"}
+        try:
+            response = await handler(request, rid, redact, info)
+        except ProxyError as exc:
+            info["error"] = exc.code or exc.type
+            response = _error(exc)
+        except Exception:
+            log.error("request %s failed unexpectedly:\n%s", rid, redact(traceback.format_exc()))
+            info["error"] = "internal_error"
+            response = _error(ProxyError(500, f"internal error in the SmoothGuard proxy (request {rid}); the "
+                                         "operator's logs have the details", type="server_error",
+                                         code="internal_error"))
+        response.headers["x-request-id"] = rid
+        detail = " ".join(f"{k}={v}" for k, v in info.items())
+        log.info("%s %s %s -> %d %s %.3fs", rid, request.method, request.url.path, response.status_code,
+                 redact(detail), time.perf_counter() - started)
+        return response
+
+    async def _models(self, request: Request, rid: str, redact: Redactor, info: dict[str, Any]) -> Response:
+        info["mode"] = "forward"
+        return await self._forward("GET", "/models", None, self._headers(request), redact)
+
+    async def _chat(self, request: Request, rid: str, redact: Redactor, info: dict[str, Any]) -> Response:
+        raw = await _read_body(request, self.settings.max_body_bytes)
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise ProxyError(400, f"the request body is not valid JSON: {_json_reason(exc)}",
+                             code="invalid_json") from None
+        except RecursionError:
+            raise ProxyError(400, "the request body is nested too deeply to parse", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise ProxyError(400, "the request body must be a JSON object (a chat completion request)",
+                             code="invalid_json")
+        config = apply_overrides(self.config, body.get("smoothguard"), self.settings)
+        headers = self._headers(request)
+        slots = find_media(body)
+        if not slots:
+            info["mode"] = "passthrough"
+            if "smoothguard" in body:
+                raw = _dumps({k: v for k, v in body.items() if k != "smoothguard"})
+            return await self._forward("POST", "/chat/completions", raw, headers, redact)
+        if len(slots) > self.settings.max_media_items:
+            raise ProxyError(400, f"the request holds {len(slots)} images/audio clips; this proxy accepts at most "
+                             f"{self.settings.max_media_items}", code="too_many_media", param="messages")
+        if body.get("n") not in (None, 1):
+            raise ProxyError(400, "n must be 1 for a guarded request: the guard answers with one voted choice",
+                             code="unsupported_parameter", param="n")
+        info["mode"] = "guarded"
+        body, guarded, originals, notes = await self._media(body, slots, config)
+        result, candidates = await self._guard(body, guarded, originals, config, headers, redact, rid, notes, info)
+        meta = _meta(result, notes, rid)
+        if body.get("stream"):
+            return _stream_response(result, candidates, body, meta)
+        return _json(_completion(result, candidates, body, meta))
+
+    # -- media ----------------------------------------------------------------------------------------------
+
+    async def _media(self, body: dict[str, Any], slots: list[MediaSlot], config: GuardConfig
+                     ) -> tuple[dict[str, Any], list[MediaSlot], list[Media], list[str]]:
+        """Decode (and fetch) the media to smooth; URL media per ``remote_media``. Returns the body (fetched media
+        inlined as data URLs, so every candidate, the original included, sends the same bytes), the slots smoothed,
+        their media, and notes for the client."""
+        fetch: list[MediaSlot] = []
+        skipped: list[MediaSlot] = []
+        for slot in slots:
+            if slot.source != "url":
+                continue
+            if config.remote_media == "error":
+                raise ProxyError(400, f"{slot.param}: this proxy does not accept remote media URLs; send the "
+                                 f"{slot.kind} inline as a base64 data URL", code="remote_media_not_allowed",
+                                 param=slot.param)
+            (skipped if config.remote_media == "passthrough" else fetch).append(slot)
+
+        async def download(slot: MediaSlot) -> bytes:
+            try:
+                return await fetch_bytes(self.fetcher, slot.value, timeout=config.fetch_timeout,
+                                         max_bytes=config.max_media_bytes,
+                                         allow_private=self.settings.allow_private_fetch)
+            except MediaError as exc:
+                raise ProxyError(400, f"{slot.param}: {exc}", code="media_fetch_failed", param=slot.param) from None
+
+        raws = await asyncio.gather(*map(download, fetch))
+        fetched = {(s.message, s.block): raw for s, raw in zip(fetch, raws, strict=True)}
+        guarded = [s for s in slots if s not in skipped]
+
+        def decode_all() -> list[Media]:
+            out = []
+            for slot in guarded:
+                try:
+                    out.append(decode_slot(slot, config, fetched.get((slot.message, slot.block))))
+                except MediaError as exc:
+                    raise ProxyError(400, f"{slot.param}: {exc}", code="invalid_media", param=slot.param) from None
+            return out
+
+        originals = await asyncio.to_thread(decode_all) if guarded else []
+        for k, (slot, media) in enumerate(zip(guarded, originals, strict=True)):
+            if (slot.message, slot.block) in fetched:
+                body, guarded[k] = inline(body, slot, fetched[(slot.message, slot.block)], media)
+        notes = []
+        if skipped:
+            where = ", ".join(s.param for s in skipped)
+            notes.append(f"{len(skipped)} remote medium/media passed through to the model unsmoothed "
+                         f"(remote_media='passthrough'): {where}")
+        return body, guarded, originals, notes
+
+    # -- the guarded fan-out ----------------------------------------------------------------------------------
+
+    async def _guard(self, body: dict[str, Any], slots: list[MediaSlot], originals: list[Media],
+                     config: GuardConfig, headers: dict[str, str], redact: Redactor, rid: str, notes: list[str],
+                     info: dict[str, Any]) -> tuple[GuardResult, dict[int, dict[str, Any]]]:
+        set_fields: dict[str, Any] = {"stream": False}
+        if originals and self.settings.temperature is not None:
+            set_fields["temperature"] = self.settings.temperature
+        drop = ("smoothguard", "stream_options")
+        image_format = self.settings.image_format
+        per_request = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
+        candidates: dict[int, dict[str, Any]] = {}
+        asked = 0
+
+        def encode(variants: list[list[Media]]) -> list[bytes]:
+            return [_dumps(candidate_body(body, slots, originals, v, set_fields=set_fields, drop_fields=drop,
+                                          image_format=image_format)) for v in variants]
+
+        async def call(index: int, payload: bytes) -> Any:
+            try:
+                if per_request is None:
+                    data = await self.upstream.post_json("/chat/completions", payload, headers, redact)
+                else:
+                    async with per_request:
+                        data = await self.upstream.post_json("/chat/completions", payload, headers, redact)
+                text = answer_text(data)
+            except UpstreamError as exc:
+                return exc
+            except ValueError as exc:
+                return UpstreamError(502, f"the upstream reply is not a chat completion ({exc})",
+                                     code="upstream_bad_response")
+            except Exception:
+                log.error("request %s: candidate %d failed unexpectedly:\n%s", rid, index,
+                          redact(traceback.format_exc()))
+                return UpstreamError(502, "internal error while calling the upstream", code="internal_error")
+            candidates[index] = data
+            return text
+
+        async def agenerate(variants: list[list[Media]]) -> list[Any]:
+            nonlocal asked
+            start, asked = asked, asked + len(variants)
+            payloads = await asyncio.to_thread(encode, variants)
+            return list(await asyncio.gather(*(call(start + k, p) for k, p in enumerate(payloads))))
+
+        try:
+            result = await SmoothGuard(config).arun(originals, agenerate)
+        except GuardFlagged as exc:
+            info.update(n=exc.result.n_used, agreement=f"{exc.result.agreement:.2f}", flagged=True)
+            raise ProxyError(422, f"the guard flagged this request: {exc}", type="smoothguard_flagged",
+                             code="flagged", extra={"smoothguard": _meta(exc.result, notes, rid)}) from None
+        except GenerationError as exc:
+            info.update(n=asked, failed=len(exc.causes))
+            raise _generation_error(exc, asked, redact, rid) from None
+        info.update(n=result.n_used, failed=sum(not s.ok for s in result.samples),
+                    agreement=f"{result.agreement:.2f}", flagged=result.flagged)
+        return result, candidates
+
+    # -- forwarding -------------------------------------------------------------------------------------------
+
+    def _headers(self, request: Request) -> dict[str, str]:
+        """Headers for the upstream: the operator key, else the client's ``Authorization``; plus the allow-list."""
+        headers = {}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        elif "authorization" in request.headers:
+            headers["authorization"] = request.headers["authorization"]
+        for name in self.settings.forward_headers:
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        return headers
+
+    async def _forward(self, method: str, path: str, payload: bytes | None, headers: dict[str, str],
+                       redact: Redactor) -> Response:
+        """One upstream call relayed as it is: status, body, and SSE streams chunk by chunk."""
+        try:
+            response, release = await self.upstream.open(method, path, payload, headers)
+        except UpstreamError as exc:
+            raise exc.to_proxy_error() from None
+        content_type = response.headers.get("content-type", "application/json")
+        if response.status_code < 400 and content_type.startswith("text/event-stream"):
+            # released when the relay ends, or by the background task if the client left before it began
+            return StreamingResponse(_relay(response, release), status_code=response.status_code,
+                                     media_type=content_type, background=BackgroundTask(release))
+        try:
+            content = await response.aread()
+        except httpx.HTTPError as exc:
+            raise ProxyError(502, f"the connection to the upstream failed ({type(exc).__name__})",
+                             type="upstream_error", code="upstream_connection_error") from None
+        finally:
+            await release()
+        if response.status_code >= 400:
+            raise http_error(response.status_code, content, redact).to_proxy_error()
+        return Response(content, status_code=response.status_code, media_type=content_type)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+async def _relay(response: httpx.Response, release: Any) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    except httpx.HTTPError as exc:
+        error = {"error": {"message": f"the upstream stream broke off ({type(exc).__name__})",
+                           "type": "upstream_error", "param": None, "code": "upstream_connection_error"}}
+        yield b"data: " + _dumps(error) + b"\n\n"
+    finally:
+        await release()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a 413 :class:`ProxyError` once it exceeds ``limit`` bytes."""
+    too_large = ProxyError(413, f"the request body exceeds this proxy's limit of {limit} bytes; send smaller or "
+                           "fewer images", code="request_too_large")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        await _drain(request)
+        raise too_large
+    parts, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            await _drain(request)
+            raise too_large
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _drain(request: Request) -> None:
+    drained = 0
+    with contextlib.suppress(Exception):
+        async for chunk in request.stream():
+            drained += len(chunk)
+            if drained > _DRAIN_BYTES:
+                break
+
+
+def _generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: str) -> ProxyError:
+    """Too few of the ``asked`` candidates answered. When every one failed the same way (a 401, a timeout, ...), say
+    that with its status; otherwise 502 with every candidate's error."""
+    causes = [cause for _, cause in exc.causes]
+    errors = [{"index": i, "error": redact(c.message if isinstance(c, UpstreamError) else str(c))}
+              for i, c in exc.causes]
+    extra = {"smoothguard": {"request_id": rid, "errors": errors}}
+    upstream = [c for c in causes if isinstance(c, UpstreamError)]
+    if len(upstream) == len(causes) == asked and len({(c.status, c.code) for c in upstream}) == 1:
+        first = upstream[0]
+        return ProxyError(first.status, f"all {len(causes)} candidates failed the same way: {first.message}",
+                          type=first.type, code=first.code, extra=extra)
+    return ProxyError(502, redact(str(exc)), type="upstream_error", code="upstream_failed", extra=extra)
+
+
+def _meta(result: GuardResult, notes: Sequence[str], rid: str) -> dict[str, Any]:
+    meta = result.to_dict()
+    meta["notes"] = list(meta.get("notes", [])) + list(notes)
+    meta["request_id"] = rid
+    return meta
+
+
+def _chosen(result: GuardResult, candidates: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The completion of the chosen candidate and its message (the guard's answer as content)."""
+    index = result.representative if result.representative in candidates else min(candidates)
+    completion = candidates[index]
+    choice = completion["choices"][0]
+    if result.refused:
+        return completion, {"role": "assistant", "content": result.answer}
+    message = dict(choice.get("message") or {})
+    message.setdefault("role", "assistant")
+    content = message.get("content")
+    if (isinstance(content, str) and content.strip()) or not message.get("tool_calls"):
+        message["content"] = result.answer
+    return completion, message
+
+
+def _usage(candidates: dict[int, dict[str, Any]]) -> dict[str, int] | None:
+    """Token usage summed over every answered candidate: what the request really cost."""
+    total: dict[str, int] = {}
+    for completion in candidates.values():
+        usage = completion.get("usage")
+        if isinstance(usage, dict):
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                if isinstance(usage.get(key), int):
+                    total[key] = total.get(key, 0) + usage[key]
+    return total or None
+
+
+def _completion(result: GuardResult, candidates: dict[int, dict[str, Any]], body: dict[str, Any],
+                meta: dict[str, Any]) -> dict[str, Any]:
+    completion, message = _chosen(result, candidates)
+    choice = completion["choices"][0]
+    out = {
+        "id": completion.get("id") or f"chatcmpl-{meta['request_id']}",
+        "object": "chat.completion",
+        "created": completion.get("created") or int(time.time()),
+        "model": completion.get("model") or body.get("model"),
+        "choices": [{"index": 0, "message": message, "logprobs": None if result.refused else choice.get("logprobs"),
+                     "finish_reason": "stop" if result.refused else choice.get("finish_reason") or "stop"}],
+    }
+    if completion.get("system_fingerprint"):
+        out["system_fingerprint"] = completion["system_fingerprint"]
+    usage = _usage(candidates)
+    if usage:
+        out["usage"] = usage
+    out["smoothguard"] = meta
+    return out
+
+
+def _stream_response(result: GuardResult, candidates: dict[int, dict[str, Any]], body: dict[str, Any],
+                     meta: dict[str, Any]) -> StreamingResponse:
+    """The chosen answer as an SSE stream of chat.completion.chunk events ending with ``data: [DONE]``."""
+    full = _completion(result, candidates, body, meta)
+    message = full["choices"][0]["message"]
+    base = {"id": full["id"], "object": "chat.completion.chunk", "created": full["created"], "model": full["model"]}
+    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{**call, "index": k} for k, call in enumerate(message["tool_calls"])]
+    events = [
+        {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                              "finish_reason": full["choices"][0]["finish_reason"]}], "smoothguard": meta},
+    ]
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") and full.get("usage"):
+        events.append({**base, "choices": [], "usage": full["usage"]})
+
+    async def stream() -> AsyncIterator[bytes]:
+        for event in events:
+            yield b"data: " + _dumps(event) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode("utf-8")
+
+
+def _json_default(obj: Any) -> Any:
+    item = getattr(obj, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    if isinstance(obj, tuple | set | frozenset):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_dumps(obj), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(exc: ProxyError) -> Response:
+    return _json(exc.body(), exc.status, exc.headers or None)
+
+
+def _json_reason(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    return "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "unreadable"
+
+
+def _bearer_token(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else value
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without any user:password part, for logs."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    if status == 404:
+        message = (f"no route {request.url.path!r}: the SmoothGuard proxy serves POST /v1/chat/completions, "
+                   "GET /v1/models and GET /health")
+    elif status == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(getattr(exc, "detail", "")) or "request failed"
+    return _json({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                            "code": {404: "not_found", 405: "method_not_allowed"}.get(status)}}, status)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return _json({"error": {"message": "internal error in the SmoothGuard proxy", "type": "server_error",
+                            "param": None, "code": "internal_error"}}, 500)

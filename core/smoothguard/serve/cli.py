@@ -1,0 +1,185 @@
+"""``smoothguard serve``: run the guard proxy. Settings come from defaults, then ``--config FILE``, then flags.
+
+Wired into the ``smoothguard`` command by :func:`configure` (which adds the arguments and sets ``func``).
+Importing this module needs no web stack; running the server needs the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+from typing import Any
+
+from smoothguard.config import GuardConfig
+from smoothguard.errors import ConfigError
+from smoothguard.serve.settings import ServeSettings, load_config_file
+
+__all__ = ["HELP", "add_serve_parser", "build_settings", "configure", "run"]
+
+HELP = "Run an OpenAI-compatible guard proxy in front of a serving engine (vLLM, TGI, Ollama, ...)."
+
+# flag dest -> GuardConfig field
+_GUARD_FLAGS = {"sigma": "sigma", "audio_sigma": "audio_sigma", "n_samples": "n_samples", "seed": "seed",
+                "on_flag": "on_flag", "min_agreement": "min_agreement", "remote_media": "remote_media",
+                "max_concurrency": "max_concurrency", "max_media_bytes": "max_media_bytes",
+                "adaptive": "adaptive"}
+# flag dest -> ServeSettings field
+_SERVE_FLAGS = {"upstream": "upstream", "api_key_env": "api_key_env", "max_body_bytes": "max_body_bytes",
+                "upstream_timeout": "upstream_timeout", "max_upstream_concurrency": "max_upstream_concurrency",
+                "image_format": "image_format", "http_client": "http_client"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` arguments to ``parser`` and set ``func``."""
+    parser.epilog = ("example, in front of vLLM: smoothguard serve --upstream http://127.0.0.1:8001/v1 --port 8000 "
+                     "--n-samples 11 --sigma 0.1; clients then use base_url http://HOST:8000/v1")
+    net = parser.add_argument_group("server")
+    net.add_argument("--upstream", metavar="URL",
+                     help="the engine's OpenAI base URL, e.g. http://127.0.0.1:8001/v1 (a URL without a path gets /v1)")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    net.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    net.add_argument("--workers", type=int, default=1, help="worker processes (default 1; the proxy is stateless)")
+    net.add_argument("--config", metavar="FILE",
+                     help="TOML or JSON file: guard settings at the top level, serve settings in a [serve] table")
+    net.add_argument("--api-key-env", metavar="VAR",
+                     help="send the key in $VAR upstream instead of each client's Authorization header")
+    net.add_argument("--temperature", type=_temperature, metavar="T|client",
+                     help="temperature of every guarded candidate call (default 0); 'client' keeps the client's")
+    net.add_argument("--max-body-bytes", type=int, metavar="BYTES", help="largest request body (default 32 MiB)")
+    net.add_argument("--upstream-timeout", type=float, metavar="SECONDS",
+                     help="seconds one upstream call may take (default 120)")
+    net.add_argument("--max-upstream-concurrency", type=int, metavar="K",
+                     help="upstream calls in flight at once from this process (default 512)")
+    net.add_argument("--allow-override", metavar="KEYS",
+                     help="comma-separated guard settings clients may set per request (default "
+                     "sigma,audio_sigma,n_samples,seed,adaptive; '' allows none)")
+    net.add_argument("--limit", action="append", default=[], metavar="KEY=LOW:HIGH",
+                     help="bounds on a client override, e.g. --limit n_samples=3:16 (repeatable)")
+    net.add_argument("--image-format", choices=["png", "source"],
+                     help="format of noisy image copies: png (lossless, default) or the client's own")
+    net.add_argument("--http-client", choices=["httpx", "aiohttp"],
+                     help="library of the guarded fan-out: httpx (default) or aiohttp (installed separately; "
+                     "about 3x less CPU per upstream call)")
+    net.add_argument("--allow-private-fetch", action="store_true", default=None,
+                     help="let remote_media=fetch download from loopback/private addresses")
+    net.add_argument("--no-warmup", dest="warmup", action="store_false", default=None,
+                     help="do not load the embedder at startup")
+    net.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    net.add_argument("--print-config", action="store_true",
+                     help="print the effective settings as JSON (the API key left out) and exit")
+    guard = parser.add_argument_group("guard")
+    guard.add_argument("--sigma", type=float, help="image noise std in normalised units (default 0.1)")
+    guard.add_argument("--audio-sigma", type=float, help="audio noise std in [-1, 1] units (default 0.01)")
+    guard.add_argument("--n-samples", type=int, help="candidates per request, the original included (default 11)")
+    guard.add_argument("--seed", type=int, help="fixed noise seed (default: fresh noise per request)")
+    guard.add_argument("--adaptive", action="store_true", default=None, help="stop early once the vote is settled")
+    guard.add_argument("--min-agreement", type=float, help="winner share below which a request is flagged")
+    guard.add_argument("--on-flag", choices=["answer", "refuse", "raise"],
+                       help="flagged requests: answer (default), refuse (refusal message), raise (HTTP 422)")
+    guard.add_argument("--remote-media", choices=["fetch", "passthrough", "error"],
+                       help="http(s) media URLs: fetch and smooth (default), pass through unsmoothed, or refuse")
+    guard.add_argument("--max-concurrency", type=int, help="upstream calls in flight per request (default: all N)")
+    guard.add_argument("--max-media-bytes", type=int, help="largest image/audio clip, in bytes")
+    parser.set_defaults(func=run)
+
+
+#: the name ``smoothguard/cli.py`` may use as well
+add_serve_parser = configure
+
+
+def build_settings(args: argparse.Namespace) -> tuple[GuardConfig, ServeSettings]:
+    """The guard config and serve settings of parsed ``args``: defaults < ``--config`` file < flags.
+    Raises :class:`ConfigError` for anything invalid."""
+    guard: dict[str, Any] = {}
+    serve: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        guard, serve = load_config_file(args.config)
+    for dest, name in _GUARD_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            guard[name] = getattr(args, dest)
+    for dest, name in _SERVE_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            serve[name] = getattr(args, dest)
+    if getattr(args, "temperature", None) is not None:
+        serve["temperature"] = None if args.temperature == "client" else args.temperature
+    if getattr(args, "allow_override", None) is not None:
+        serve["overridable"] = tuple(k.strip() for k in args.allow_override.split(",") if k.strip())
+    if getattr(args, "limit", None):
+        limits = dict(serve.get("limits") or {})
+        for item in args.limit:
+            key, sep, bounds = item.partition("=")
+            low, sep2, high = bounds.partition(":")
+            try:
+                if not (sep and sep2):
+                    raise ValueError
+                limits[key.strip()] = (float(low), float(high))
+            except ValueError:
+                raise ConfigError(f"--limit takes KEY=LOW:HIGH, e.g. n_samples=3:16; got {item!r}") from None
+        serve["limits"] = limits
+    for flag in ("allow_private_fetch", "warmup"):
+        if getattr(args, flag, None) is not None:
+            serve[flag] = getattr(args, flag)
+    if not serve.get("upstream"):
+        raise ConfigError("the upstream is missing: pass --upstream URL (the engine's OpenAI base URL, e.g. "
+                          "http://127.0.0.1:8001/v1) or set upstream in the config file's [serve] table")
+    config = GuardConfig.from_kwargs(**guard)
+    settings = ServeSettings.from_mapping(serve)
+    settings.resolve_api_key()  # fail at startup, not on the first request
+    return config, settings
+
+
+def _temperature(value: str) -> float | str:
+    if value.strip().lower() == "client":
+        return "client"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'client', got {value!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the proxy (blocks until stopped). Returns the exit status."""
+    try:
+        config, settings = build_settings(args)
+    except ConfigError as exc:
+        print(f"smoothguard serve: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps({"guard": config.to_dict(), "serve": settings.to_dict(), "host": args.host,
+                          "port": args.port, "workers": args.workers}, indent=2))
+        return 0
+    try:
+        import httpx  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        print(f"smoothguard serve needs the 'serve' extra ({exc.name} is missing): "
+              "pip install 'smoothguard[serve]'", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("smoothguard serve: --workers must be >= 1", file=sys.stderr)
+        return 2
+    options = {"host": args.host, "port": args.port, "log_level": args.log_level,
+               "log_config": _log_config(uvicorn, args.log_level)}
+    if args.workers > 1:
+        from smoothguard.serve.app import ENV_VAR
+
+        os.environ[ENV_VAR] = json.dumps({"guard": config.to_dict(), "serve": settings.to_dict(secrets=True)})
+        uvicorn.run("smoothguard.serve.app:app_from_environment", factory=True, workers=args.workers, **options)
+    else:
+        from smoothguard.serve.app import create_app
+
+        uvicorn.run(create_app(None, config, settings=settings), **options)
+    return 0
+
+
+def _log_config(uvicorn: Any, level: str) -> dict[str, Any]:
+    """uvicorn's logging config, plus the proxy's own ``smoothguard`` logger on the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["smoothguard"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config

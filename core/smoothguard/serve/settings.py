@@ -1,0 +1,260 @@
+"""ServeSettings: how the proxy talks to its upstream and what clients may change, validated at startup.
+
+Plain Python (no web stack), so the CLI can parse and validate before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smoothguard.config import GuardConfig
+from smoothguard.errors import ConfigError
+from smoothguard.serve.errors import ProxyError
+
+__all__ = ["DEFAULT_LIMITS", "DEFAULT_OVERRIDABLE", "NEVER_OVERRIDABLE", "ServeSettings", "apply_overrides",
+           "load_config_file"]
+
+#: Guard settings a client may change per request (``"smoothguard": {...}`` in the body) unless the operator
+#: says otherwise.
+DEFAULT_OVERRIDABLE: tuple[str, ...] = ("sigma", "audio_sigma", "n_samples", "seed", "adaptive")
+#: Settings no client may change: they pick what the server loads or fetches, or bound its resources.
+NEVER_OVERRIDABLE = frozenset({"embedder", "embedder_device", "max_media_bytes", "max_image_pixels", "remote_media",
+                               "fetch_timeout", "max_concurrency"})
+#: Inclusive [low, high] bounds on per-request overrides. The lower bounds keep a client from switching the
+#: defense off (sigma 0, a single candidate); the upper bounds cap the cost of one request.
+DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
+    "sigma": (0.05, 0.5),
+    "audio_sigma": (0.001, 0.1),
+    "n_samples": (3, 32),
+    "adaptive_round": (1, 32),
+    "quorum": (1, 32),
+    "min_agreement": (0.0, 1.0),
+}
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Settings of one proxy replica (the guard's own settings live in :class:`~smoothguard.GuardConfig`).
+
+    upstream: base URL of the OpenAI-compatible engine, as an OpenAI client's ``base_url``
+        (``http://vllm:8000/v1``); a URL without a path gets ``/v1``.
+    api_key: operator key sent upstream as ``Authorization: Bearer ...`` instead of the client's header;
+        ``api_key_env`` names an environment variable to read it from at startup (preferred: the key then
+        never sits in a config file or a process listing). Neither: the client's header is forwarded.
+    temperature: sampling temperature of every guarded candidate call (0: greedy, so the copies differ only
+        by the noise); None keeps the client's value. Text-only requests are forwarded untouched.
+    max_body_bytes: largest request body accepted, in bytes (HTTP 413 above).
+    max_media_items: most images + audio clips in one request.
+    upstream_timeout: seconds one upstream call may take, all of it (HTTP 504 when every candidate times out).
+    connect_timeout: seconds to open a connection to the upstream.
+    max_upstream_concurrency: upstream calls in flight at once from this replica, all requests together;
+        further calls wait. Per request, ``GuardConfig.max_concurrency`` bounds the fan-out too.
+    overridable: guard settings clients may set per request. limits: inclusive (low, high) bounds on them,
+        merged over :data:`DEFAULT_LIMITS` (widen a bound to relax it; a default bound is never dropped).
+    forward_headers: request headers passed upstream besides ``Authorization`` (lower case).
+    image_format: how noisy image copies are sent: ``"png"`` (lossless, the noise arrives exactly; larger) or
+        ``"source"`` (the client's format, JPEG/WebP at quality 95: smaller, some noise lost). Candidate 0, the
+        original, is always sent as the client sent it.
+    http_client: library of the candidate fan-out: ``"httpx"`` (default) or ``"aiohttp"`` (opt-in, must be
+        installed: about a third of httpx's CPU time per upstream call, so ~3x the guarded throughput per process).
+        Forwarded requests, streams and media downloads always use httpx.
+    allow_private_fetch: let ``remote_media="fetch"`` download from loopback, private and link-local addresses
+        (off: a client cannot make the proxy read internal services).
+    warmup: load the embedder at startup, so the first request does not pay for it (seconds).
+    """
+
+    upstream: str
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None
+    temperature: float | None = 0.0
+    max_body_bytes: int = 32 * _MIB
+    max_media_items: int = 16
+    upstream_timeout: float = 120.0
+    connect_timeout: float = 10.0
+    max_upstream_concurrency: int = 512
+    overridable: tuple[str, ...] = DEFAULT_OVERRIDABLE
+    limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    forward_headers: tuple[str, ...] = ("openai-organization", "openai-project")
+    image_format: str = "png"
+    http_client: str = "httpx"
+    allow_private_fetch: bool = False
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "upstream", normalize_upstream(self.upstream))
+        for name in ("max_body_bytes", "max_media_items", "max_upstream_concurrency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("upstream_timeout", "connect_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.temperature is not None and (isinstance(self.temperature, bool)
+                                             or not isinstance(self.temperature, int | float)
+                                             or not 0 <= self.temperature <= 2):
+            raise ConfigError(f"temperature must lie in [0, 2] or be None (keep the client's), "
+                              f"got {self.temperature!r}")
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
+            raise ConfigError("api_key must be a non-empty string or None")
+        if self.image_format not in ("png", "source"):
+            raise ConfigError(f"image_format must be 'png' or 'source', got {self.image_format!r}")
+        if self.http_client not in ("httpx", "aiohttp"):
+            raise ConfigError(f"http_client must be 'httpx' or 'aiohttp', got {self.http_client!r}")
+        if self.http_client == "aiohttp":
+            import importlib.util
+
+            if importlib.util.find_spec("aiohttp") is None:
+                raise ConfigError("http_client='aiohttp' needs aiohttp: pip install aiohttp (or use 'httpx')")
+        known = {f.name for f in dataclasses.fields(GuardConfig)}
+        overridable = tuple(self.overridable)
+        for name in overridable:
+            if name not in known:
+                raise ConfigError(f"overridable lists {name!r}, which is not a guard setting{_suggest(name, known)}")
+            if name in NEVER_OVERRIDABLE:
+                raise ConfigError(f"{name!r} can never be overridden by clients (it controls server resources)")
+        object.__setattr__(self, "overridable", overridable)
+        limits: dict[str, tuple[float, float]] = {}
+        for name, bounds in {**DEFAULT_LIMITS, **dict(self.limits)}.items():
+            if name not in known:
+                raise ConfigError(f"limits names {name!r}, which is not a guard setting{_suggest(name, known)}")
+            try:
+                low, high = (float(b) for b in bounds)
+            except (TypeError, ValueError):
+                raise ConfigError(f"limits[{name!r}] must be two numbers (low, high), got {bounds!r}") from None
+            if not low <= high:
+                raise ConfigError(f"limits[{name!r}] has low {low} above high {high}")
+            limits[name] = (low, high)
+        object.__setattr__(self, "limits", limits)
+        object.__setattr__(self, "forward_headers", tuple(h.lower() for h in self.forward_headers))
+
+    def replace(self, **changes: Any) -> ServeSettings:
+        """A copy with ``changes`` applied (validated)."""
+        return ServeSettings.from_mapping({**self.to_dict(secrets=True), **changes})
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ServeSettings:
+        """Build from a dict (a config file's ``[serve]`` table, JSON); unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"unknown serve setting {key!r}{_suggest(key, known)}")
+        values = dict(values)
+        for key in ("overridable", "forward_headers"):
+            if key in values and values[key] is not None:
+                values[key] = tuple(values[key])
+        if "limits" in values and values["limits"] is not None:
+            values["limits"] = {k: tuple(v) for k, v in dict(values["limits"]).items()}
+        return cls(**values)
+
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """JSON-serialisable settings; the API key is left out unless ``secrets``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["overridable"] = list(self.overridable)
+        out["forward_headers"] = list(self.forward_headers)
+        out["limits"] = {k: list(v) for k, v in self.limits.items()}
+        if not secrets:
+            out.pop("api_key")
+        return out
+
+    def resolve_api_key(self) -> str | None:
+        """The operator key: ``api_key``, else the variable named by ``api_key_env`` (which must be set)."""
+        if self.api_key:
+            return self.api_key
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env, "").strip()
+            if not value:
+                raise ConfigError(f"api_key_env names ${self.api_key_env}, which is unset or empty: export the "
+                                  "upstream key there, or drop the setting to forward each client's own key")
+            return value
+        return None
+
+
+def normalize_upstream(url: Any) -> str:
+    """The upstream base URL without a trailing slash; ``/v1`` added when it has no path."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"upstream must be an http(s) URL such as http://127.0.0.1:8001/v1, got {url!r}")
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"upstream must be an http(s) URL such as http://127.0.0.1:8001/v1, got {url!r}")
+    path = parts.path.rstrip("/") or "/v1"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def apply_overrides(config: GuardConfig, raw: Any, settings: ServeSettings) -> GuardConfig:
+    """``config`` with a request's ``"smoothguard"`` overrides applied, or a 400 :class:`ProxyError` saying why not."""
+    if raw is None:
+        return config
+    if not isinstance(raw, dict):
+        raise ProxyError(400, "'smoothguard' must be an object of guard settings, e.g. "
+                         '{"sigma": 0.15, "n_samples": 7}', code="invalid_smoothguard_override", param="smoothguard")
+    known = {f.name for f in dataclasses.fields(GuardConfig)}
+    for key, value in raw.items():
+        param = f"smoothguard.{key}"
+        if key not in known:
+            raise ProxyError(400, f"unknown guard setting {key!r}{_suggest(key, known)}",
+                             code="invalid_smoothguard_override", param=param)
+        if key not in settings.overridable:
+            allowed = ", ".join(settings.overridable) or "none"
+            raise ProxyError(400, f"this proxy does not let clients change {key!r}; settings clients may change: "
+                             f"{allowed}", code="smoothguard_override_not_allowed", param=param)
+        if key in settings.limits and value is not None:
+            low, high = settings.limits[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ProxyError(400, f"{param} must be a number, got {value!r}", code="invalid_smoothguard_override",
+                                 param=param)
+            if not low <= value <= high:
+                raise ProxyError(400, f"{param}={value!r} is outside the operator's limits [{_num(low)}, "
+                                 f"{_num(high)}]", code="smoothguard_override_out_of_limits", param=param)
+    try:
+        return config.replace(**raw)
+    except ConfigError as exc:
+        raise ProxyError(400, f"invalid smoothguard override: {exc}", code="invalid_smoothguard_override",
+                         param="smoothguard") from None
+
+
+def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a TOML or JSON config: top-level keys are guard settings, the ``serve`` table holds
+    :class:`ServeSettings` fields. Returns ``(guard settings, serve settings)``, both unvalidated dicts."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"could not read config file {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except ValueError as exc:
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table/object of settings")
+    serve = data.pop("serve", {}) or {}
+    if not isinstance(serve, dict):
+        raise ConfigError(f"'serve' in {str(path)!r} must be a table of serve settings")
+    if isinstance(data.get("channel_std"), list):
+        data["channel_std"] = tuple(data["channel_std"])
+    return data, serve
+
+
+def _suggest(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)

@@ -174,18 +174,7 @@ def _dumps(x: Any) -> str:
 
 
 def add_notes(result: GuardResult, notes: Sequence[str]) -> GuardResult:
-    """``result`` with ``notes`` appended, plus a note when structured answers were grouped but not identical."""
-    notes = list(notes)
-    rep = result.representative
-    if rep is not None and not result.passthrough and result.winner is not None:
-        answer = result.samples[rep].answer or ""
-        if answer.startswith(("[", "{")):
-            members = next((c.members for c in result.clusters if c.label == result.winner), ())
-            exact = sum(1 for i in members if result.samples[i].answer == answer)
-            if exact < len(members):
-                notes.append(f"structured answers: only {exact} of the {len(members)} candidates in the winning "
-                             "cluster gave exactly the chosen value (near-identical JSON is clustered together); "
-                             "check `samples`")
+    """``result`` with ``notes`` appended."""
     if not notes:
         return result
     return dataclasses.replace(result, notes=result.notes + tuple(notes))

@@ -18,6 +18,10 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("answer one prompt about images or audio with a Hugging Face model, guarded", "smoothguard.commands.run"),
     "eval": ("benchmark a model undefended and guarded over a sigma sweep (POPE, MM-SafetyBench, LLaVA-Bench)",
              "smoothguard.commands.eval"),
+    "serve": ("run an OpenAI-compatible guard proxy in front of a serving engine (vLLM, TGI, Ollama, ...)",
+              "smoothguard.serve.cli"),
+    "attack": ("craft a targeted adversarial image (PGD, EOT-PGD) for a Hugging Face VLM",
+               "smoothguard.commands.attack"),
 }
 
 

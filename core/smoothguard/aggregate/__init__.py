@@ -86,11 +86,11 @@ def aggregate(answers: Sequence[str], config: GuardConfig | None = None, *,
         if not isinstance(answer, str):
             raise TypeError(f"answer {i} is {type(answer).__name__}, not str")
     structured = [structured_key(a) for a in answers]
-    if all(key is not None for key in structured):
-        labels = _exact_labels(structured)
+    keys = [normalize_answer(a) for a in answers]
+    if all(key is not None for key in structured) or len(set(keys)) == 1:  # exact grouping; no embedding needed
+        labels = _exact_labels(structured if structured[0] is not None else keys)
         vectors = np.eye(int(labels.max()) + 1, dtype=np.float32)[labels]  # one unit vector per distinct answer
     else:
-        keys = [normalize_answer(a) for a in answers]
         embedder = embedder or get_embedder(config.embedder, config.embedder_device)
         vectors = embedder.encode(keys)
         labels = cluster_embeddings(vectors, method=config.clustering, n_clusters=config.n_clusters,

@@ -165,7 +165,8 @@ class PGDAttack:
             checked = self._check(x0, delta, prompts, targets)
             if all(checked[2]):
                 first_success = 0
-        while step < self.steps and first_success is None:
+        done = self.early_stop and first_success is not None
+        while step < self.steps and not done:
             pairs = self._sample_pairs(objective.pairs, generator)
             noise = torch.randn((self.eot_samples, *x0.shape), generator=generator) if self.eot_samples else None
             loss, grad = self._gradient(objective, pre, x0, delta, pairs, noise, sigma)
@@ -177,7 +178,7 @@ class PGDAttack:
                 checked = self._check(x0, delta, prompts, targets)
                 answers, success = checked[1], all(checked[2])
                 if success:
-                    first_success = step
+                    first_success, done = step, True
             if self.progress is not None:
                 self.progress(StepInfo(step=step, steps=self.steps, loss=loss, linf=float(delta.abs().max()),
                                        success=success, answers=answers, elapsed=time.perf_counter() - started,
@@ -219,7 +220,7 @@ class PGDAttack:
     def _fingerprint(self, original: Media, prompts: list[str], targets: list[list[str]]) -> str:
         digest = hashlib.sha256(original.to_array("uint8").tobytes())
         settings = {k: v for k, v in self.config.items() if k not in ("steps", "early_stop", "check_every")}
-        digest.update(json.dumps([prompts, targets, settings, self.max_batch_size], sort_keys=True).encode())
+        digest.update(json.dumps([prompts, targets, settings], sort_keys=True).encode())
         return digest.hexdigest()
 
     def _eot_sigma(self, x0: torch.Tensor) -> torch.Tensor | None:

@@ -77,7 +77,7 @@ def _bilinear(x: float) -> float:
 
 
 def _box(x: float) -> float:
-    return 1.0 if -0.5 <= x < 0.5 else 0.0
+    return 1.0 if -0.5 < x <= 0.5 else 0.0
 
 
 def _hamming(x: float) -> float:
@@ -153,14 +153,17 @@ class Preprocessor:
 
     family: the family's name; size: ``(H, W)`` of the attack variable (the post-resize resolution); exact: the
     output matches the processor to float precision (False: to 8-bit precision, a resize is inside);
-    mean, std: per-channel normalisation, shape ``(3, 1, 1)`` (None when the processor does not normalise).
+    mean, std: per-channel normalisation, shape ``(3, 1, 1)`` (None when the processor does not normalise);
+    layout: ``"patches"`` (Qwen), ``"images"`` or ``"tiles"``; tile, grid: tile side and (rows, cols) of crops;
+    overview: the differentiable resize giving the overview/global tile (first for LLaVA-NeXT, last for
+    Idefics3); patch, merge, temporal: Qwen's patch size, merge size and temporal patch size.
     """
 
     family: str
     size: tuple[int, int]
     exact: bool
-    mean: torch.Tensor | None
-    std: torch.Tensor | None
+    mean: torch.Tensor | None = field(repr=False)
+    std: torch.Tensor | None = field(repr=False)
     layout: str
     tile: int = 0
     grid: tuple[int, int] = (1, 1)

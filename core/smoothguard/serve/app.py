@@ -46,6 +46,7 @@ log = logging.getLogger("smoothguard.serve")
 #: Environment variable through which ``smoothguard serve --workers K`` hands its settings to each worker.
 ENV_VAR = "SMOOTHGUARD_SERVE_SETTINGS"
 _DRAIN_BYTES = 16 * 1024 * 1024  # read (and drop) up to this much of an oversize body, so the client sees the 413
+_THREAD_PARSE_BYTES = 1024 * 1024  # bodies from this size up are parsed off the event loop
 
 
 def create_app(upstream: str | None, config: GuardConfig | Mapping[str, Any] | None = None, *,
@@ -190,7 +191,8 @@ class Proxy:
     async def _chat(self, request: Request, rid: str, redact: Redactor, info: dict[str, Any]) -> Response:
         raw = await _read_body(request, self.settings.max_body_bytes)
         try:
-            body = json.loads(raw)
+            # a large body (inline images) parses in a worker thread, so other requests' I/O goes on meanwhile
+            body = json.loads(raw) if len(raw) < _THREAD_PARSE_BYTES else await asyncio.to_thread(json.loads, raw)
         except ValueError as exc:
             raise ProxyError(400, f"the request body is not valid JSON: {_json_reason(exc)}",
                              code="invalid_json") from None

@@ -1,0 +1,171 @@
+"""``smoothguard attack``: craft a targeted adversarial image (PGD, EOT-PGD) for a Hugging Face VLM.
+
+    smoothguard attack --model Qwen/Qwen2.5-VL-3B-Instruct --image cat.png \\
+        --prompt "Is there a red circle in the image?" --target "Yes." --epsilon 16 --steps 100 --out adv.png
+    smoothguard attack --model ./my-llava --image clean.png --prompt "What do you see?" \\
+        --targets-csv corpus.csv --eot-samples 8 --eot-sigma 0.1 --steps 500 --out adv.png --json
+
+Writes the adversarial PNG (8-bit, at the model's post-resize resolution) and a resumable state file
+(``OUT.state.npz``); ``--resume`` continues from it, also with a larger ``--steps``. Prints a summary, or the
+result as JSON with ``--json``. Exit status 0 when the attack ran (whether or not it succeeded), 2 for a
+usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``attack`` arguments to ``parser`` and set ``func``."""
+    parser.add_argument("--model", required=True, metavar="ID_OR_PATH",
+                        help="hub id or local directory of a supported model (Qwen2.5-VL, Qwen2-VL, LLaVA-1.5, "
+                             "LLaVA-NeXT, Idefics3/SmolVLM, BLIP-2), or 'testbed'")
+    parser.add_argument("--image", required=True, metavar="PATH", help="the clean image to start from")
+    parser.add_argument("--prompt", action="append", required=True, metavar="TEXT",
+                        help="the question; repeat it for a universal attack (one image for every prompt)")
+    targets = parser.add_mutually_exclusive_group(required=True)
+    targets.add_argument("--target", action="append", metavar="TEXT",
+                         help="text the answer should contain; repeat for several (any counts, a batch per step)")
+    targets.add_argument("--targets-csv", metavar="FILE", help="a CSV of targets, one per row")
+    targets.add_argument("--default-targets", action="store_true",
+                         help="the built-in list of affirmative jailbreak openings (smoothguard.attacks)")
+    parser.add_argument("--targets-column", metavar="NAME", default=None,
+                        help="column of --targets-csv to read (default: the first)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the adversarial PNG")
+    pgd = parser.add_argument_group("attack")
+    pgd.add_argument("--epsilon", type=float, default=16.0,
+                     help="L-infinity budget in 8-bit levels, i.e. /255 (default 16)")
+    pgd.add_argument("--unconstrained", action="store_true", help="no budget: only keep pixels in [0, 1]")
+    pgd.add_argument("--step-size", type=float, default=1.0, help="step per iteration in levels /255 (default 1)")
+    pgd.add_argument("--steps", type=int, default=100, help="step budget (default 100)")
+    pgd.add_argument("--random-start", action="store_true", help="start from uniform noise within the budget")
+    pgd.add_argument("--early-stop", action="store_true",
+                     help="stop at the first step whose greedy answer contains the target (the minimal attack)")
+    pgd.add_argument("--check-every", type=int, default=1, help="with --early-stop: check every N steps (default 1)")
+    pgd.add_argument("--eot-samples", type=int, default=0,
+                     help="noisy copies per step, gradient averaged (EOT-PGD, the adaptive attack; default 0)")
+    pgd.add_argument("--eot-sigma", type=float, default=0.1,
+                     help="their noise std in the guard's normalised units, as --sigma of smoothguard run (0.1)")
+    pgd.add_argument("--eot-space", choices=("normalized", "pixel"), default="normalized",
+                     help="units of --eot-sigma: normalized (default, x the processor's std) or pixel ([0, 1])")
+    pgd.add_argument("--batch-size", type=int, default=8, help="(prompt, target) pairs per step (default 8)")
+    pgd.add_argument("--seed", type=int, default=0, help="random start, target sampling and EOT noise (default 0)")
+    state = parser.add_argument_group("checkpoints")
+    state.add_argument("--state", metavar="PATH", default=None, help="state file (default: OUT.state.npz)")
+    state.add_argument("--checkpoint-every", type=int, default=10,
+                       help="save the state every N steps and at the end (default 10; 0: never)")
+    state.add_argument("--resume", action="store_true", help="continue from the state file when it exists")
+    model = parser.add_argument_group("model")
+    model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+    model.add_argument("--dtype", default="auto", help="auto (default), float32, float16, bfloat16")
+    model.add_argument("--max-new-tokens", type=int, default=64,
+                       help="answer length for the success check, in tokens (default 64)")
+    model.add_argument("--max-batch-size", type=int, default=8,
+                       help="sequences per forward pass (pairs x EOT copies are chunked; default 8)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, run the attack, write the PNG and state, print the result."""
+    from smoothguard.errors import SmoothGuardError
+
+    try:
+        targets = _targets(args)
+        backend = _load(args)
+        return _attack(args, backend, targets)
+    except (SmoothGuardError, OSError) as exc:
+        print(f"smoothguard attack: {exc}", file=sys.stderr)
+        return 2
+
+
+def _attack(args: argparse.Namespace, backend: Any, targets: list[str]) -> int:
+    from tqdm.auto import tqdm
+
+    from smoothguard.attacks import AttackState, PGDAttack, StepInfo
+    from smoothguard.errors import ConfigError
+
+    if args.steps < 0 or args.checkpoint_every < 0:
+        raise ConfigError("--steps and --checkpoint-every must be >= 0")
+    out = Path(args.out)
+    state_path = Path(args.state) if args.state else out.with_name(out.name + ".state.npz")
+    resume = AttackState.load(state_path) if args.resume and state_path.exists() else None
+    bar = tqdm(total=args.steps, initial=resume.step if resume else 0, desc="attack", unit="step",
+               disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+    last: list[StepInfo] = []
+
+    def progress(info: StepInfo) -> None:
+        last[:] = [info]
+        bar.update(info.step - bar.n)
+        postfix = {"loss": f"{info.loss:.3f}", "linf": f"{info.linf * 255:.1f}/255"}
+        if info.success is not None:
+            postfix["success"] = "yes" if info.success else "no"
+        bar.set_postfix(postfix, refresh=False)
+        if args.checkpoint_every and info.step % args.checkpoint_every == 0:
+            info.state().save(state_path)
+
+    attack = PGDAttack(
+        backend, epsilon=None if args.unconstrained else args.epsilon / 255.0, step_size=args.step_size / 255.0,
+        steps=args.steps, random_start=args.random_start, early_stop=args.early_stop, check_every=args.check_every,
+        eot_samples=args.eot_samples, eot_sigma=args.eot_sigma, eot_space=args.eot_space,
+        universal=len(args.prompt) > 1, batch_size=args.batch_size, max_batch_size=args.max_batch_size,
+        seed=args.seed, progress=progress)
+    try:
+        result = attack.run(args.image, args.prompt, targets, resume=resume)
+    finally:
+        bar.close()
+    if args.checkpoint_every and last:
+        last[0].state().save(state_path)
+    result.save(out)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "out": str(out), "state": str(state_path)}, indent=2,
+                         ensure_ascii=False))
+    else:
+        print(_summary(result, out))
+    return 0
+
+
+def _targets(args: argparse.Namespace) -> list[str]:
+    from smoothguard.attacks.targets import DEFAULT_TARGETS, load_targets
+
+    if args.targets_csv:
+        return load_targets(args.targets_csv, args.targets_column)
+    if args.default_targets:
+        return list(DEFAULT_TARGETS)
+    return list(args.target)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from smoothguard.errors import ConfigError
+
+    if args.model == "testbed":
+        try:
+            from smoothguard.testbed import load_testbed  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise ConfigError("--model testbed needs smoothguard.testbed.load_testbed, not in this installation") \
+                from exc
+        return load_testbed()
+    from smoothguard.backends import HFVisionLanguageModel
+
+    return HFVisionLanguageModel.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                                 max_new_tokens=args.max_new_tokens,
+                                                 max_batch_size=args.max_batch_size)
+
+
+def _summary(result: Any, out: Path) -> str:
+    status = "SUCCESS" if result.success else "not reached"
+    lines = [f"{status}: {sum(result.hit)}/{len(result.hit)} prompts answered with a target after {result.steps} "
+             f"steps (loss {result.loss_curve[0] if result.loss_curve else result.final_loss:.3f} -> "
+             f"{result.final_loss:.3f}, max |delta| {result.linf * 255:.0f}/255)"]
+    for prompt, answer in zip(result.prompts, result.answers, strict=True):
+        lines.append(f"  {prompt!r} -> {answer!r}")
+    lines.append(f"wrote {out} ({result.image.width}x{result.image.height})")
+    return "\n".join(lines)

@@ -9,8 +9,11 @@ the CPU work on *this* machine grows with pixels: 10 noisy copies to draw (core)
 (~35-70 ms per 512x512 copy), which the model calls cannot hide; expect >1.3x at 512x512 on 2 cores.
 
 The fake model does no work on our CPU (a remote model would not): it sleeps 200 ms and answers one of three
-phrasings picked from a cheap checksum of the request, with a request counter so the embedder's cache never
-helps. All rows are measured in one run, side by side. Run: ``python benchmarks/bench_langchain.py``.
+phrasings picked from a cheap checksum of the request. Two answer modes: ``novel`` appends a request counter,
+so every answer is new and the embedder's cache never helps (the worst case: 11 distinct texts to embed per
+request); ``repeated`` answers the three phrasings as they are, as greedy answers under small noise usually do
+(seen before: the vote embeds nothing new). All rows are measured in one run, side by side.
+Run: ``python benchmarks/bench_langchain.py [--answers novel repeated]``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class RemoteVLM(BaseChatModel):
     """Stands in for a remote vision model: ``latency`` seconds per call, no local image work."""
 
     latency: float = 0.2
+    novel: bool = True
 
     @property
     def _llm_type(self) -> str:
@@ -52,7 +56,8 @@ class RemoteVLM(BaseChatModel):
         checksum = zlib.crc32(str(messages[-1].content)[-2000:].encode())
         weights = checksum % 10  # 70% / 20% / 10% of candidates, like greedy answers under small noise
         phrase = PHRASES[0 if weights < 7 else 1 if weights < 9 else 2]
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(f"{phrase} (request {next(_counter)})"))])
+        text = f"{phrase} (request {next(_counter)})" if self.novel else phrase
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
@@ -78,11 +83,33 @@ def request(size: int) -> list[HumanMessage]:
                                   {"type": "image", "base64": b64, "mime_type": "image/png"}])]
 
 
+def measure(mode: str, size: int, cases: list[tuple[str, int, Any]], repeats: int) -> None:
+    """Print one row per case for one answer mode and image size."""
+    messages = request(size)
+    times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    stages: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in cases}
+    for _ in range(repeats):
+        for name, _, fn in cases:
+            start = time.perf_counter()
+            reply = fn(messages)
+            times[name].append((time.perf_counter() - start) * 1000)
+            if "smoothguard" in reply.response_metadata:
+                stages[name].append(reply.response_metadata["smoothguard"]["timings"])
+    base = statistics.median(times["unguarded invoke"])
+    for name, calls, _ in cases:
+        ms = statistics.median(times[name])
+        cols = "".join(f" {statistics.median(t[k] for t in stages[name]) * 1000:>{w}.0f}"
+                       for k, w in (("perturb", 7), ("generate", 7), ("aggregate", 6))) if stages[name] else ""
+        fastest = min(times[name])
+        print(f"{mode:<9}{name:<28} {f'{size}px':>6} {calls:>5} {ms:>9.0f} {fastest:>7.0f} {ms / base:>6.2f}x{cols}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per model call")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224, 512])
+    parser.add_argument("--answers", nargs="+", choices=["novel", "repeated"], default=["novel", "repeated"])
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the embedder (default: torch's own choice)")
     args = parser.parse_args()
@@ -91,37 +118,21 @@ def main() -> None:
 
         torch.set_num_threads(args.torch_threads)
 
-    model = RemoteVLM(latency=args.latency)
-    guard = ChatSmoothGuard(model=model, n_samples=11, sigma=0.1)
-    limited = ChatSmoothGuard(model=model, n_samples=11, max_concurrency=4)
-    guard.invoke(request(32))  # load the embedder once, outside the measurements
-    cases = [("unguarded invoke", 1, model.invoke),
-             ("ChatSmoothGuard.invoke", 11, guard.invoke),
-             ("ChatSmoothGuard.ainvoke", 11, lambda m: asyncio.run(guard.ainvoke(m))),
-             ("invoke, max_concurrency=4", 11, limited.invoke)]
-
     print(f"\nmodel latency {args.latency * 1000:.0f} ms per call; {args.repeats} rounds, the cases interleaved in "
           f"each round; target: N=11 <= 1.3x one call")
-    print(f"{'case':<36} {'image':>7} {'calls':>5} {'median ms':>9} {'min ms':>7} {'x call':>7} "
+    print(f"{'answers':<9}{'case':<28} {'image':>6} {'calls':>5} {'median ms':>9} {'min ms':>7} {'x call':>7} "
           f"{'perturb':>7} {'gen+enc':>7} {'vote':>6}")
-    for size in args.sizes:
-        messages = request(size)
-        times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
-        stages: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in cases}
-        for _ in range(args.repeats):
-            for name, _, fn in cases:
-                start = time.perf_counter()
-                reply = fn(messages)
-                times[name].append((time.perf_counter() - start) * 1000)
-                if "smoothguard" in reply.response_metadata:
-                    stages[name].append(reply.response_metadata["smoothguard"]["timings"])
-        base = statistics.median(times["unguarded invoke"])
-        for name, calls, _ in cases:
-            ms = statistics.median(times[name])
-            cols = "".join(f" {statistics.median(t[k] for t in stages[name]) * 1000:>{w}.0f}"
-                           for k, w in (("perturb", 7), ("generate", 7), ("aggregate", 6))) if stages[name] else ""
-            fastest = min(times[name])
-            print(f"{name:<36} {f'{size}px':>7} {calls:>5} {ms:>9.0f} {fastest:>7.0f} {ms / base:>6.2f}x{cols}")
+    for mode in args.answers:
+        model = RemoteVLM(latency=args.latency, novel=mode == "novel")
+        guard = ChatSmoothGuard(model=model, n_samples=11, sigma=0.1)
+        limited = ChatSmoothGuard(model=model, n_samples=11, max_concurrency=4)
+        guard.invoke(request(32))  # load the embedder (and, for repeated answers, see them) outside the measurements
+        cases = [("unguarded invoke", 1, model.invoke),
+                 ("ChatSmoothGuard.invoke", 11, guard.invoke),
+                 ("ChatSmoothGuard.ainvoke", 11, lambda m, g=guard: asyncio.run(g.ainvoke(m))),
+                 ("invoke, max_concurrency=4", 11, limited.invoke)]
+        for size in args.sizes:
+            measure(mode, size, cases, args.repeats)
     print("x call: median / median of the unguarded call. Stages (medians, ms): perturb = drawing the noisy copies "
           "(core); gen+enc = re-encoding the copies + the concurrent calls; vote = embed, cluster, vote.")
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import BaseModel
@@ -48,7 +50,7 @@ class Candidates:
     def generate(self, variants: list[list[Media]]) -> list[Any]:
         assert self.call is not None
         start = len(self.outputs)
-        inputs = [self.rebuild(v) for v in variants]
+        inputs = self._rebuild_all(variants)
         try:
             outputs = list(self.call(inputs, start))
         except Exception as exc:  # the whole fan-out failed: every candidate of the round failed
@@ -58,12 +60,20 @@ class Candidates:
     async def agenerate(self, variants: list[list[Media]]) -> list[Any]:
         assert self.acall is not None
         start = len(self.outputs)
-        inputs = await asyncio.to_thread(lambda: [self.rebuild(v) for v in variants])  # PNG/WAV encoding
+        inputs = await asyncio.to_thread(self._rebuild_all, variants)
         try:
             outputs = list(await self.acall(inputs, start))
         except Exception as exc:
             outputs = [exc] * len(inputs)
         return self._keep(outputs, len(inputs))
+
+    def _rebuild_all(self, variants: list[list[Media]]) -> list[Any]:
+        """One inner input per variant. The PNG/WAV encoding runs on all cores (zlib releases the GIL)."""
+        workers = min(len(variants), os.cpu_count() or 1)
+        if workers <= 1:
+            return [self.rebuild(v) for v in variants]
+        with ThreadPoolExecutor(workers, thread_name_prefix="smoothguard-encode") as pool:
+            return list(pool.map(self.rebuild, variants))
 
     def _keep(self, outputs: list[Any], n: int) -> list[Any]:
         if len(outputs) != n:  # keep candidate indices aligned; the core reports the miscount

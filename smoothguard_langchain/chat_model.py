@@ -32,12 +32,12 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import Field
 
 from smoothguard import GuardResult
-from smoothguard.errors import ConfigError
+from smoothguard.errors import ConfigError, MediaError
 from smoothguard_langchain.blocks import find_media
 from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
 from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard
@@ -116,6 +116,16 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
         return params
 
     # -- generation ---------------------------------------------------------------------------------------
+
+    def generate(self, messages: list[list[BaseMessage]], *args: Any, **kwargs: Any) -> LLMResult:
+        """langchain-core's ``generate``, after checking that langchain-core can read every content block."""
+        _check_blocks(messages)
+        return super().generate(messages, *args, **kwargs)
+
+    async def agenerate(self, messages: list[list[BaseMessage]], *args: Any, **kwargs: Any) -> LLMResult:
+        """Async :meth:`generate`."""
+        _check_blocks(messages)
+        return await super().agenerate(messages, *args, **kwargs)
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
@@ -217,6 +227,23 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
             message = _as_ai_message(candidates.chosen(result))
         message = annotate_message(message, result, candidates.outputs)
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _check_blocks(batch: Sequence[Sequence[BaseMessage]]) -> None:
+    """Raise :class:`MediaError` for a message langchain-core's own input normalisation rejects (e.g. an
+    ``input_audio`` block with empty data): it runs before ``_generate``, so its bare ``ValueError`` would escape
+    before the guard could name the block."""
+    try:
+        from langchain_core.language_models._utils import _normalize_messages
+    except ImportError:  # another langchain-core: nothing to pre-check
+        return
+    for messages in batch:
+        for i, message in enumerate(messages):
+            try:
+                _normalize_messages([message])
+            except Exception as exc:
+                raise MediaError(f"messages[{i}]: langchain-core cannot read one of its content blocks "
+                                 f"({type(exc).__name__}: {exc}); check its image/audio data") from None
 
 
 def _as_ai_message(output: Any) -> AIMessage:

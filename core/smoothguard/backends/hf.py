@@ -37,6 +37,8 @@ __all__ = ["HFAudioLanguageModel", "HFVisionLanguageModel"]
 NOISE_SPACES = ("pixel", "normalized")
 #: keyword arguments of ``from_pretrained`` that also apply to the config and the processor
 _HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code")
+#: the value given to one element of an all-zero real tile (normalised units); see :func:`_mark_blank_tiles`
+_BLANK_TILE_MARK = 1e-3
 
 
 class HFVisionLanguageModel:
@@ -204,6 +206,8 @@ class HFVisionLanguageModel:
                 noise = tensor_noise.sample(indices[j], tuple(view.shape))
                 if noise is not None:
                     view += torch.from_numpy(noise).to(view.dtype)
+        if self.family.layout == "tiles" and any(counts):
+            _mark_blank_tiles(pixel_slices(self.family, inputs, counts))
         device, dtype = self.device, getattr(self.model, "dtype", None)
         for key, value in inputs.items():
             if torch.is_tensor(value):
@@ -329,6 +333,20 @@ def _mono_at(media: Media, rate: int) -> np.ndarray:
         g = math.gcd(source, rate)
         wave = resample_poly(wave, rate // g, source // g)
     return np.asarray(wave, dtype=np.float32)
+
+
+def _mark_blank_tiles(views: Sequence[Any]) -> None:
+    """Give every real tile that normalises to all zeros one value of ``_BLANK_TILE_MARK``, in place.
+
+    Idefics3 and SmolVLM drop all-zero tiles as batch padding, so a uniform image at the processor's mean (0.5 grey)
+    would lose its tiles and ``generate`` would fail on the image-token count. The mark moves one channel of one
+    pixel by 0.0005 in [0, 1] units: invisible, and far below one 8-bit step.
+    """
+    for view in views:
+        if len(view):
+            blank = (view.flatten(1) == 0).all(dim=1)
+            if bool(blank.any()):
+                view[blank, 0, 0, 0] = _BLANK_TILE_MARK
 
 
 def _free_cuda_cache() -> None:

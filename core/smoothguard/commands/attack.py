@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from smoothguard.commands._model import load_model
+
 __all__ = ["configure", "run"]
 
 
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         targets = _targets(args)
-        backend = _load(args)
+        backend = load_model(args)
         return _attack(args, backend, targets)
     except (SmoothGuardError, OSError) as exc:
         print(f"smoothguard attack: {exc}", file=sys.stderr)
@@ -141,23 +143,6 @@ def _targets(args: argparse.Namespace) -> list[str]:
     if args.default_targets:
         return list(DEFAULT_TARGETS)
     return list(args.target)
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from smoothguard.errors import ConfigError
-
-    if args.model == "testbed":
-        try:
-            from smoothguard.testbed import load_testbed  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise ConfigError("--model testbed needs smoothguard.testbed.load_testbed, not in this installation") \
-                from exc
-        return load_testbed()
-    from smoothguard.backends import HFVisionLanguageModel
-
-    return HFVisionLanguageModel.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                                 max_new_tokens=args.max_new_tokens,
-                                                 max_batch_size=args.max_batch_size)
 
 
 def _summary(result: Any, out: Path) -> str:

@@ -22,6 +22,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from smoothguard.commands._model import add_model_arguments, load_model
+
 __all__ = ["configure", "main"]
 
 _DEFAULT_SIGMAS = (0.0, 0.1, 0.15, 0.2)
@@ -96,13 +98,7 @@ def _common(parser: argparse.ArgumentParser, judges: str | None) -> None:
                        help="units of sigma (default normalized)")
     guard.add_argument("--clustering", choices=("kmeans", "agglomerative"), default=None)
     guard.add_argument("--safety-weight", type=float, default=None, help="0: plain majority vote")
-    model = parser.add_argument_group("model")
-    model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-    model.add_argument("--dtype", default="auto", help="auto (default), float32, float16, bfloat16")
-    model.add_argument("--max-new-tokens", type=int, default=128, help="answer length cap in tokens (default 128)")
-    model.add_argument("--max-batch-size", type=int, default=16, help="variants per generate call (default 16)")
-    model.add_argument("--noise-space", choices=("pixel", "normalized"), default="pixel",
-                       help="pixel (default): noise on the [0,1] image; normalized: on pixel_values")
+    add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,28 +232,11 @@ def _judge(args: argparse.Namespace) -> Any:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from smoothguard.errors import ConfigError
-
     if args.model == "oracle":
         from smoothguard.eval.oracle import ShapeOracle
 
         return ShapeOracle()
-    if args.model == "testbed":
-        try:
-            from smoothguard.testbed import load_testbed  # type: ignore[attr-defined]
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError("--model testbed needs the trained testbed (smoothguard.testbed.load_testbed), which "
-                              "this installation does not have yet; give a hub id or local model directory, or "
-                              "--model oracle for a scripted smoke run") from exc
-        return load_testbed()
-    try:
-        from smoothguard.backends import HFVisionLanguageModel
-    except ImportError as exc:
-        raise ConfigError(f"--model {args.model} needs the Hugging Face backend: pip install 'smoothguard[hf]' "
-                          f"({exc})") from exc
-    return HFVisionLanguageModel.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
-        max_batch_size=args.max_batch_size, noise_space=args.noise_space)
+    return load_model(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

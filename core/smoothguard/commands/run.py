@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+from smoothguard.commands._model import add_model_arguments, load_model
+
 __all__ = ["configure", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,13 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     guard.add_argument("--audio-sigma", type=float, default=None, help="waveform noise std (default 0.01)")
     guard.add_argument("--n-samples", type=int, default=None, help="candidates, the original included (default 11)")
     guard.add_argument("--seed", type=int, default=None, help="make the noise and the answer reproducible")
-    model = parser.add_argument_group("model")
-    model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-    model.add_argument("--dtype", default="auto", help="auto (default), float32, float16, bfloat16")
-    model.add_argument("--max-new-tokens", type=int, default=128, help="answer length cap in tokens (default 128)")
-    model.add_argument("--max-batch-size", type=int, default=16, help="variants per generate call (default 16)")
-    model.add_argument("--noise-space", choices=("pixel", "normalized"), default="pixel",
-                       help="pixel (default): noise on the [0,1] image; normalized: on pixel_values, as the paper")
+    add_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.set_defaults(func=run)
 
@@ -53,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         guard = SmoothGuard(**settings)
         if not args.image and not args.audio:
             raise _usage("give at least one --image or --audio: without media there is nothing to guard")
-        backend = _load(args)
+        backend = load_model(args)
         result = guard.ask(backend, args.prompt, images=args.image, audio=args.audio)
     except GenerationError as exc:
         print(f"smoothguard run: {exc}", file=sys.stderr)
@@ -66,20 +62,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_summary(result))
     return 0
-
-
-def _load(args: argparse.Namespace) -> Any:
-    if args.model == "testbed":
-        try:
-            from smoothguard.testbed import load_testbed  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise _usage("--model testbed needs smoothguard.testbed.load_testbed, not in this installation") from exc
-        return load_testbed()
-    from smoothguard.backends import HFVisionLanguageModel
-
-    return HFVisionLanguageModel.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
-        max_batch_size=args.max_batch_size, noise_space=args.noise_space)
 
 
 def _usage(message: str) -> Exception:

@@ -15,6 +15,8 @@ __all__ = ["build_parser", "main"]
 #: name -> (help, module whose ``configure(parser)`` adds the subcommand's arguments and sets ``func``).
 #: The modules import their heavy dependencies only when the subcommand runs.
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("attack and defend a model on generated shape images, offline (default: the shipped testbed VLM)",
+             "smoothguard.commands.demo"),
     "run": ("answer one prompt about images or audio with a Hugging Face model, guarded", "smoothguard.commands.run"),
     "eval": ("benchmark a model undefended and guarded over a sigma sweep (POPE, MM-SafetyBench, LLaVA-Bench)",
              "smoothguard.commands.eval"),

@@ -6,8 +6,10 @@
   built in code (configs ``"main"`` and ``"surrogate"``), fp16 export and offline loading.
 - :mod:`~smoothguard.testbed.train` — ``python -m smoothguard.testbed.train``; ``train_gpu.sh`` trains both.
 - :mod:`~smoothguard.testbed.evaluate` — held-out accuracy per question kind and under noise.
+- :mod:`~smoothguard.testbed.shipped` — :func:`load_testbed` (``"main"`` or ``"surrogate"``: the shipped weights as
+  an ``HFVisionLanguageModel``, offline, CPU), :func:`weights_available`, :func:`load_testbed_from` (any
+  ``save_testbed`` directory).
 
-``load_testbed()`` (the shipped weights as an ``HFVisionLanguageModel``) arrives with the Hugging Face backend.
 Importing this package is light: torch and transformers load only when a model-side name is used.
 """
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
         make_image,
     )
     from smoothguard.testbed.model import CONFIGS, build_model, build_processor, build_tokenizer, load_testbed_dir
+    from smoothguard.testbed.shipped import load_testbed, load_testbed_from, weights_available, weights_dir
 
 _LAZY = {
     **{
@@ -42,6 +45,7 @@ _LAZY = {
         )
     },
     **{name: "model" for name in ("CONFIGS", "build_model", "build_processor", "build_tokenizer", "load_testbed_dir")},
+    **{name: "shipped" for name in ("load_testbed", "load_testbed_from", "weights_available", "weights_dir")},
 }
 
 __all__ = [
@@ -59,9 +63,13 @@ __all__ = [
     "build_processor",
     "build_tokenizer",
     "describe",
+    "load_testbed",
     "load_testbed_dir",
+    "load_testbed_from",
     "make_example",
     "make_image",
+    "weights_available",
+    "weights_dir",
 ]
 
 

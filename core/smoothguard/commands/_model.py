@@ -32,7 +32,10 @@ def load_model(args: argparse.Namespace) -> Any:
         except (ImportError, AttributeError) as exc:
             raise ConfigError("--model testbed needs the trained testbed (smoothguard.testbed.load_testbed), which "
                               "this installation does not have yet; give a hub id or a local model directory") from exc
-        return load_testbed()
+        options = {"noise_space": args.noise_space} if hasattr(args, "noise_space") else {}
+        return load_testbed(device="cpu" if args.device == "auto" else args.device,
+                            max_new_tokens=min(args.max_new_tokens, 32), max_batch_size=args.max_batch_size,
+                            **options)
     try:
         from smoothguard.backends import HFVisionLanguageModel
     except ImportError as exc:

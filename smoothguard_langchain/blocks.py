@@ -14,7 +14,8 @@ Messages may be ``BaseMessage`` objects, OpenAI-style dicts (``{"role", "content
 tuples. The caller's messages and blocks are never changed: variants are new messages (``model_copy``) whose
 content lists hold new blocks where media changed and the very same block objects elsewhere. Candidate 0 (the
 original media) gets the original blocks unchanged. Remote media follow ``GuardConfig.remote_media``; blocks of
-other types (text, files, video, provider blocks) are left as they are.
+other types (text, files, video, provider blocks) are left as they are, but media nested in a block's own
+``content`` list (an Anthropic ``tool_result`` holding an image) are smoothed like top-level ones.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = ["MediaSlot", "MessageMedia", "find_media", "is_message_like", "read_m
 
 Kind = Literal["image", "audio"]
 _WAV_MIMES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
+_MAX_NESTING = 8  # levels of blocks inside blocks searched for media
 _DESCRIBE = {"v1": "v1 {kind} block", "v0": "v0 {kind} block (source_type)", "anthropic": "Anthropic {kind} block",
              "openai": "OpenAI {type} block"}
 
@@ -47,6 +49,7 @@ class MediaSlot:
     dialect: str
     label: str
     media: Media
+    path: tuple[int, ...] = ()  # indices in the nested ``content`` lists below ``block`` (e.g. a tool_result's)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class MessageMedia:
             if item is slot.media:
                 continue
             content = contents.setdefault(slot.message, list(_content(self.messages[slot.message])))
-            content[slot.block] = _write(content[slot.block], slot, item)
+            content[slot.block] = _write_at(content[slot.block], slot.path, slot, item)
         return [_with_content(msg, contents[i]) if i in contents else msg for i, msg in enumerate(self.messages)]
 
 
@@ -88,22 +91,35 @@ def find_media(messages: Sequence[Any], config: GuardConfig, *, where: str = "me
     notes: list[str] = []
     for i, message in enumerate(messages):
         content = _content(message)
-        if not isinstance(content, list):
-            continue
-        for j, block in enumerate(content):
-            if not isinstance(block, dict):
-                continue
-            found = _classify(block)
-            if found is None:
-                if block.get("type") in ("video", "video_url"):
-                    notes.append(f"{where}[{i}].content[{j}]: video is not smoothed; it was sent unchanged")
-                continue
-            dialect, kind = found
-            label = f"{where}[{i}].content[{j}] ({_describe(dialect, kind, block)})"
-            media = _read_block(block, dialect, kind, label, config, notes)
-            if media is not None:
-                slots.append(MediaSlot(i, j, kind, dialect, label, media))
+        if isinstance(content, list):
+            _scan(content, i, (), f"{where}[{i}].content", config, slots, notes)
     return MessageMedia(messages, tuple(slots), tuple(notes))
+
+
+def _scan(content: list[Any], message: int, outer: tuple[int, ...], where: str, config: GuardConfig,
+          slots: list[MediaSlot], notes: list[str]) -> None:
+    """Add the media of one content list to ``slots``, descending into blocks that hold a ``content`` list of
+    their own (Anthropic ``tool_result`` blocks carry images there), so nested media are smoothed too."""
+    for j, block in enumerate(content):
+        if not isinstance(block, dict):
+            continue
+        place = f"{where}[{j}]"
+        found = _classify(block)
+        if found is None:
+            if block.get("type") in ("video", "video_url"):
+                notes.append(f"{place}: video is not smoothed; it was sent unchanged")
+            elif isinstance(block.get("content"), list):
+                if len(outer) >= _MAX_NESTING:
+                    raise MediaError(f"{place}: content blocks nested more than {_MAX_NESTING} levels deep cannot be "
+                                     "checked for images or audio; flatten them")
+                _scan(block["content"], message, (*outer, j), f"{place}.content", config, slots, notes)
+            continue
+        dialect, kind = found
+        label = f"{place} ({_describe(dialect, kind, block)})"
+        media = _read_block(block, dialect, kind, label, config, notes)
+        if media is not None:
+            top, path = (outer[0], (*outer[1:], j)) if outer else (j, ())
+            slots.append(MediaSlot(message, top, kind, dialect, label, media, path))
 
 
 def is_message_like(x: Any) -> bool:
@@ -253,6 +269,15 @@ def _short(s: Any, limit: int = 60) -> str:
 
 
 # -- writing ------------------------------------------------------------------------------------------------
+
+
+def _write_at(block: dict[str, Any], path: tuple[int, ...], slot: MediaSlot, media: Media) -> dict[str, Any]:
+    """:func:`_write` of the block at ``path`` in ``block``'s nested ``content`` lists (copied on the way down)."""
+    if not path:
+        return _write(block, slot, media)
+    inner = list(block["content"])
+    inner[path[0]] = _write_at(inner[path[0]], path[1:], slot, media)
+    return {**block, "content": inner}
 
 
 def _write(block: dict[str, Any], slot: MediaSlot, media: Media) -> dict[str, Any]:

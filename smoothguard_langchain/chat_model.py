@@ -230,16 +230,18 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
 
 
 def _check_blocks(batch: Sequence[Sequence[BaseMessage]]) -> None:
-    """Raise :class:`MediaError` for a message langchain-core's own input normalisation rejects (e.g. an
-    ``input_audio`` block with empty data): it runs before ``_generate``, so its bare ``ValueError`` would escape
-    before the guard could name the block."""
+    """Raise :class:`MediaError` for a message langchain-core's own input handling rejects (an ``input_audio`` block
+    with empty data, a base64 image block without ``mime_type``): ``generate`` formats and normalises the messages
+    before ``_generate``, so its bare ``ValueError`` would escape before the guard could name the block."""
     try:
         from langchain_core.language_models._utils import _normalize_messages
+        from langchain_core.language_models.chat_models import _format_for_tracing
     except ImportError:  # another langchain-core: nothing to pre-check
         return
     for messages in batch:
         for i, message in enumerate(messages):
             try:
+                _format_for_tracing([message])
                 _normalize_messages([message])
             except Exception as exc:
                 raise MediaError(f"messages[{i}]: langchain-core cannot read one of its content blocks "

@@ -21,7 +21,8 @@ The caller's objects are never modified: copies are made with ``model_copy`` (va
 legacy ``additional_kwargs["images"]`` is not converted twice). Candidate 0, the original when
 ``include_original``, keeps the caller's very blocks (a file-like one gets its own stream of the same
 bytes). GIF images are written back as PNG (with their MIME type); audio must be WAV. Video and document
-blocks are passed unchanged (and said in the notes).
+blocks are passed unchanged (and said in the notes). Images inside a ``CitableBlock`` (as a tool's output may
+be) or a ``CitationBlock`` are smoothed like top-level ones.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from typing import Any, Literal
 from llama_index.core.base.llms.types import (
     AudioBlock,
     ChatMessage,
+    CitableBlock,
+    CitationBlock,
     DocumentBlock,
     ImageBlock,
     MessageRole,
@@ -225,7 +228,7 @@ class MessageMedia:
         """``where(i, j)`` names block j of message i in errors and notes (default ``messages[i].blocks[j]``)."""
         self.messages = list(messages)
         self._reader = _Reader(config)
-        self._places: list[tuple[int, int]] = []
+        self._places: list[tuple[int, int, int | None]] = []  # (message, block, index inside a citable block)
         name = where or (lambda i, j: f"messages[{i}].blocks[{j}]")
         for i, message in enumerate(self.messages):
             if not isinstance(message, ChatMessage):
@@ -233,13 +236,24 @@ class MessageMedia:
             for j, block in enumerate(message.blocks):
                 where_ = name(i, j)
                 if isinstance(block, ImageBlock | AudioBlock):
-                    before = len(self._reader.slots)
-                    self._reader.add_block(block, where_)
-                    if len(self._reader.slots) > before:
-                        self._places.append((i, j))
+                    self._add(block, where_, (i, j, None))
                 elif isinstance(block, VideoBlock | DocumentBlock):
                     self._reader.notes.append(f"{where_}: {type(block).__name__} passed through unsmoothed "
                                               "(only images and audio are smoothed)")
+                else:  # images inside a CitableBlock (e.g. a tool's output) or a CitationBlock are smoothed too
+                    for k, inner in _nested(block):
+                        inner_where = f"{where_}.cited_content" if k is None else f"{where_}.content[{k}]"
+                        if isinstance(inner, ImageBlock):
+                            self._add(inner, inner_where, (i, j, k))
+                        elif isinstance(inner, DocumentBlock):
+                            self._reader.notes.append(f"{inner_where}: DocumentBlock passed through unsmoothed "
+                                                      "(only images and audio are smoothed)")
+
+    def _add(self, block: ImageBlock | AudioBlock, where: str, place: tuple[int, int, int | None]) -> None:
+        before = len(self._reader.slots)
+        self._reader.add_block(block, where)
+        if len(self._reader.slots) > before:
+            self._places.append(place)
 
     @property
     def media(self) -> list[Media]:
@@ -254,7 +268,7 @@ class MessageMedia:
         Media object keeps the caller's block. ``tag`` names path-form files (the candidate index)."""
         if len(variant) != len(self._places):
             raise ValueError(f"variant has {len(variant)} media, the messages {len(self._places)}")
-        replaced: dict[tuple[int, int], Any] = {}
+        replaced: dict[tuple[int, int, int | None], Any] = {}
         for k, (place, medium) in enumerate(zip(self._places, variant, strict=True)):
             if medium is not self.media[k]:
                 replaced[place] = self._reader.write(k, medium, str(tag))
@@ -262,7 +276,7 @@ class MessageMedia:
                 replaced[place] = self._reader.original(k)
         out = []
         for i, message in enumerate(self.messages):
-            blocks = [replaced.get((i, j), block) for j, block in enumerate(message.blocks)]
+            blocks = [_rebuilt(block, i, j, replaced) for j, block in enumerate(message.blocks)]
             kwargs = {k: v for k, v in message.additional_kwargs.items() if k != "images"}
             # "images" (legacy ImageDocuments) were already turned into blocks when the message was built
             out.append(message.model_copy(update={"blocks": blocks, "additional_kwargs": kwargs}))
@@ -326,6 +340,28 @@ class DocumentMedia:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _nested(block: Any) -> list[tuple[int | None, Any]]:
+    """(index, block) of the blocks inside a CitableBlock's ``content`` (index None: a CitationBlock's
+    ``cited_content``); nothing for other blocks."""
+    if isinstance(block, CitableBlock):
+        return list(enumerate(block.content))
+    if isinstance(block, CitationBlock):
+        return [(None, block.cited_content)]
+    return []
+
+
+def _rebuilt(block: Any, i: int, j: int, replaced: dict[tuple[int, int, int | None], Any]) -> Any:
+    """Block ``j`` of message ``i`` with its replaced media (a container copied with its new inner blocks)."""
+    if (i, j, None) in replaced:
+        if isinstance(block, CitationBlock):
+            return block.model_copy(update={"cited_content": replaced[(i, j, None)]})
+        return replaced[(i, j, None)]
+    if isinstance(block, CitableBlock) and any((i, j, k) in replaced for k in range(len(block.content))):
+        return block.model_copy(update={"content": [replaced.get((i, j, k), inner)
+                                                    for k, inner in enumerate(block.content)]})
+    return block
 
 
 def image_documents_to_blocks(documents: Sequence[Any] | None, *, name: str = "image_documents") -> list[Any]:

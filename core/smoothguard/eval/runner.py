@@ -245,8 +245,10 @@ class EvalRunner:
                 raise EvalError(f"{self.out} holds answers of another evaluation ({detail}); resuming would mix "
                                 "them. Use a fresh --out folder, or the same settings as before.")
             return
-        if write:
-            path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if write:  # atomically: a kill while writing must not leave a torn manifest that blocks the resume
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
 
     # -- answering ------------------------------------------------------------------------------------------
 

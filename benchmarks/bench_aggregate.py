@@ -70,6 +70,7 @@ def main() -> None:
         ("11 distinct answers, cold cache", timed(run(answers_distinct()), args.repeats, embedder.clear_cache)),
         ("11 answers, 3 distinct, cold cache", timed(run(answers_typical()), args.repeats, embedder.clear_cache)),
         ("11 distinct answers, cached", timed(run(answers_distinct()), args.repeats)),
+        ("11 identical answers (no embedding)", timed(run(answers_distinct()[:1] * 11), args.repeats)),
     ]
     vectors = embedder.encode(answers_distinct())
     parts = [

@@ -12,8 +12,9 @@ import asyncio
 import dataclasses
 import json
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
@@ -96,25 +97,24 @@ def run_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates, no
     ``GenerationError``), so retry and fallback logic keyed on the model's exception types keeps working.
     A LangGraph interrupt (``GraphBubbleUp``) raised by any candidate is re-raised as it is.
     """
-    try:
+    with _guard_outcome(media, candidates, notes):
         result = guard.run(media, candidates.generate)
-    except GuardFlagged as exc:
-        _raise_control_flow(candidates)
-        exc.result = add_notes(exc.result, notes)
-        raise
-    except GenerationError as exc:
-        _raise_control_flow(candidates)
-        _raise_passthrough_cause(exc, media)
-        raise
-    _raise_control_flow(candidates)
     return add_notes(result, notes)
 
 
 async def arun_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates,
                      notes: Sequence[str]) -> GuardResult:
     """Async :func:`run_guard` (``guard.arun`` over ``candidates.agenerate``)."""
-    try:
+    with _guard_outcome(media, candidates, notes):
         result = await guard.arun(media, candidates.agenerate)
+    return add_notes(result, notes)
+
+
+@contextmanager
+def _guard_outcome(media: list[Media], candidates: Candidates, notes: Sequence[str]) -> Iterator[None]:
+    """Around one guarded run: re-raise control flow first, annotate a flagged result, surface pass-through causes."""
+    try:
+        yield
     except GuardFlagged as exc:
         _raise_control_flow(candidates)
         exc.result = add_notes(exc.result, notes)
@@ -124,7 +124,6 @@ async def arun_guard(guard: SmoothGuard, media: list[Media], candidates: Candida
         _raise_passthrough_cause(exc, media)
         raise
     _raise_control_flow(candidates)
-    return add_notes(result, notes)
 
 
 def _is_control_flow(x: Any) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -20,7 +21,7 @@ from smoothguard.errors import ConfigError
 from smoothguard_llamaindex.events import dispatch_vote
 from smoothguard_llamaindex.fanout import run_async, run_sync
 
-__all__ = ["METADATA_KEY", "Payload", "aguarded_call", "build_config", "guarded_call", "with_metadata"]
+__all__ = ["METADATA_KEY", "Payload", "aguarded_call", "build_config", "guard_for", "guarded_call", "with_metadata"]
 
 #: Key of ``GuardResult.to_dict()`` in a response's ``additional_kwargs``.
 METADATA_KEY = "smoothguard"
@@ -40,6 +41,12 @@ class Payload(Protocol):
     def build(self, variant: list[Media], tag: int | str = 0) -> Any: ...
 
     def close(self) -> None: ...
+
+
+@functools.lru_cache(maxsize=64)
+def guard_for(config: GuardConfig) -> SmoothGuard:
+    """The :class:`SmoothGuard` for ``config`` (guards hold no per-request state, so one per config is shared)."""
+    return SmoothGuard(config)
 
 
 def build_config(guard_config: GuardConfig | Mapping[str, Any] | None, settings: Mapping[str, Any]) -> GuardConfig:

@@ -32,7 +32,14 @@ from smoothguard import GuardConfig, SmoothGuard
 from smoothguard.errors import ConfigError
 from smoothguard_llamaindex.blocks import MessageMedia, image_documents_to_blocks, user_message
 from smoothguard_llamaindex.fanout import chat_text
-from smoothguard_llamaindex.guarded import METADATA_KEY, aguarded_call, build_config, guarded_call, with_metadata
+from smoothguard_llamaindex.guarded import (
+    METADATA_KEY,
+    aguarded_call,
+    build_config,
+    guard_for,
+    guarded_call,
+    with_metadata,
+)
 
 __all__ = ["SmoothGuardLLM"]
 
@@ -85,7 +92,6 @@ class SmoothGuardLLM(FunctionCallingLLM):
         default=True, description="Let the inner LLM report to this LLM's callback manager (token counters "
                                   "then see every inner call), unless the inner LLM has handlers of its own.")
 
-    _guard: tuple[GuardConfig, SmoothGuard] | None = PrivateAttr(default=None)
     _shared_callbacks: CallbackManager | None = PrivateAttr(default=None)
 
     def __init__(self, llm: LLM | None = None, guard_config: GuardConfig | Mapping[str, Any] | None = None,
@@ -110,10 +116,8 @@ class SmoothGuardLLM(FunctionCallingLLM):
 
     @property
     def guard(self) -> SmoothGuard:
-        """The :class:`~smoothguard.SmoothGuard` built from ``guard_config`` (rebuilt when it changes)."""
-        if self._guard is None or self._guard[0] is not self.guard_config:
-            self._guard = (self.guard_config, SmoothGuard(self.guard_config))
-        return self._guard[1]
+        """The :class:`~smoothguard.SmoothGuard` for ``guard_config`` (one per distinct config, shared)."""
+        return guard_for(self.guard_config)
 
     @property
     def metadata(self) -> LLMMetadata:

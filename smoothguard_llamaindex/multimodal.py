@@ -19,14 +19,14 @@ from llama_index.core.base.llms.types import (
     CompletionResponseAsyncGen,
     CompletionResponseGen,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.multi_modal_llms import MultiModalLLM, MultiModalLLMMetadata
 
 from smoothguard import GuardConfig, SmoothGuard
 from smoothguard.errors import ConfigError
 from smoothguard_llamaindex.blocks import DocumentMedia, MessageMedia
 from smoothguard_llamaindex.fanout import chat_text
-from smoothguard_llamaindex.guarded import aguarded_call, build_config, guarded_call, with_metadata
+from smoothguard_llamaindex.guarded import aguarded_call, build_config, guard_for, guarded_call, with_metadata
 
 __all__ = ["SmoothGuardMultiModalLLM"]
 
@@ -49,7 +49,6 @@ class SmoothGuardMultiModalLLM(MultiModalLLM):
     rate_limiter: Any | None = Field(default=None, exclude=True,
                                      description="Rate limiter applied once per guarded call.")
 
-    _guard: tuple[GuardConfig, SmoothGuard] | None = PrivateAttr(default=None)
 
     def __init__(self, llm: MultiModalLLM | None = None,
                  guard_config: GuardConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
@@ -66,10 +65,8 @@ class SmoothGuardMultiModalLLM(MultiModalLLM):
 
     @property
     def guard(self) -> SmoothGuard:
-        """The :class:`~smoothguard.SmoothGuard` built from ``guard_config``."""
-        if self._guard is None or self._guard[0] is not self.guard_config:
-            self._guard = (self.guard_config, SmoothGuard(self.guard_config))
-        return self._guard[1]
+        """The :class:`~smoothguard.SmoothGuard` for ``guard_config`` (one per distinct config, shared)."""
+        return guard_for(self.guard_config)
 
     @property
     def metadata(self) -> MultiModalLLMMetadata:

@@ -70,6 +70,12 @@ class Embedder:
                 ) from exc
         return self._model
 
+    def load(self) -> Embedder:
+        """Load the model now instead of on first use (e.g. at service start-up); returns ``self``."""
+        with self._lock:
+            self._load()
+        return self
+
     def clear_cache(self) -> None:
         """Forget every cached vector (the model stays loaded)."""
         with self._lock:

@@ -199,3 +199,8 @@ def test_structured_answers_are_grouped_by_exact_json():
     # a mix of JSON and prose falls back to the semantic clustering
     mixed = aggregate([paris, "I can't help with that."] * 2, GuardConfig(seed=0))
     assert len(set(mixed.labels)) == 2
+
+
+def test_answers_equal_after_normalisation_are_one_cluster_even_if_one_is_not_json():
+    verdict = aggregate(["{}", "{}."], GuardConfig(seed=0))
+    assert verdict.labels == (0, 0) and verdict.agreement == 1.0

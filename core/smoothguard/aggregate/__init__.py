@@ -87,8 +87,9 @@ def aggregate(answers: Sequence[str], config: GuardConfig | None = None, *,
             raise TypeError(f"answer {i} is {type(answer).__name__}, not str")
     structured = [structured_key(a) for a in answers]
     keys = [normalize_answer(a) for a in answers]
-    if all(key is not None for key in structured) or len(set(keys)) == 1:  # exact grouping; no embedding needed
-        labels = _exact_labels(structured if structured[0] is not None else keys)
+    all_structured = all(key is not None for key in structured)
+    if all_structured or len(set(keys)) == 1:  # exact grouping; no embedding needed
+        labels = _exact_labels(structured if all_structured else keys)
         vectors = np.eye(int(labels.max()) + 1, dtype=np.float32)[labels]  # one unit vector per distinct answer
     else:
         embedder = embedder or get_embedder(config.embedder, config.embedder_device)

@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from llama_index.core.base.llms.types import (
     AudioBlock,
@@ -215,7 +215,45 @@ class _Reader:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-class MessageMedia:
+class _FoundMedia:
+    """What MessageMedia and DocumentMedia share: the reader, the place of each medium, the per-candidate
+    replacements, and cleanup of the temporary files written for path-form media."""
+
+    _reader: _Reader
+    _places: list[Any]
+
+    @property
+    def media(self) -> list[Media]:
+        return self._reader.media
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(self._reader.notes)
+
+    def _replacements(self, variant: Sequence[Media], tag: int | str, what: str) -> dict[Any, Any]:
+        """place -> new carrier for each medium of ``variant`` that is not the original Media object (and for
+        stream-form originals, which must be re-read); other places keep the caller's carrier."""
+        if len(variant) != len(self._places):
+            raise ValueError(f"variant has {len(variant)} media, the {what} {len(self._places)}")
+        replaced: dict[Any, Any] = {}
+        for k, (place, medium) in enumerate(zip(self._places, variant, strict=True)):
+            if medium is not self.media[k]:
+                replaced[place] = self._reader.write(k, medium, str(tag))
+            elif self._reader.slots[k].form == "io":
+                replaced[place] = self._reader.original(k)
+        return replaced
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MessageMedia(_FoundMedia):
     """The media of a list of chat messages, and the messages rebuilt around other media.
 
     ``media``: one :class:`Media` per smoothed ImageBlock/AudioBlock, in message then block order.
@@ -255,25 +293,10 @@ class MessageMedia:
         if len(self._reader.slots) > before:
             self._places.append(place)
 
-    @property
-    def media(self) -> list[Media]:
-        return self._reader.media
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        return tuple(self._reader.notes)
-
     def build(self, variant: Sequence[Media], tag: int | str = 0) -> list[ChatMessage]:
         """New messages with ``variant[k]`` in the k-th medium's slot; a medium that *is* the original
         Media object keeps the caller's block. ``tag`` names path-form files (the candidate index)."""
-        if len(variant) != len(self._places):
-            raise ValueError(f"variant has {len(variant)} media, the messages {len(self._places)}")
-        replaced: dict[tuple[int, int, int | None], Any] = {}
-        for k, (place, medium) in enumerate(zip(self._places, variant, strict=True)):
-            if medium is not self.media[k]:
-                replaced[place] = self._reader.write(k, medium, str(tag))
-            elif self._reader.slots[k].form == "io":
-                replaced[place] = self._reader.original(k)
+        replaced = self._replacements(variant, tag, "messages")
         out = []
         for i, message in enumerate(self.messages):
             blocks = [_rebuilt(block, i, j, replaced) for j, block in enumerate(message.blocks)]
@@ -282,17 +305,8 @@ class MessageMedia:
             out.append(message.model_copy(update={"blocks": blocks, "additional_kwargs": kwargs}))
         return out
 
-    def close(self) -> None:
-        self._reader.close()
 
-    def __enter__(self) -> MessageMedia:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class DocumentMedia:
+class DocumentMedia(_FoundMedia):
     """The media of a legacy ``image_documents`` list (ImageNode/ImageDocument/ImageBlock), rebuilt per candidate.
 
     Same contract as :class:`MessageMedia`; :meth:`build` returns a new list of the same carriers.
@@ -313,33 +327,11 @@ class DocumentMedia:
             if len(self._reader.slots) > before:
                 self._places.append(i)
 
-    @property
-    def media(self) -> list[Media]:
-        return self._reader.media
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        return tuple(self._reader.notes)
-
     def build(self, variant: Sequence[Media], tag: int | str = 0) -> list[Any]:
-        if len(variant) != len(self._places):
-            raise ValueError(f"variant has {len(variant)} media, the documents {len(self._places)}")
         out = list(self.documents)
-        for k, (i, medium) in enumerate(zip(self._places, variant, strict=True)):
-            if medium is not self.media[k]:
-                out[i] = self._reader.write(k, medium, str(tag))
-            elif self._reader.slots[k].form == "io":
-                out[i] = self._reader.original(k)
+        for i, carrier in self._replacements(variant, tag, "documents").items():
+            out[i] = carrier
         return out
-
-    def close(self) -> None:
-        self._reader.close()
-
-    def __enter__(self) -> DocumentMedia:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _nested(block: Any) -> list[tuple[int | None, Any]]:

@@ -67,13 +67,15 @@ def test_pixel_noise_clips_only_where_asked():
 
 
 @pytest.mark.parametrize("name", ["main", "surrogate"])
-def test_forward_and_generate(name, tokenizer, processor, batch):
-    model = build_model(name, tokenizer).eval()
+def test_forward_and_generate(name, tokenizer, batch):
+    model, processor = build_model(name, tokenizer).eval(), build_processor(tokenizer, name)
     n_params = sum(p.numel() for p in model.parameters())
     assert (3.4e6 < n_params < 3.9e6) if name == "main" else (n_params < 2.5e6)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied
     texts = [prompt_text(e.question) for e in batch]
     inputs = processor(images=[e.image for e in batch], text=texts, return_tensors="pt", padding=True)
+    image_tokens = int((inputs["input_ids"][0] == tokenizer.convert_tokens_to_ids("<image>")).sum())
+    assert image_tokens == CONFIGS[name].n_image_tokens == (64 if name == "main" else 16)
     with torch.no_grad():
         logits = model(**inputs).logits
         out = model.generate(**inputs, max_new_tokens=4, do_sample=False)

@@ -20,20 +20,22 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace) -> Any:
-    """The backend named by ``args.model``: ``testbed`` or a Hugging Face hub id / local directory.
+    """The backend named by ``args.model``: ``testbed`` (``testbed:surrogate`` for the second shipped model) or a
+    Hugging Face hub id / local directory.
 
     Raises :class:`~smoothguard.errors.ConfigError` with what to do when it cannot be loaded.
     """
     from smoothguard.errors import ConfigError
 
-    if args.model == "testbed":
+    if args.model == "testbed" or args.model.startswith("testbed:"):
         try:
             from smoothguard.testbed import load_testbed  # type: ignore[attr-defined]
         except (ImportError, AttributeError) as exc:
             raise ConfigError("--model testbed needs the trained testbed (smoothguard.testbed.load_testbed), which "
                               "this installation does not have yet; give a hub id or a local model directory") from exc
         options = {"noise_space": args.noise_space} if hasattr(args, "noise_space") else {}
-        return load_testbed(device="cpu" if args.device == "auto" else args.device,
+        return load_testbed(args.model.partition(":")[2] or "main",
+                            device="cpu" if args.device == "auto" else args.device,
                             max_new_tokens=min(args.max_new_tokens, 32), max_batch_size=args.max_batch_size,
                             **options)
     try:

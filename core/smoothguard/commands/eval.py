@@ -7,6 +7,8 @@
     smoothguard eval llavabench --model ... --data llava-bench-in-the-wild --out runs/wild --judge openai:gpt-4o
     smoothguard eval report runs/pope runs/mms --out runs/report      # one table and plot from several runs
     smoothguard eval make-data data/standin                          # small offline datasets in each format
+    smoothguard eval attacks --model testbed --surrogate testbed:surrogate --data data/standin/pope \
+        --questions 30 --out runs/attacks                  # attack success and detection vs sigma, 4 attacks
 
 Writes ``OUT/answers.jsonl`` (resumable: rerun the same command after a kill), ``OUT/summary.json``,
 ``OUT/summary.md`` and ``OUT/sweep.png``. ``--model`` takes a hub id or local directory, ``testbed`` (the
@@ -30,7 +32,7 @@ _DEFAULT_SIGMAS = (0.0, 0.1, 0.15, 0.2)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``eval`` subcommands (pope, mmsafety, llavabench, report, make-data) to ``parser``."""
+    """Add the ``eval`` subcommands (pope, mmsafety, llavabench, attacks, report, make-data) to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n", 1)[1]
     benches = parser.add_subparsers(dest="benchmark", metavar="BENCH", required=True)
@@ -58,6 +60,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--out", required=True, metavar="DIR", help="where report.md and sweep.png go")
     report.add_argument("--title", help="plot title")
     report.set_defaults(func=run_report)
+    study = benches.add_parser("attacks", help="attack success and agreement-based detection vs sigma: minimal, "
+                               "full-budget, transfer and EOT PGD on POPE 'no' questions")
+    study.add_argument("--model", required=True, metavar="ID_OR_PATH",
+                       help="the defended model: 'testbed', a hub id or a local directory (a PGD-supported family)")
+    study.add_argument("--surrogate", metavar="ID_OR_PATH",
+                       help="the model the transfer attack is crafted on, e.g. testbed:surrogate (needed for it)")
+    study.add_argument("--data", required=True, metavar="DIR", help="POPE-format folder; its 'no' items are attacked")
+    study.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun to resume")
+    study.add_argument("--questions", type=int, default=30, metavar="N", help="'no' questions to attack (default 30)")
+    study.add_argument("--attacks", nargs="+", choices=("minimal", "full", "transfer", "eot"),
+                       default=["minimal", "full", "transfer", "eot"], help="default: all four")
+    study.add_argument("--epsilons", type=int, nargs="+", default=[4, 8, 16], metavar="LEVELS",
+                       help="L-infinity budgets in 8-bit levels (default 4 8 16, i.e. 4/255 ...)")
+    study.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2, 0.3], metavar="S",
+                       help="guard noise levels; the undefended model is always run (default 0.05 0.1 0.15 0.2 0.3)")
+    study.add_argument("--n-samples", type=int, default=11, help="guard candidates incl. the original (default 11)")
+    study.add_argument("--steps", type=int, default=100, help="PGD steps (default 100; step size 1/255)")
+    study.add_argument("--eot-samples", type=int, default=8, help="EOT noisy copies per step (default 8)")
+    study.add_argument("--eot-sigma", type=float, default=0.2, help="EOT noise std, guard units (default 0.2)")
+    study.add_argument("--eot-steps", type=int, metavar="N", help="EOT-PGD steps (default: --steps)")
+    study.add_argument("--adaptive-sigma", type=float, nargs="*", default=[0.1, 0.2], metavar="S",
+                       help="sigmas also run in adaptive mode, clean and minimal inputs (default 0.1 0.2)")
+    study.add_argument("--seed", type=int, default=0, help="noise and attack seed (default 0)")
+    study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_arguments(study)
+    study.set_defaults(func=run_attack_study)
     data = benches.add_parser("make-data", help="write small offline datasets in each benchmark's format")
     data.add_argument("out", metavar="DIR", help="writes DIR/pope, DIR/mmsafety, DIR/llavabench")
     data.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
@@ -135,6 +163,36 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"smoothguard eval: {failed} answers failed (see 'error' in answers.jsonl; --retry-errors retries)",
               file=sys.stderr)
+    return 0
+
+
+def run_attack_study(args: argparse.Namespace) -> int:
+    """Attack, answer and report (``OUT/study.md``, ``study.json``, ``asr_*.png``, ``roc_*.png``)."""
+    from smoothguard.errors import SmoothGuardError
+    from smoothguard.eval.attack_study import AttackStudy, negatives
+    from smoothguard.eval.readers import read_pope
+
+    try:
+        study = AttackStudy(attacks=tuple(args.attacks), epsilons=tuple(args.epsilons), sigmas=tuple(args.sigma),
+                            steps=args.steps, eot_samples=args.eot_samples, eot_sigma=args.eot_sigma,
+                            eot_steps=args.eot_steps, n_samples=args.n_samples,
+                            adaptive_sigmas=tuple(args.adaptive_sigma), seed=args.seed)
+        if "transfer" in args.attacks and not args.surrogate:
+            raise ValueError("the transfer attack needs --surrogate (e.g. testbed:surrogate); or leave it out of "
+                             "--attacks")
+        dataset = negatives(read_pope(args.data), args.questions)
+        model = load_model(args)
+        surrogate = load_model(argparse.Namespace(**{**vars(args), "model": args.surrogate})) if (
+            "transfer" in args.attacks) else None
+        result = study.run(model, dataset, args.out, surrogate=surrogate, model_name=args.model,
+                           progress=not args.no_progress)
+    except (SmoothGuardError, ValueError, OSError) as exc:
+        print(f"smoothguard eval attacks: {exc}", file=sys.stderr)
+        return 2
+    from smoothguard.eval.attack_study import study_markdown
+
+    print(study_markdown(result))
+    print(f"wrote {args.out}/study.md, study.json, asr_*.png, roc_*.png")
     return 0
 
 

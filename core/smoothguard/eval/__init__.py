@@ -11,6 +11,8 @@ or ``smoothguard eval pope --model ID --data data/pope --sigma 0 0.1 0.15 0.2 --
 - :mod:`~smoothguard.eval.runner`: :func:`run_eval` / :class:`EvalRunner`, answers logged and resumable.
 - :mod:`~smoothguard.eval.report`: ``summary.json``, Markdown table, sigma-sweep PNG; :func:`combine`.
 - :mod:`~smoothguard.eval.datasets`: small datasets in each format from the testbed generator (offline).
+- :mod:`~smoothguard.eval.attack_study`: :class:`AttackStudy`, attack success and detection vs sigma (the
+  efficacy report's attack half).
 - :mod:`~smoothguard.eval.oracle`: :class:`ShapeOracle`, a scripted pixel-reading backend for offline runs.
 
 Names load on first use; ``import smoothguard`` never imports this package.
@@ -22,6 +24,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from smoothguard.eval.attack_study import ATTACKS, AttackStudy
     from smoothguard.eval.datasets import write_all, write_llavabench, write_mmsafety, write_pope
     from smoothguard.eval.errors import DatasetError, EvalError
     from smoothguard.eval.judges import (
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from smoothguard.eval.runner import AnswerLog, EvalRunner, RunSpec, read_answers, run_eval, sweep_specs
 
 _LAZY = {
+    **dict.fromkeys(("ATTACKS", "AttackStudy"), "attack_study"),
     **dict.fromkeys(("write_all", "write_llavabench", "write_mmsafety", "write_pope"), "datasets"),
     **dict.fromkeys(("DatasetError", "EvalError"), "errors"),
     **dict.fromkeys(("KeywordJudge", "LLMJudge", "LLMReviewJudge", "OverlapJudge", "Review", "SafetyVerdict"),
@@ -66,7 +70,9 @@ _LAZY = {
 }
 
 __all__ = [
+    "ATTACKS",
     "AnswerLog",
+    "AttackStudy",
     "Dataset",
     "DatasetError",
     "EvalError",

@@ -14,15 +14,8 @@ from PIL import Image
 from smoothguard.eval import ATTACKS, AttackStudy, read_pope
 from smoothguard.eval.attack_study import negatives
 
-torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

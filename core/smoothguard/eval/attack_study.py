@@ -109,19 +109,18 @@ class AttackStudy:
         specs = [RunSpec(0.0)] + [RunSpec(s, self.n_samples) for s in self.sigmas]
         adaptive = [RunSpec(s, self.n_samples, adaptive=True) for s in self.adaptive_sigmas]
         summaries: dict[str, dict[str, Any]] = {}
-        for tag, transform in [("clean", None), *self._variants(model, surrogate, out / "adv", progress)]:
+        for tag, transform in [("clean", None), *self._variants(model, surrogate, out / "adv")]:
             runner = EvalRunner(model, data, out / tag, model_name=model_name, seed=self.seed, progress=progress,
                                 image_transform=transform, options={"input": tag, **self._settings(tag)})
             extra = adaptive if tag == "clean" or tag.startswith("minimal-") else []
             summaries[tag] = runner.run([dataclasses.replace(s, tag=tag) for s in specs + extra])
-        study = self._tables(summaries, out)
+        study = self._tables(summaries, out, data)
         (out / "study.json").write_text(json.dumps(study, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         (out / "study.md").write_text(study_markdown(study), encoding="utf-8")
         self._plots(study, out)
         return study
 
-    def _variants(self, model: Any, surrogate: Any, root: Path,
-                  progress: bool) -> list[tuple[str, Callable[[EvalItem, Any], Any]]]:
+    def _variants(self, model: Any, surrogate: Any, root: Path) -> list[tuple[str, Callable[[EvalItem, Any], Any]]]:
         from smoothguard.attacks import PGDAttack
 
         variants = []
@@ -154,7 +153,7 @@ class AttackStudy:
 
     # -- tables and plots -----------------------------------------------------------------------------------
 
-    def _tables(self, summaries: Mapping[str, dict[str, Any]], out: Path) -> dict[str, Any]:
+    def _tables(self, summaries: Mapping[str, dict[str, Any]], out: Path, data: Dataset) -> dict[str, Any]:
         from smoothguard.eval.metrics import agreement_detection
         from smoothguard.eval.runner import read_answers
 
@@ -163,7 +162,8 @@ class AttackStudy:
         rows: dict[str, Any] = {}
         for tag, summary in summaries.items():
             runs = {_run_label(r): r for r in summary["runs"]}
-            records = _attack_records(out / "adv" / tag) if tag != "clean" else []
+            records = [AdversarialImages.record(out / "adv" / tag, item.id) for item in data] if tag != "clean" else []
+            records = [r for r in records if r is not None]
             row: dict[str, Any] = {
                 "asr": {label: r["metrics"]["yes_ratio"] for label, r in runs.items()},
                 "answered": {label: r["metrics"]["answered"] for label, r in runs.items()},
@@ -209,11 +209,22 @@ class AdversarialImages:
     def __init__(self, attack: Any, root: str | Path) -> None:
         self.attack, self.root = attack, Path(root)
 
+    @staticmethod
+    def paths(root: Path, item_id: str) -> tuple[Path, Path]:
+        """The image and record files of item ``item_id`` under ``root``."""
+        stem = Path(root) / re.sub(r"[^A-Za-z0-9._-]", "_", item_id)
+        return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".json")
+
+    @classmethod
+    def record(cls, root: Path, item_id: str) -> dict[str, Any] | None:
+        """The attack record of ``item_id`` (None if it was not attacked yet)."""
+        path = cls.paths(root, item_id)[1]
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
     def __call__(self, item: EvalItem, image: Any) -> Any:
         from smoothguard import Media
 
-        stem = self.root / re.sub(r"[^A-Za-z0-9._-]", "_", item.id)
-        png, record = stem.with_suffix(".png"), stem.with_suffix(".json")
+        png, record = self.paths(self.root, item.id)
         if png.exists() and record.exists():
             return Media.image(png)
         res = self.attack.run(image, item.prompt, TARGET)
@@ -310,10 +321,6 @@ def _run_label(run: Mapping[str, Any]) -> str:
 def _agreements(records: Mapping[str, Mapping[str, Any]]) -> list[float]:
     return [float(r["agreement"]) for r in records.values()
             if r.get("error") is None and r.get("agreement") is not None]
-
-
-def _attack_records(root: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(root.glob("*.json"))] if root.is_dir() else []
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -43,17 +43,21 @@ def test_tokenizer_round_trips_every_text(tokenizer):
     assert tokenizer.decode(answer, skip_special_tokens=True) == "Yes."
 
 
-def test_chat_template_and_processor_match_the_fast_encoder(tokenizer, processor, batch):
+@pytest.mark.parametrize("name", ["main", "surrogate"])
+def test_chat_template_and_processor_match_the_fast_encoder(tokenizer, batch, name):
+    processor = build_processor(tokenizer, name)
     messages = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": e.question}]}] for e in batch]
     texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
-    assert texts == [prompt_text(e.question) for e in batch]
-    assert texts[0] == "<|user|><image>Is there a " + texts[0].split("Is there a ")[1]
+    assert texts == [prompt_text(e.question, name) for e in batch]
+    start = "<|user|><image>Is there a " if name == "main" else "<|user|>Is there a "  # surrogate: question first
+    assert texts[0].startswith(start) and texts[0].endswith("<|end|><|assistant|>")
     inputs = processor(images=[e.image for e in batch], text=texts, return_tensors="pt", padding=True)
-    encoder = Encoder.from_tokenizer(tokenizer, CONFIGS["main"].n_image_tokens)
+    encoder = Encoder.from_tokenizer(tokenizer, CONFIGS[name].n_image_tokens, question_first=name == "surrogate")
+    assert Encoder.for_processor(processor) == encoder
     mine = encoder.prompt_batch([e.question for e in batch])
     assert torch.equal(inputs["input_ids"], mine["input_ids"])
     assert torch.equal(inputs["attention_mask"], mine["attention_mask"])
-    assert (inputs["input_ids"][0] == tokenizer.convert_tokens_to_ids("<image>")).sum() == 64
+    assert (inputs["input_ids"][0] == tokenizer.convert_tokens_to_ids("<image>")).sum() == CONFIGS[name].n_image_tokens
     pixels = to_pixels([e.image for e in batch])
     assert torch.allclose(inputs["pixel_values"], normalize(pixels), atol=1e-6)
 
@@ -72,7 +76,7 @@ def test_forward_and_generate(name, tokenizer, batch):
     n_params = sum(p.numel() for p in model.parameters())
     assert (3.4e6 < n_params < 3.9e6) if name == "main" else (n_params < 2.5e6)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied
-    texts = [prompt_text(e.question) for e in batch]
+    texts = [prompt_text(e.question, name) for e in batch]
     inputs = processor(images=[e.image for e in batch], text=texts, return_tensors="pt", padding=True)
     image_tokens = int((inputs["input_ids"][0] == tokenizer.convert_tokens_to_ids("<image>")).sum())
     assert image_tokens == CONFIGS[name].n_image_tokens == (64 if name == "main" else 16)

@@ -34,7 +34,7 @@ needs_surrogate = pytest.mark.skipif(not weights_available("surrogate"), reason=
 def _measure(backend, n: int, sigmas=(0.1, 0.2), kinds=("yesno", "colour", "count", "describe")) -> dict:
     """Exact-match accuracy per kind and for yes/no under the guard's noise, with a few wrong answers."""
     tokenizer = backend.processor.tokenizer
-    encoder = Encoder.from_tokenizer(tokenizer, backend.model.config.image_seq_length)
+    encoder = Encoder.for_processor(backend.processor)
     accuracy, wrong = {}, {}
 
     def score(name, examples, pixels):
@@ -82,7 +82,7 @@ def test_shipped_path_gives_the_same_answers(main_model):
     std = pixel_sigma(0.2, "normalized", main_model.pixel_std)
     pixels = to_pixels([e.image for e in examples])
     noisy = np.stack([add_image_noise(p, std, np.random.default_rng(i)) for i, p in enumerate(pixels)])
-    encoder = Encoder.from_tokenizer(main_model.processor.tokenizer, main_model.model.config.image_seq_length)
+    encoder = Encoder.for_processor(main_model.processor)
     fast = generate_answers(main_model.model, main_model.processor.tokenizer, encoder, noisy,
                             [e.question for e in examples], max_new_tokens=main_model.max_new_tokens)
     shipped = [main_model.generate(e.question, [[Media.image(x)]])[0] for e, x in zip(examples, noisy, strict=True)]

@@ -58,25 +58,42 @@ class Encoder:
     """Token ids of the testbed's prompts and answers. Build with :meth:`from_tokenizer`.
 
     ids: the ids of every task text (questions and answers, no special tokens); special: the special ids;
-    n_image_tokens: ``<image>`` tokens per image (one per patch).
+    n_image_tokens: ``<image>`` tokens per image (one per patch); question_first: the question comes before the
+    image tokens (the surrogate's chat template).
     """
 
     ids: dict[str, tuple[int, ...]]
     special: dict[str, int]
     n_image_tokens: int
+    question_first: bool = False
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, n_image_tokens: int, texts: Sequence[str] | None = None) -> Encoder:
+    def from_tokenizer(cls, tokenizer, n_image_tokens: int, texts: Sequence[str] | None = None, *,
+                       question_first: bool = False) -> Encoder:
         """Encode ``texts`` (default: :func:`~smoothguard.testbed.data.all_texts`) once with ``tokenizer``."""
         texts = all_texts() if texts is None else list(texts)
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
         special = {token: tokenizer.convert_tokens_to_ids(token) for token in (PAD, IMAGE, USER, ASSISTANT, END)}
-        return cls({t: tuple(i) for t, i in zip(texts, encoded, strict=True)}, special, n_image_tokens)
+        return cls({t: tuple(i) for t, i in zip(texts, encoded, strict=True)}, special, n_image_tokens,
+                   question_first)
+
+    @classmethod
+    def for_processor(cls, processor) -> Encoder:
+        """The encoder matching a testbed processor: its image token count and its chat template's order."""
+        probe = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}]
+        text = processor.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+        size = processor.image_processor.crop_size["height"]
+        ids = processor(images=[Image.new("RGB", (size, size))], text=[IMAGE], return_tensors="np")["input_ids"]
+        n_image_tokens = int((ids == processor.tokenizer.convert_tokens_to_ids(IMAGE)).sum())
+        question_first = text.index("?") < text.index(IMAGE)
+        return cls.from_tokenizer(processor.tokenizer, n_image_tokens, question_first=question_first)
 
     def prompt(self, question: str) -> list[int]:
-        """``<|user|>`` + image tokens + question + ``<|end|><|assistant|>``: the processor's expanded ids."""
+        """``<|user|>`` + image tokens + question + ``<|end|><|assistant|>`` (question first when so configured):
+        the processor's expanded ids."""
         s = self.special
-        return [s[USER], *[s[IMAGE]] * self.n_image_tokens, *self.ids[question], s[END], s[ASSISTANT]]
+        image, text = [s[IMAGE]] * self.n_image_tokens, list(self.ids[question])
+        return [s[USER], *(text + image if self.question_first else image + text), s[END], s[ASSISTANT]]
 
     def answer(self, answer: str) -> list[int]:
         """The answer's ids followed by ``<|end|>`` (the model's end of turn and EOS)."""

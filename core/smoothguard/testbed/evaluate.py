@@ -69,6 +69,7 @@ def evaluate(
     image_size: int = 64,
     n_image_tokens: int = 64,
     batch_size: int = 256,
+    question_first: bool = False,
 ) -> dict[str, object]:
     """Exact-match accuracy per kind (``yesno``, ``colour``, ``count``, ``describe``) and yes/no under noise.
 
@@ -77,7 +78,7 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    encoder = Encoder.from_tokenizer(tokenizer, n_image_tokens)
+    encoder = Encoder.from_tokenizer(tokenizer, n_image_tokens, question_first=question_first)
     metrics: dict[str, object] = {"n_per_kind": n_per_kind, "seed": seed}
     errors: dict[str, list[tuple[str, str, str]]] = {}
 

@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - older transformers, where the slow pro
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "CHAT_TEMPLATE_QUESTION_FIRST",
     "CLIP_MEAN",
     "CLIP_STD",
     "CONFIGS",
@@ -79,6 +80,21 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
 )
 
+#: The surrogate's template (``TestbedConfig.question_first``): in each turn the text parts come first, then the
+#: images, whatever their order in the message, so the image tokens can attend to the question.
+CHAT_TEMPLATE_QUESTION_FIRST = (
+    "{%- for message in messages -%}"
+    "<|{{ message['role'] }}|>"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}<image>{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}<|end|>"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+)
+
 _VOCAB_SIZE = 512  # an upper bound: BPE stops once every word of the task is one token
 _FORMAT = 1  # version of the saved directory layout (testbed.json)
 
@@ -100,6 +116,12 @@ class TestbedConfig:
     text_layers: int = 4
     text_heads: int = 4
     max_positions: int = 256
+    question_first: bool = False  # the prompt puts the question before the image tokens
+
+    @property
+    def chat_template(self) -> str:
+        """The processor's chat template: image then question, or question then image."""
+        return CHAT_TEMPLATE_QUESTION_FIRST if self.question_first else CHAT_TEMPLATE
 
     @property
     def n_image_tokens(self) -> int:
@@ -109,14 +131,16 @@ class TestbedConfig:
 
 #: The two shipped models: "main" (about 3.6 M parameters) and an independently seeded, smaller "surrogate"
 #: (about 1.5 M) for transfer attacks. The surrogate also sees the image differently: 16-pixel patches (16 image
-#: tokens instead of 64), which makes it about six times cheaper to train and a transfer setting across
-#: architectures, as in the paper (its attack image was crafted on another model).
+#: tokens instead of 64) after the question (``question_first``): cheaper to train, easier for the image tokens to
+#: relate to the question, and a transfer setting across architectures, as in the paper (its attack image was
+#: crafted on another model).
 CONFIGS: dict[str, TestbedConfig] = {
     "main": TestbedConfig(name="main", seed=0),
     "surrogate": TestbedConfig(
         name="surrogate",
         seed=1,
         patch_size=16,
+        question_first=True,
         vision_hidden=96,
         vision_intermediate=384,
         vision_layers=3,
@@ -175,8 +199,10 @@ def tokenizer_json(tokenizer: PreTrainedTokenizerFast) -> str:
     return tokenizer.backend_tokenizer.to_str()
 
 
-def prompt_text(question: str) -> str:
-    """The text the chat template renders for one image and ``question``, generation prompt included."""
+def prompt_text(question: str, config: str | TestbedConfig = "main") -> str:
+    """The text the chat template of ``config`` renders for one image and ``question``, generation prompt included."""
+    if _resolve(config).question_first:
+        return f"{USER}{question}{IMAGE}{END}{ASSISTANT}"
     return f"{USER}{IMAGE}{question}{END}{ASSISTANT}"
 
 
@@ -195,7 +221,7 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, config: str | TestbedCon
         patch_size=cfg.patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS token; "default" drops its feature again
-        chat_template=CHAT_TEMPLATE,
+        chat_template=cfg.chat_template,
         image_token=IMAGE,
     )
 

@@ -228,7 +228,7 @@ def train(opts: TrainOptions) -> TrainResult:
             },
         )
 
-    encoder = Encoder.from_tokenizer(tokenizer, cfg.n_image_tokens)
+    encoder = Encoder.from_tokenizer(tokenizer, cfg.n_image_tokens, question_first=cfg.question_first)
     dataset = ShapeBatches(encoder, seed, opts.batch_size, step, schedule["total"], cfg.image_size)
     loader = DataLoader(
         dataset,
@@ -393,6 +393,7 @@ def _export_and_evaluate(
         n_per_kind=opts.eval_examples,
         image_size=cfg.image_size,
         n_image_tokens=cfg.n_image_tokens,
+        question_first=cfg.question_first,
     )
     metrics = {
         "config": cfg.name,

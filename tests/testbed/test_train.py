@@ -93,3 +93,20 @@ def test_cli_refuses_a_mismatched_resume(full_run):
     _, out = full_run
     with pytest.raises(SystemExit, match="batch-size"):
         main(["--config", "surrogate", "--out", str(out), "--device", "cpu", "--batch-size", "16", "--resume"])
+
+
+def test_init_from_starts_a_new_schedule_from_earlier_weights(full_run, tmp_path):
+    """--init-from: a fresh run (its own schedule) from an exported model or a checkpoint, e.g. to go on training a
+    finished CPU run in a later session; the examples seen before are counted."""
+    _, out = full_run
+    first = train(_options(tmp_path / "a", init_from=str(out / "model"), examples=4 * BATCH, eval_examples=2))
+    assert first.finished and first.step == 4
+    assert first.step_losses[0] < 0.8 * full_run[0].step_losses[0]  # it starts where the earlier run ended
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["examples_seen"] == (STEPS + 4) * BATCH and metrics["init_from"] == str(out / "model")
+    again = train(_options(tmp_path / "b", init_from=str(tmp_path / "a" / "checkpoint.pt"), examples=2 * BATCH,
+                           export=False))
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["init_examples_seen"] == (STEPS + 4) * BATCH
+    assert again.finished
+    with pytest.raises(SystemExit, match="holds testbed 'surrogate' weights, not 'main'"):
+        train(_options(tmp_path / "c", config="main", init_from=str(out / "model")))

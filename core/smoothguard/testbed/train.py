@@ -84,6 +84,7 @@ class TrainOptions:
     stop_after_minutes: float | None = None  # likewise, after this much training time in this run
     progress: bool = True
     export: bool = True  # write DIR/model and DIR/metrics.json when the schedule is complete
+    init_from: str | None = None  # start a new run (a fresh schedule) from these weights: checkpoint.pt or model dir
 
 
 @dataclass
@@ -158,6 +159,26 @@ def _device_name(device: torch.device) -> str:
     return f"CPU ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
+def _load_weights(model: torch.nn.Module, source: str, name: str) -> int:
+    """Load the weights of a run's ``checkpoint.pt`` or an exported model directory of testbed ``name`` into
+    ``model``; returns how many examples they had seen (0 if unknown)."""
+    path = Path(source)
+    if path.is_dir():  # through the standard loader, which maps the saved names back
+        loaded, _, info = load_testbed_dir(path)
+        found, weights, seen = info.get("name", info["config"]["name"]), loaded.state_dict(), \
+            int(info.get("examples_seen", 0))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        found, weights = state["config"], state["model"]
+        seen = int(state["step"] * state["batch_size"]) + int(state.get("init_examples_seen", 0))
+    if found != name:
+        raise SystemExit(f"--init-from {source} holds testbed {found!r} weights, not {name!r}")
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    if unexpected or any(not k.endswith("lm_head.weight") for k in missing):  # the head is tied to the embedding
+        raise SystemExit(f"--init-from {source} does not fit: missing {missing}, unexpected {unexpected}")
+    return seen
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -192,8 +213,12 @@ def train(opts: TrainOptions) -> TrainResult:
     seed = state["seed"] if state else (cfg.seed if opts.seed is None else opts.seed)
     tokenizer = tokenizer_from_json(state["tokenizer"]) if state else build_tokenizer()
     model = build_model(cfg, tokenizer, seed=seed)
+    init_seen = int(state.get("init_examples_seen", 0)) if state else 0
     if state:
         model.load_state_dict(state["model"])
+    elif opts.init_from:
+        init_seen = _load_weights(model, opts.init_from, cfg.name)
+        _log(f"initialised from {opts.init_from} ({init_seen:,} examples seen before this run)")
     model.to(device).train()
     optimizer = _optimizer(model, opts, device)
     if state:
@@ -223,6 +248,7 @@ def train(opts: TrainOptions) -> TrainResult:
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                 "history": history,
+                "init_examples_seen": init_seen,
                 "train_seconds": train_seconds,
                 "options": asdict(opts),
             },
@@ -327,7 +353,8 @@ def train(opts: TrainOptions) -> TrainResult:
             model, tokenizer, cfg, seed, opts, device, out,
             {
                 "steps": step,
-                "examples_seen": step * opts.batch_size,
+                "examples_seen": step * opts.batch_size + init_seen,
+                "init_from": opts.init_from,
                 "batch_size": opts.batch_size,
                 "schedule": schedule,
                 "train_seconds": round(elapsed_before + train_seconds, 1),
@@ -439,6 +466,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="data-generating processes (default: 0 on cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt if there is one")
+    p.add_argument("--init-from", metavar="PATH", help="a new run (fresh schedule) from these weights: a run's "
+                   "checkpoint.pt or an exported model directory")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of the steps, at most 500")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps (default 500)")
@@ -462,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=workers, threads=a.threads, resume=a.resume, lr=a.lr, warmup_steps=a.warmup_steps,
         checkpoint_every=a.checkpoint_every, log_every=a.log_every, eval_examples=a.eval_examples,
         time_limit=a.time_limit, stop_after_steps=a.stop_after_steps, stop_after_minutes=a.stop_after_minutes,
-        amp=not a.no_amp, progress=not a.no_progress,
+        amp=not a.no_amp, progress=not a.no_progress, init_from=a.init_from,
     )
     result = train(opts)
     return 0 if result.finished or opts.stop_after_steps or opts.stop_after_minutes else 1

@@ -67,6 +67,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--surrogate", metavar="ID_OR_PATH",
                        help="the model the transfer attack is crafted on, e.g. testbed:surrogate (needed for it)")
     study.add_argument("--data", required=True, metavar="DIR", help="POPE-format folder; its 'no' items are attacked")
+    study.add_argument("--images", metavar="DIR", help="image folder (default DATA/images or DATA/val2014)")
+    study.add_argument("--prompt-suffix", default="", metavar="TEXT", help="appended to every question, as for pope")
     study.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun to resume")
     study.add_argument("--questions", type=int, default=30, metavar="N", help="'no' questions to attack (default 30)")
     study.add_argument("--attacks", nargs="+", choices=("minimal", "full", "transfer", "eot"),
@@ -180,7 +182,8 @@ def run_attack_study(args: argparse.Namespace) -> int:
         if "transfer" in args.attacks and not args.surrogate:
             raise ValueError("the transfer attack needs --surrogate (e.g. testbed:surrogate); or leave it out of "
                              "--attacks")
-        dataset = negatives(read_pope(args.data), args.questions)
+        pope = read_pope(args.data, images=args.images, prompt_suffix=_unescape(args.prompt_suffix))
+        dataset = negatives(pope, args.questions)
         model = load_model(args)
         surrogate = load_model(argparse.Namespace(**{**vars(args), "model": args.surrogate})) if (
             "transfer" in args.attacks) else None
@@ -234,11 +237,15 @@ def run_make_data(args: argparse.Namespace) -> int:
 
 def _data_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.benchmark == "pope":
-        suffix = args.prompt_suffix.replace("\\n", "\n").replace("\\t", "\t")
-        return {"images": args.images, "splits": args.splits, "prompt_suffix": suffix}
+        return {"images": args.images, "splits": args.splits, "prompt_suffix": _unescape(args.prompt_suffix)}
     if args.benchmark == "mmsafety":
         return {"image_type": args.image_type, "scenarios": args.scenarios, "universal_image": args.universal_image}
     return {"images": args.images}
+
+
+def _unescape(text: str) -> str:
+    """``\\n`` and ``\\t`` typed on a command line as newline and tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _subset(dataset: Any, limit: int | None, sample_seed: int | None) -> Any:

@@ -27,7 +27,7 @@ BARS = {"yesno": 0.95, "colour": 0.90, "count": 0.90, "describe": 0.80, "yesno_s
 _WHY = ("the testbed model {!r} has not been trained in this installation: run bash core/smoothguard/testbed/"
         "train_gpu.sh on a GPU and unpack its {}.tar into core/smoothguard/testbed/weights/ (see testbed/README.md)")
 
-pytestmark = pytest.mark.skipif(not weights_available("main"), reason=_WHY.format("main", "main"))
+needs_main = pytest.mark.skipif(not weights_available("main"), reason=_WHY.format("main", "main"))
 needs_surrogate = pytest.mark.skipif(not weights_available("surrogate"), reason=_WHY.format("surrogate", "surrogate"))
 
 
@@ -60,6 +60,8 @@ def _measure(backend, n: int, sigmas=(0.1, 0.2), kinds=("yesno", "colour", "coun
 def main_model():
     from smoothguard.testbed import load_testbed
 
+    if not weights_available("main"):
+        pytest.skip(_WHY.format("main", "main"))
     return load_testbed()
 
 
@@ -105,6 +107,7 @@ def test_weights_are_small_fp16_and_documented(name):
     assert metrics["config"] == name and "yesno" in metrics["eval"]
 
 
+@needs_main
 def test_run_command_on_the_testbed(tmp_path, capsys):
     from smoothguard.cli import main
     from smoothguard.testbed import make_example
@@ -119,17 +122,16 @@ def test_run_command_on_the_testbed(tmp_path, capsys):
 
 
 @needs_surrogate
-def test_surrogate_loads_and_looks_at_the_image(main_model):
-    """The transfer-attack surrogate: its own, smaller weights; it answers in the task's templates and sees the image
-    (no accuracy bar in the issue; 80% yes/no here, where chance is 50%)."""
-    from smoothguard.testbed import load_testbed
+def test_surrogate_loads_and_looks_at_the_image():
+    """The transfer-attack surrogate: its own, smaller, trained weights; it answers in the task's templates and sees
+    the image (no accuracy bar in the issue; 80% yes/no here, where chance is 50%)."""
+    from smoothguard.testbed import build_model, build_tokenizer, load_testbed
 
     surrogate = load_testbed("surrogate")
     assert surrogate.family.name == "LLaVA-1.5"
-    size = sum(p.numel() for p in surrogate.model.parameters())
-    assert size < sum(p.numel() for p in main_model.model.parameters())
-    assert not torch.equal(surrogate.model.get_input_embeddings().weight[:8, :8],
-                           main_model.model.get_input_embeddings().weight[:8, :8])
+    assert sum(p.numel() for p in surrogate.model.parameters()) < 2.5e6  # main has 3.6 M
+    untrained = build_model("surrogate", build_tokenizer())  # its own seed's initial weights: training moved them
+    assert not torch.allclose(surrogate.model.get_input_embeddings().weight, untrained.get_input_embeddings().weight)
     result = _measure(surrogate, 100, sigmas=(), kinds=("yesno",))
     print("\nsurrogate testbed, held-out accuracy:", json.dumps(result["accuracy"]))
     assert result["accuracy"]["yesno"] >= 0.8, result["wrong"]

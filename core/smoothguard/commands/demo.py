@@ -447,7 +447,8 @@ def _figure(report: dict[str, Any], pictures: list[tuple[Any, Any, Any]], path: 
     pert = report["perturbation"]
     how = (f"PGD epsilon {pert['epsilon_255']:g}/255, minimal" if pert["kind"] == "pgd"
            else f"noise sigma {pert['sigma']:g}")
-    fig.suptitle(f"SmoothGuard demo: {report['model']}; {how}; guard sigma {sigma:g}, "
-                 f"{report['guard']['n_samples']} candidates", fontsize=11)
+    title = (f"SmoothGuard demo: {report['model']}; {how}; guard sigma {sigma:g}, "
+             f"{report['guard']['n_samples']} candidates")
+    fig.suptitle("\n".join(textwrap.wrap(title, 100)), fontsize=11)  # a long model path must not run off the page
     fig.tight_layout()
     fig.savefig(path, format="png")

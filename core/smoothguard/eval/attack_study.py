@@ -298,7 +298,8 @@ def plot_asr(study: dict[str, Any], attack: str, path: str | Path) -> Path:
         ax.axhline(row["asr"]["sigma=0"], color=colour, linestyle="--", linewidth=1,
                    label=f"eps {eps}/255, undefended")
     clean = study["inputs"]["clean"]["asr"]
-    ax.plot(sigmas, [clean.get(f"sigma={s:g}") for s in sigmas], color="0.5", marker=".", label="clean images (no attack)")
+    ax.plot(sigmas, [clean.get(f"sigma={s:g}") for s in sigmas], color="0.5", marker=".",
+            label="clean images (no attack)")
     ax.set_xlabel("guard sigma")
     ax.set_ylabel("attack success rate")
     ax.set_ylim(-0.02, 1.05)

@@ -45,7 +45,8 @@ _TESTBED = "testbed"
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` arguments to ``parser`` and set ``func``."""
     parser.add_argument("--model", default=_TESTBED, metavar="ID_OR_PATH",
-                        help="'testbed' (default: the shipped tiny VLM, offline), a testbed model directory, or the "
+                        help="'testbed' (default: the shipped tiny VLM, offline; 'testbed:surrogate' for the second "
+                             "one), a testbed model directory, or the "
                              "hub id / local directory of a supported model (Qwen2.5-VL, LLaVA-1.5, SmolVLM, ...)")
     parser.add_argument("--n", type=int, default=3, help="images and questions (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the images, the attack and the guard (default 0)")
@@ -134,15 +135,16 @@ def _load(args: argparse.Namespace) -> tuple[Any, str, bool]:
     from smoothguard.errors import ConfigError
 
     device = "cpu" if args.device == "auto" else args.device  # the testbed: CPU unless asked
-    if args.model == _TESTBED:
+    if args.model == _TESTBED or args.model.startswith(_TESTBED + ":"):
+        name = args.model.partition(":")[2] or "main"
         try:
             from smoothguard.testbed import load_testbed
         except ImportError as exc:  # pragma: no cover - the testbed is part of the package
             raise ConfigError(f"the testbed needs torch and transformers: pip install 'smoothguard[hf]' ({exc})") \
                 from exc
-        backend = load_testbed(device=device, max_new_tokens=args.max_new_tokens or 32,
+        backend = load_testbed(name, device=device, max_new_tokens=args.max_new_tokens or 32,
                                max_batch_size=args.max_batch_size)
-        return backend, "testbed 'main'", True
+        return backend, f"testbed {name!r}", True
     if (Path(args.model) / "testbed.json").is_file():
         from smoothguard.testbed import load_testbed_from
 

@@ -36,8 +36,9 @@ WEIGHTS_DIR: Path = Path(__file__).resolve().parent / "weights"
 WEIGHTS_ENV = "SMOOTHGUARD_TESTBED_WEIGHTS"
 #: Files a usable weights directory must hold.
 _REQUIRED = ("testbed.json", "config.json", "model.safetensors", "tokenizer.json")
-#: Flags of the CPU training command per model, as train_gpu.sh trains them.
-_CPU_FLAGS = {"main": "--batch-size 128", "surrogate": "--batch-size 256 --lr 1.4e-3"}
+#: The CPU training command's flags and measured duration per model (2-core machine; see the testbed README).
+_CPU_FLAGS = {"main": ("--threads 2 --batch-size 32 --time-limit 7200", "2 hours per session, more than one session"),
+              "surrogate": ("--threads 1 --batch-size 32 --examples 400000", "about 45 minutes of one core")}
 
 
 def _check_name(name: str) -> str:
@@ -71,9 +72,9 @@ def missing_weights_message(name: str = "main") -> str:
         f"weights (it needs {', '.join(_REQUIRED)}). Train it on a GPU with one command, from the repository root: "
         f"`bash core/smoothguard/testbed/train_gpu.sh` (about 9 minutes on an H100, both models; results in "
         f"./testbed-out), then `tar -xf testbed-out/{name}.tar -C core/smoothguard/testbed/weights/`. "
-        f"On a CPU, train in pieces and resume: `PYTHONPATH=core python -m smoothguard.testbed.train --config {name} "
-        f"--device cpu --threads 1 {_CPU_FLAGS[name]} --out runs/{name} --stop-after-minutes 50`, repeated with "
-        f"--resume until it finishes (about 22 hours on 2 shared cores), then copy runs/{name}/model/ to {where}/. "
+        f"On a CPU: `PYTHONPATH=core python -m smoothguard.testbed.train --config {name} --device cpu "
+        f"{_CPU_FLAGS[name][0]} --out runs/{name}` ({_CPU_FLAGS[name][1]}; go on in a later session with "
+        f"--init-from runs/{name}/model), then copy runs/{name}/model/ to {where}/. "
         "See smoothguard/testbed/README.md. Meanwhile, use a real model (`--model HUB_ID_OR_PATH` on the command "
         "line, `HFVisionLanguageModel.from_pretrained(...)` in Python)."
     )

@@ -165,8 +165,8 @@ def _load_weights(model: torch.nn.Module, source: str, name: str) -> int:
     path = Path(source)
     if path.is_dir():  # through the standard loader, which maps the saved names back
         loaded, _, info = load_testbed_dir(path)
-        found, weights, seen = info.get("name", info["config"]["name"]), loaded.state_dict(), \
-            int(info.get("examples_seen", 0))
+        found, weights = info.get("name", info["config"]["name"]), loaded.state_dict()
+        seen = int(info.get("examples_seen", 0))
     else:
         state = torch.load(path, map_location="cpu", weights_only=False)
         found, weights = state["config"], state["model"]

@@ -246,7 +246,8 @@ def study_markdown(study: dict[str, Any]) -> str:
     n = study["n_questions"]
     lines = [f"Model: {study['model']}. {n} yes/no questions whose true answer is \"No.\", target "
              f"\"{study['target']}\"; PGD step {settings['step_size'] * 255:g}/255, {settings['steps']} steps; "
-             f"EOT {settings['eot_samples']} copies at sigma {settings['eot_sigma']:g}; guard N = "
+             f"EOT {settings['eot_samples']} copies at sigma {settings['eot_sigma']:g}, "
+             f"{settings['eot_steps'] or settings['steps']} steps; guard N = "
              f"{settings['n_samples']}.", ""]
     lines += ["### Attack success rate (share answered yes)", "",
               "| input | " + " | ".join(["undefended", *(f"sigma {s}" for s in sigmas)]) + " |",

@@ -67,7 +67,8 @@ def _guarded_yes(backend, image, question, sigma=0.2):
 
 @pytest.mark.slow
 def test_minimal_attack_succeeds_and_the_guard_lowers_it(trained, negatives):
-    attack = PGDAttack(trained, epsilon=16 / 255, step_size=1 / 255, steps=100, early_stop=True)
+    # 300 steps: at 100, 4 of these 20 still resisted (15/20 succeeded; 19/20 at 300, median 16 steps)
+    attack = PGDAttack(trained, epsilon=16 / 255, step_size=1 / 255, steps=300, early_stop=True)
     results = [attack.run(e.image, e.question, "Yes.") for e in negatives]
     undefended = sum(r.success for r in results)
     assert undefended >= 0.8 * len(negatives)

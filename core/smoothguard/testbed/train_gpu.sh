@@ -25,7 +25,8 @@
 # Environment: OUT, WORK, PYTHON (default python3), WORKERS (data processes per run; default cores - 2, <= 14),
 # MODELS (default "main surrogate"), TESTBED_BUDGET_S, MAIN_LIMIT_S, MAIN_EXAMPLES, SURROGATE_EXAMPLES,
 # SURROGATE_BATCH, SURROGATE_LR, PREFLIGHT_EXAMPLES, EVAL_EXAMPLES (held-out examples per question kind, 300),
-# SKIP_PREFLIGHT=1, DEVICE (default cuda; DEVICE=cpu with tiny *_EXAMPLES rehearses the script).
+# SKIP_PREFLIGHT=1, DEVICE (default cuda; DEVICE=cpu with tiny *_EXAMPLES rehearses the script), MAIN_INIT (weights to
+# start main from, a fresh schedule: e.g. training/main, the unfinished CPU run).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
@@ -96,7 +97,8 @@ main_rc=skipped
 if [[ " $MODELS " == *" main "* ]]; then
     say "main: $MAIN_EXAMPLES examples, at most ${MAIN_LIMIT}s of training"
     rm -rf "$WORK/main"
-    train main --seed 0 --batch-size 128 --examples "$MAIN_EXAMPLES" --time-limit "$MAIN_LIMIT"
+    train main --seed 0 --batch-size 128 --examples "$MAIN_EXAMPLES" --time-limit "$MAIN_LIMIT" \
+        ${MAIN_INIT:+--init-from "$MAIN_INIT"}
     main_rc=$?
     say "main finished with code $main_rc"
 fi

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/python examples/quickstart.py
+	$(VENV)/bin/smoothguard demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -51,11 +51,14 @@ def trained():
 
 
 @pytest.fixture(scope="module")
-def negatives():
-    """Yes/no questions whose true answer is "No." (the attack's target is "Yes.")."""
+def negatives(trained):
+    """Yes/no questions whose true answer is "No." and which the undefended model answers "No." on the clean
+    image (the attack's target is "Yes."; a clean mistake would count as a success of zero steps)."""
     from smoothguard.testbed.evaluate import held_out_examples
 
-    return [e for e in held_out_examples("yesno", 4 * N_EXAMPLES, seed=77) if e.answer == "No."][:N_EXAMPLES]
+    candidates = [e for e in held_out_examples("yesno", 4 * N_EXAMPLES, seed=77) if e.answer == "No."]
+    correct = [e for e in candidates if not evaluate(trained, e.image, e.question, "Yes.", loss=False).success]
+    return correct[:N_EXAMPLES]
 
 
 def _guarded_yes(backend, image, question, sigma=0.2):
@@ -67,7 +70,7 @@ def _guarded_yes(backend, image, question, sigma=0.2):
 
 @pytest.mark.slow
 def test_minimal_attack_succeeds_and_the_guard_lowers_it(trained, negatives):
-    # 300 steps: at 100, 4 of these 20 still resisted (15/20 succeeded; 19/20 at 300, median 16 steps)
+    # 300 steps: with 100, about a quarter of such questions resisted; with 300, 1 in 20 (median 16 steps)
     attack = PGDAttack(trained, epsilon=16 / 255, step_size=1 / 255, steps=300, early_stop=True)
     results = [attack.run(e.image, e.question, "Yes.") for e in negatives]
     undefended = sum(r.success for r in results)

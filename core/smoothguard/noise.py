@@ -7,7 +7,9 @@ random state is ever touched.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +53,10 @@ def variant_rng(entropy: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(index,)))
 
 
+#: below this many noise values per call, drawing them in one thread is faster than starting a pool
+_PARALLEL_MIN_VALUES = 1 << 20
+
+
 def make_variants(
     media: Sequence[Media],
     indices: Sequence[int],
@@ -59,29 +65,43 @@ def make_variants(
     image_std: np.ndarray | None,
     audio_std: float,
     include_original: bool = True,
+    workers: int | None = None,
 ) -> list[list[Media]]:
     """One list of media per variant index. Index 0 is the untouched input when ``include_original``.
 
     image_std: per-channel pixel std, shape (3,) (see :func:`pixel_sigma`), or None to leave images as they
     are (a backend adding :class:`TensorNoise` itself); audio_std: waveform std.
     The input media are never modified; noisy variants are new :class:`Media` in the same formats.
+    workers: threads drawing the variants (numpy's generators release the GIL); default: one per CPU, and one
+    for calls of fewer than about a million noise values. Every variant has its own generator, so the result
+    does not depend on it.
     """
-    variants = []
-    for index in indices:
+    indices = list(indices)
+
+    def noisy(index: int) -> list[Media]:
         if index == 0 and include_original:
-            variants.append(list(media))
-            continue
+            return list(media)
         rng = variant_rng(entropy, index)
-        noisy = []
+        out = []
         for item in media:
             if item.kind == "image" and image_std is None:
-                noisy.append(item)
+                out.append(item)
             elif item.kind == "image":
-                noisy.append(item.with_data(add_image_noise(item.data, image_std, rng)))
+                out.append(item.with_data(add_image_noise(item.data, image_std, rng)))
             else:
-                noisy.append(item.with_data(add_audio_noise(item.data, audio_std, rng)))
-        variants.append(noisy)
-    return variants
+                out.append(item.with_data(add_audio_noise(item.data, audio_std, rng)))
+        return out
+
+    if workers is None:
+        values = sum(item.data.size for item in media) * len(indices)
+        workers = (os.cpu_count() or 1) if values >= _PARALLEL_MIN_VALUES else 1
+    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+    workers = min(workers, len(indices))
+    if workers <= 1:
+        return [noisy(index) for index in indices]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smoothguard-noise") as pool:
+        return list(pool.map(noisy, indices))
 
 
 @dataclass(frozen=True)

@@ -132,3 +132,20 @@ def test_make_variants_leaves_media_untouched():
     before = image.data.copy()
     make_variants([image], range(4), entropy=1, image_std=pixel_sigma(0.5), audio_std=0.1)
     np.testing.assert_array_equal(image.data, before)
+
+
+def test_make_variants_is_the_same_in_threads_and_in_one():
+    """Large requests draw their variants in a thread pool; each variant's generator makes it irrelevant."""
+    image = Media.image(np.random.default_rng(3).random((448, 448, 3), dtype=np.float32))
+    audio = Media.audio(np.zeros(16_000, dtype=np.float32), sample_rate=16_000)
+    kwargs = dict(entropy=7, image_std=pixel_sigma(0.1), audio_std=0.01)
+    serial = make_variants([image, audio], range(6), workers=1, **kwargs)
+    threaded = make_variants([image, audio], range(6), workers=4, **kwargs)
+    automatic = make_variants([image, audio], range(6), **kwargs)  # 6 x 618k values: above the pool's threshold
+    for a, b, c in zip(serial, threaded, automatic, strict=True):
+        for x, y, z in zip(a, b, c, strict=True):
+            np.testing.assert_array_equal(x.data, y.data)
+            np.testing.assert_array_equal(x.data, z.data)
+    assert serial[0][0] is image and not np.array_equal(serial[1][0].data, image.data)
+    with pytest.raises(ValueError, match="workers"):
+        make_variants([image], range(2), workers=0, **kwargs)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates every table and figure of docs/efficacy.md on the shipped testbed (CPU is enough: about 40 minutes
+# Regenerates every table and figure of docs/efficacy.md on the shipped testbed (CPU is enough: about 20 minutes
 # on 2 cores, most of it crafting the attacks). From the repository root, with the package installed
 # (`make test` builds .venv; or pip install -e '.[all]'). Runs are resumable: rerun after a kill.
 #   WORK   where the datasets and raw runs go (default runs/efficacy)

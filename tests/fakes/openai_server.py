@@ -1,7 +1,8 @@
 """A deterministic OpenAI-compatible chat server on 127.0.0.1, for real-HTTP tests.
 
 It answers ``POST /v1/chat/completions`` (plain and ``stream: true``) and ``GET /v1/models``. The default
-answer reads the pixels of the request's first image, so the noise SmoothGuard adds is observable:
+answer reads the pixels of the request's first image, so the noise SmoothGuard adds is observable;
+``OpenAIStub(answer=answer_with_testbed(load_testbed()))`` serves the shipped testbed VLM instead:
 
     with OpenAIStub(latency=0.05) as stub:
         ChatOpenAI(base_url=stub.base_url, api_key="test", model="stub")
@@ -25,7 +26,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["OpenAIStub", "RecordedRequest", "describe_brightness", "first_image"]
+__all__ = [
+    "OpenAIStub",
+    "RecordedRequest",
+    "answer_with_testbed",
+    "describe_brightness",
+    "first_image",
+    "png_data_url",
+    "question_text",
+]
 
 
 @dataclass
@@ -52,12 +61,46 @@ def first_image(body: dict[str, Any]) -> np.ndarray | None:
     return None
 
 
+def png_data_url(image: Image.Image) -> str:
+    """``image`` as a PNG data URL (what :func:`first_image` reads back)."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
 def describe_brightness(body: dict[str, Any], image: np.ndarray | None) -> str:
     """The default answer: a sentence about the mean brightness of the first image (or a text reply)."""
     if image is None:
         return "There is no image in this request."
     level = float(image.mean())
     return f"The image is {'bright' if level > 0.5 else 'dark'}; its mean level is {round(level, 1)}."
+
+
+def question_text(body: dict[str, Any]) -> str:
+    """The text of the request's last user message (its text blocks joined by spaces)."""
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def answer_with_testbed(backend: Any) -> Callable[[dict[str, Any], np.ndarray | None], Any]:
+    """An ``answer`` callback that serves a testbed model (an ``HFVisionLanguageModel``): the last user text is
+    the question, the first image the picture; one greedy generate per request, one at a time."""
+    from smoothguard import Media
+
+    lock = threading.Lock()
+
+    def answer(body: dict[str, Any], image: np.ndarray | None) -> Any:
+        if image is None:
+            return ValueError("the testbed model answers questions about an image; send one")
+        with lock:
+            return backend.generate(question_text(body), [[Media.image(image)]])[0]
+
+    return answer
 
 
 class OpenAIStub:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-from fakes.openai_server import OpenAIStub
+from fakes.openai_server import OpenAIStub, answer_with_testbed, png_data_url
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 from lc_fakes import png_b64
@@ -50,3 +50,23 @@ def test_chatopenai_candidates_arrive_concurrently_each_with_its_own_image():
         chunks = list(guard.stream(_request(image)))
         assert len(chunks) == 1 and chunks[0].content.startswith("The image is bright")
         assert len(stub.requests) == 5
+
+
+def test_chatopenai_guarding_the_testbed_model(testbed_main, testbed_questions, one_torch_thread):
+    """ChatOpenAI against a local server that serves the shipped testbed VLM, wrapped in ChatSmoothGuard: the
+    right answers come back, from N requests that each carry their own noisy copy."""
+    with OpenAIStub(answer=answer_with_testbed(testbed_main), model="testbed") as stub:
+        llm = ChatOpenAI(base_url=stub.base_url, api_key="test", model="testbed", max_retries=0, temperature=0)
+        guard = ChatSmoothGuard(model=llm, n_samples=5, sigma=0.1, seed=0)
+        for example in testbed_questions:
+            stub.requests.clear()
+            url = png_data_url(example.image)
+            message = HumanMessage(content=[{"type": "text", "text": example.question},
+                                            {"type": "image_url", "image_url": {"url": url}}])
+            reply = guard.invoke([message])
+            assert reply.content == example.answer, example.question
+            urls = _urls(stub)
+            assert len(urls) == 5 and url in urls and len(set(urls)) == 5
+            meta = reply.response_metadata["smoothguard"]
+            assert meta["n_used"] == 5 and meta["agreement"] >= 0.8
+            assert reply.response_metadata["model_name"] == "testbed"

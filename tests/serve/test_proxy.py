@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from fakes.openai_server import OpenAIStub, describe_brightness
+from fakes.openai_server import OpenAIStub, answer_with_testbed, describe_brightness, png_data_url
 from serve_support import SMALL, decode_data_url, free_port, image_message, png_url, wav_b64
 
 from smoothguard import GuardConfig, Media
@@ -490,3 +490,25 @@ def test_a_large_photo_keeps_its_size_in_every_copy(serve):
     assert all(c.shape == (480, 640, 3) for c in copies)
     untouched = [np.array_equal(np.rint(c * 255).astype(np.uint8), pixels) for c in copies]
     assert sum(untouched) == 1  # only the original
+
+
+# -- in front of a real model --------------------------------------------------------------------------------
+
+
+def test_proxy_in_front_of_the_testbed_model(serve, testbed_main, testbed_questions, one_torch_thread):
+    """The official client -> proxy -> an upstream serving the shipped testbed VLM: right answers, every copy
+    a distinct noisy PNG, and the candidates agreeing as they do on clean inputs."""
+    config = GuardConfig(sigma=0.1, n_samples=5, seed=0)
+    upstream = OpenAIStub(answer=answer_with_testbed(testbed_main), model="testbed")
+    with upstream as stub, serve(stub.base_url, config) as proxy:
+        for example in testbed_questions:
+            stub.requests.clear()
+            url = png_data_url(example.image)
+            completion = client(proxy).chat.completions.create(
+                model="testbed", messages=[image_message(url, text=example.question)])
+            assert completion.choices[0].message.content == example.answer, example.question
+            sent = images_sent(stub)
+            assert len(sent) == 5 and url in sent and len(set(sent)) == 5
+            assert all(r.body["messages"][0]["content"][0]["text"] == example.question for r in stub.requests)
+            meta = completion.smoothguard
+            assert meta["n_used"] == 5 and meta["agreement"] >= 0.8 and not meta["flagged"]

@@ -75,7 +75,7 @@ def test_study_runs_every_attack_and_resumes_without_attacking_again(standin, mo
     eot = json.loads(next((tmp_path / "adv" / "eot-eps8").glob("*.json")).read_text())
     assert eot["steps"] == 2  # the full budget, not early-stopped
     md = (tmp_path / "study.md").read_text()
-    assert "| transfer-eps8 |" in md and "Detection" in md
+    assert "| transfer-eps8 |" in md and "Detection" in md and "EOT 2 copies" in md.splitlines()[0]
     for name in ATTACKS:
         assert (tmp_path / f"asr_{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert (tmp_path / f"roc_{name}.png").stat().st_size > 1000
@@ -95,6 +95,7 @@ def test_changed_attack_settings_are_refused_on_resume(standin, models, tmp_path
     data = negatives(read_pope(standin["pope"]), 1)
     one = AttackStudy(attacks=("full",), epsilons=(8,), sigmas=(0.2,), steps=1, n_samples=3, adaptive_sigmas=())
     one.run(main, data, tmp_path, progress=False)
+    assert "EOT" not in (tmp_path / "study.md").read_text().splitlines()[0]  # only the settings of what ran
     from smoothguard.eval import EvalError
 
     with pytest.raises(EvalError, match="another evaluation"):

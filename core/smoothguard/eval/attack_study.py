@@ -244,11 +244,11 @@ def study_markdown(study: dict[str, Any]) -> str:
     settings, inputs = study["settings"], study["inputs"]
     sigmas = [f"{s:g}" for s in settings["sigmas"]]
     n = study["n_questions"]
+    eot = (f"EOT {settings['eot_samples']} copies at sigma {settings['eot_sigma']:g}, "
+           f"{settings['eot_steps'] or settings['steps']} steps; " if "eot" in settings["attacks"] else "")
     lines = [f"Model: {study['model']}. {n} yes/no questions whose true answer is \"No.\", target "
              f"\"{study['target']}\"; PGD step {settings['step_size'] * 255:g}/255, {settings['steps']} steps; "
-             f"EOT {settings['eot_samples']} copies at sigma {settings['eot_sigma']:g}, "
-             f"{settings['eot_steps'] or settings['steps']} steps; guard N = "
-             f"{settings['n_samples']}.", ""]
+             f"{eot}guard N = {settings['n_samples']}.", ""]
     lines += ["### Attack success rate (share answered yes)", "",
               "| input | " + " | ".join(["undefended", *(f"sigma {s}" for s in sigmas)]) + " |",
               "|---" * (len(sigmas) + 2) + "|"]

@@ -46,17 +46,13 @@ def test_make_data(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["pope", "--model", "testbed"], "needs the trained testbed"),
+    (["pope", "--model", "testbed"], "testbed model 'main' has not been trained in this installation"),
     (["mmsafety", "--model", "oracle", "--judge", "gpt"], "--judge must be keyword or openai:MODEL"),
     (["llavabench", "--model", "oracle", "--judge", "keyword"], "--judge must be overlap or openai:MODEL"),
     (["pope", "--model", "oracle", "--sigma", "-1"], "sigma must be"),
 ])
-def test_usage_errors_exit_2(tmp_path, standin, capsys, argv, message):
-    if "testbed" in argv:
-        import smoothguard.testbed
-
-        if hasattr(smoothguard.testbed, "load_testbed"):
-            pytest.skip("the testbed model has landed; this checks the message for its absence")
+def test_usage_errors_exit_2(tmp_path, standin, capsys, monkeypatch, argv, message):
+    monkeypatch.setenv("SMOOTHGUARD_TESTBED_WEIGHTS", str(tmp_path / "no-weights"))  # as if none were shipped
     bench = argv[0]
     argv = [*argv, "--data", str(standin[bench]), "--out", str(tmp_path / "o"), "--no-progress"]
     assert eval_command.main(argv) == 2

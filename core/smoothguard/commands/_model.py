@@ -28,11 +28,8 @@ def load_model(args: argparse.Namespace) -> Any:
     from smoothguard.errors import ConfigError
 
     if args.model == "testbed" or args.model.startswith("testbed:"):
-        try:
-            from smoothguard.testbed import load_testbed  # type: ignore[attr-defined]
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError("--model testbed needs the trained testbed (smoothguard.testbed.load_testbed), which "
-                              "this installation does not have yet; give a hub id or a local model directory") from exc
+        from smoothguard.testbed import load_testbed
+
         options = {"noise_space": args.noise_space} if hasattr(args, "noise_space") else {}
         return load_testbed(args.model.partition(":")[2] or "main",
                             device="cpu" if args.device == "auto" else args.device,

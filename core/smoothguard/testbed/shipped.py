@@ -37,7 +37,8 @@ WEIGHTS_ENV = "SMOOTHGUARD_TESTBED_WEIGHTS"
 #: Files a usable weights directory must hold.
 _REQUIRED = ("testbed.json", "config.json", "model.safetensors", "tokenizer.json")
 #: The CPU training command's flags and measured duration per model (2-core machine; see the testbed README).
-_CPU_FLAGS = {"main": ("--threads 2 --batch-size 32 --time-limit 7200", "2 hours per session, more than one session"),
+_CPU_FLAGS = {"main": ("--threads 2 --batch-size 32 --time-limit 7200",
+                       "2-hour sessions; the shipped main needed about 2.5 M examples, some 11 hours of 2 cores"),
               "surrogate": ("--threads 1 --batch-size 32 --examples 400000", "about 45 minutes of one core")}
 
 
@@ -70,8 +71,9 @@ def missing_weights_message(name: str = "main") -> str:
     return (
         f"the SmoothGuard testbed model {name!r} has not been trained in this installation: {where} holds no "
         f"weights (it needs {', '.join(_REQUIRED)}). Train it on a GPU with one command, from the repository root: "
-        f"`bash core/smoothguard/testbed/train_gpu.sh` (about 9 minutes on an H100, both models; results in "
-        f"./testbed-out), then `tar -xf testbed-out/{name}.tar -C core/smoothguard/testbed/weights/`. "
+        f"`bash core/smoothguard/testbed/train_gpu.sh` (minutes on an H100; results in ./testbed-out; the README "
+        f"says how the shipped main was made), then "
+        f"`tar -xf testbed-out/{name}.tar -C core/smoothguard/testbed/weights/`. "
         f"On a CPU: `PYTHONPATH=core python -m smoothguard.testbed.train --config {name} --device cpu "
         f"{_CPU_FLAGS[name][0]} --out runs/{name}` ({_CPU_FLAGS[name][1]}; go on in a later session with "
         f"--init-from runs/{name}/model), then copy runs/{name}/model/ to {where}/. "

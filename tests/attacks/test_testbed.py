@@ -1,9 +1,11 @@
 """The attack on the testbed: mechanics on its (untrained) architecture always; efficacy on the trained model
-only where ``smoothguard.testbed.load_testbed`` exists (marked slow: minutes on a 2-core CPU).
+only where its weights are installed (marked slow: minutes on a 2-core CPU).
 
 Efficacy tests assert only what must hold (reference/testbed.md): the minimal (early-stopped) attack at
 16/255 succeeds on >= 80% against the undefended model, and the guard lowers the success of the minimal attack
-and of the transfer attack from the surrogate. Full-budget and EOT-PGD figures are reported, never asserted.
+and of the transfer attack from the surrogate. The shipped surrogate's attacks do not transfer to main (0 of
+20 questions, docs/efficacy.md), so the transfer test skips until a surrogate closer to main is shipped.
+Full-budget and EOT-PGD figures are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import pytest
 import smoothguard.testbed as testbed_pkg
 from smoothguard.attacks import PGDAttack, evaluate
 
-load_testbed = getattr(testbed_pkg, "load_testbed", None)
 N_EXAMPLES = 20
 
 
@@ -44,10 +45,8 @@ def test_attack_runs_on_the_testbed_architecture(untrained):
 
 
 @pytest.fixture(scope="module")
-def trained():
-    if load_testbed is None or not testbed_pkg.weights_available():
-        pytest.skip("no trained testbed in this installation (weights not shipped yet: see the testbed README)")
-    return load_testbed()
+def trained(testbed_main):
+    return testbed_main
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,7 @@ def test_minimal_attack_succeeds_and_the_guard_lowers_it(trained, negatives):
 def test_transfer_from_the_surrogate_is_lowered_by_the_guard(trained, negatives):
     if not testbed_pkg.weights_available("surrogate"):
         pytest.skip("no trained surrogate testbed in this installation (see the testbed README)")
-    surrogate = load_testbed("surrogate")
+    surrogate = testbed_pkg.load_testbed("surrogate")
     attack = PGDAttack(surrogate, epsilon=16 / 255, step_size=1 / 255, steps=100)
     images = [attack.run(e.image, e.question, "Yes.").image for e in negatives]
     undefended = sum(evaluate(trained, im, e.question, "Yes.", loss=False).success

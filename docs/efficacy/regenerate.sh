@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates every table and figure of docs/efficacy.md on the shipped testbed (CPU is enough: about 20 minutes
+# Regenerates every table and figure of docs/efficacy.md on the shipped testbed (CPU is enough: about 40 minutes
 # on 2 cores, most of it crafting the attacks). From the repository root, with the package installed
 # (`make test` builds .venv; or pip install -e '.[all]'). Runs are resumable: rerun after a kill.
 #   WORK   where the datasets and raw runs go (default runs/efficacy)
-#   QUESTIONS, EOT_SAMPLES, EOT_STEPS   the attack study's budget (defaults 20, 4, 50)
+#   QUESTIONS, EOT_SAMPLES, EOT_STEPS   the attack study's budget (defaults 50, 4, 50)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SG="${SG:-.venv/bin/smoothguard}"
@@ -22,7 +22,7 @@ SIGMAS="0.05 0.1 0.15 0.2 0.3"
 "$SG" eval report "$WORK/pope" "$WORK/pope-adaptive" "$WORK/llavabench" --out "$DOCS/utility" \
     --title "testbed: utility vs sigma"
 "$SG" eval attacks --model testbed --surrogate testbed:surrogate --data "$WORK/data/pope" \
-    --questions "${QUESTIONS:-20}" --sigma $SIGMAS --eot-samples "${EOT_SAMPLES:-4}" --eot-steps "${EOT_STEPS:-50}" \
+    --questions "${QUESTIONS:-50}" --sigma $SIGMAS --eot-samples "${EOT_SAMPLES:-4}" --eot-steps "${EOT_STEPS:-50}" \
     --seed 0 --out "$WORK/attacks" --no-progress > /dev/null
 mkdir -p "$DOCS/attacks"
 cp "$WORK/attacks/study.md" "$WORK/attacks/study.json" "$WORK"/attacks/*.png "$DOCS/attacks/"

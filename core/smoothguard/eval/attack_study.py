@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import re
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,7 +287,7 @@ def plot_asr(study: dict[str, Any], attack: str, path: str | Path) -> Path:
 
     settings = study["settings"]
     sigmas = list(settings["sigmas"])
-    fig = Figure(figsize=(5.2, 3.6), layout="constrained")
+    fig = Figure(figsize=(7.0, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for k, eps in enumerate(settings["epsilons"]):
@@ -305,8 +306,8 @@ def plot_asr(study: dict[str, Any], attack: str, path: str | Path) -> Path:
     ax.set_ylabel("attack success rate")
     ax.set_ylim(-0.02, 1.05)
     ax.grid(alpha=0.3)
-    ax.set_title(f"{attack}: {ATTACKS[attack]}", fontsize=8)
-    ax.legend(fontsize=6, loc="best")
+    ax.set_title(textwrap.fill(f"{attack}: {ATTACKS[attack]}", 80), fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a line
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=120)

@@ -9,11 +9,12 @@ the CPU work on *this* machine grows with pixels: 10 noisy copies to draw (core)
 (~35-70 ms per 512x512 copy), which the model calls cannot hide; expect >1.3x at 512x512 on 2 cores.
 
 The fake model does no work on our CPU (a remote model would not): it sleeps 200 ms and answers one of three
-phrasings picked from a cheap checksum of the request. Two answer modes: ``novel`` appends a request counter,
-so every answer is new and the embedder's cache never helps (the worst case: 11 distinct texts to embed per
-request); ``repeated`` answers the three phrasings as they are, as greedy answers under small noise usually do
-(seen before: the vote embeds nothing new). All rows are measured in one run, side by side.
-Run: ``python benchmarks/bench_langchain.py [--answers novel repeated]``.
+phrasings picked from a cheap checksum of the request (70/20/10% of candidates, like greedy answers under small
+noise). Three answer modes: ``repeated`` answers the three phrasings as they are (seen before: the vote embeds
+nothing new); ``fresh`` tags them with the question's round number, so each request brings up to three texts the
+embedder has not seen (a new question); ``novel`` appends a call counter, so all 11 answers are new and distinct
+(the worst case: 11 texts to embed per request). All rows are measured in one run, side by side.
+Run: ``python benchmarks/bench_langchain.py [--answers repeated fresh novel]``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import base64
 import io
 import itertools
+import re
 import statistics
 import time
 import zlib
@@ -40,13 +42,15 @@ PHRASES = ["The picture shows a grey square on a white background; nothing else 
            "It is a plain grey square on white, with nothing else in the picture.",
            "A grey square is shown. The background is white."]
 _counter = itertools.count()
+_rounds = itertools.count(1)
+ROUND = re.compile(r"\(round (\d+)\)")
 
 
 class RemoteVLM(BaseChatModel):
     """Stands in for a remote vision model: ``latency`` seconds per call, no local image work."""
 
     latency: float = 0.2
-    novel: bool = True
+    answers: str = "novel"
 
     @property
     def _llm_type(self) -> str:
@@ -56,8 +60,11 @@ class RemoteVLM(BaseChatModel):
         checksum = zlib.crc32(str(messages[-1].content)[-2000:].encode())
         weights = checksum % 10  # 70% / 20% / 10% of candidates, like greedy answers under small noise
         phrase = PHRASES[0 if weights < 7 else 1 if weights < 9 else 2]
-        text = f"{phrase} (request {next(_counter)})" if self.novel else phrase
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
+        if self.answers == "novel":
+            phrase = f"{phrase} (call {next(_counter)})"
+        elif self.answers == "fresh":
+            phrase = f"{phrase} (round {ROUND.search(str(messages[-1].content)).group(1)})"
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(phrase))])
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
@@ -70,8 +77,8 @@ class RemoteVLM(BaseChatModel):
         return self._answer(messages)
 
 
-def request(size: int) -> list[HumanMessage]:
-    """A question with one ``size`` x ``size`` PNG photo-like image (smooth gradient + texture)."""
+def request(size: int, round_: int = 0) -> list[HumanMessage]:
+    """A question (tagged with its round) with one ``size`` x ``size`` PNG photo-like image (gradient + texture)."""
     rng = np.random.default_rng(size)
     y, x = np.mgrid[0:size, 0:size] / max(size - 1, 1)
     pixels = np.stack([0.3 + 0.4 * x, 0.3 + 0.4 * y, 0.5 + 0.1 * x * y], axis=-1)
@@ -79,17 +86,17 @@ def request(size: int) -> list[HumanMessage]:
     buf = io.BytesIO()
     Image.fromarray((pixels * 255).astype(np.uint8)).save(buf, "PNG")
     b64 = base64.b64encode(buf.getvalue()).decode()
-    return [HumanMessage(content=[{"type": "text", "text": "What is in the image?"},
+    return [HumanMessage(content=[{"type": "text", "text": f"What is in the image? (round {round_})"},
                                   {"type": "image", "base64": b64, "mime_type": "image/png"}])]
 
 
 def measure(mode: str, size: int, cases: list[tuple[str, int, Any]], repeats: int) -> None:
     """Print one row per case for one answer mode and image size."""
-    messages = request(size)
     times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     stages: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in cases}
     for _ in range(repeats):
         for name, _, fn in cases:
+            messages = request(size, next(_rounds))
             start = time.perf_counter()
             reply = fn(messages)
             times[name].append((time.perf_counter() - start) * 1000)
@@ -109,7 +116,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per model call")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224, 512])
-    parser.add_argument("--answers", nargs="+", choices=["novel", "repeated"], default=["novel", "repeated"])
+    parser.add_argument("--answers", nargs="+", choices=["repeated", "fresh", "novel"],
+                        default=["repeated", "fresh", "novel"])
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the embedder (default: torch's own choice)")
     args = parser.parse_args()
@@ -123,7 +131,7 @@ def main() -> None:
     print(f"{'answers':<9}{'case':<28} {'image':>6} {'calls':>5} {'median ms':>9} {'min ms':>7} {'x call':>7} "
           f"{'perturb':>7} {'gen+enc':>7} {'vote':>6}")
     for mode in args.answers:
-        model = RemoteVLM(latency=args.latency, novel=mode == "novel")
+        model = RemoteVLM(latency=args.latency, answers=mode)
         guard = ChatSmoothGuard(model=model, n_samples=11, sigma=0.1)
         limited = ChatSmoothGuard(model=model, n_samples=11, max_concurrency=4)
         guard.invoke(request(32))  # load the embedder (and, for repeated answers, see them) outside the measurements

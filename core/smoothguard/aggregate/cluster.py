@@ -46,10 +46,12 @@ def cluster_embeddings(
 def _kmeans(points: np.ndarray, weights: np.ndarray, k: int, threshold: float, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
-    k = min(k, len(points))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # near-duplicate points may make fewer clusters: handled below
-        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(points, sample_weight=weights)
+    if len(points) <= k:  # one cluster per point is what k-means returns; skip its ten restarts
+        labels = np.arange(len(points))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # near-duplicate points may make fewer clusters: handled below
+            labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(points, sample_weight=weights)
     return _merge_close(points, weights, labels, threshold)
 
 

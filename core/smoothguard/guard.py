@@ -72,27 +72,30 @@ class SmoothGuard:
 
     # -- whole requests -----------------------------------------------------------------------------------
 
-    def run(self, media: Sequence[Media], generate: Generate, *,
-            channel_std: Sequence[float] | None = None, tensor_noise: bool = False) -> GuardResult:
+    def run(self, media: Sequence[Media], generate: Generate, *, channel_std: Sequence[float] | None = None,
+            tensor_noise: bool = False, deadline: float | None = None) -> GuardResult:
         """Guard one request: ``generate(variants)`` answers a list of variants (one str or exception each).
 
         Without media, ``generate([[]])`` is called once and its answer passed through unguarded.
         ``channel_std``: the model's per-channel normalisation std (see ``GuardConfig.channel_std``).
         ``tensor_noise=True``: images are passed clean and ``generate(variants, noise)`` gets a
         :class:`~smoothguard.noise.TensorNoise` to add to its normalised tensor itself (the paper's code).
+        ``deadline``: a ``time.monotonic()`` instant after which no further adaptive round starts (the first
+        round always runs); the caller's ``generate`` is the one to stop waiting for slow candidates.
         Raises :class:`GenerationError` when fewer candidates than the quorum are answered, and
         :class:`GuardFlagged` when flagged under ``on_flag="raise"``.
         """
-        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise)
+        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise, deadline)
         while (variants := request.next_round()) is not None:
             request.record(variants, _call(request.bind(generate), variants))
         return request.finish()
 
     async def arun(self, media: Sequence[Media], generate: Callable[..., Any], *,
-                   channel_std: Sequence[float] | None = None, tensor_noise: bool = False) -> GuardResult:
+                   channel_std: Sequence[float] | None = None, tensor_noise: bool = False,
+                   deadline: float | None = None) -> GuardResult:
         """:meth:`run` for an async ``generate`` (a sync one also works). Noise, embedding and clustering run
         in worker threads, so the event loop stays free."""
-        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise)
+        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise, deadline)
         while (variants := await asyncio.to_thread(request.next_round)) is not None:
             try:
                 outputs = request.bind(generate)(variants)
@@ -136,8 +139,9 @@ class _Request:
     """The state of one guarded request: which candidates were asked, what they answered, the verdict."""
 
     def __init__(self, config: GuardConfig, media: list[Media], channel_std: Sequence[float] | None = None,
-                 tensor_noise: bool = False) -> None:
+                 tensor_noise: bool = False, deadline: float | None = None) -> None:
         self.config = config
+        self.deadline = deadline
         self.media = media
         self.entropy = config.seed if config.seed is not None else np.random.SeedSequence().entropy
         self.tensor_noise = tensor_noise
@@ -168,7 +172,7 @@ class _Request:
         if self.passthrough:
             return [[]] if done == 0 else None
         total = self.config.n_samples
-        if done >= total or self.settled:
+        if done >= total or self.settled or (done and self.deadline is not None and time.monotonic() >= self.deadline):
             return None
         size = self.config.adaptive_round if self.config.adaptive else total
         self.round = list(range(done, min(done + size, total)))

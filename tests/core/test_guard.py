@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -181,6 +182,15 @@ def test_adaptive_stops_early_on_easy_inputs_and_continues_on_hard_ones():
     assert easy.n_used == 5 and easy.consensus_lower_bound > 0.5
     hard = SmoothGuard(adaptive=True, seed=0).run([image], split_model)
     assert hard.n_used == 11
+
+
+def test_no_adaptive_round_starts_after_the_deadline():
+    image = Media.image(triggered_image(False))
+    guard = SmoothGuard(adaptive=True, adaptive_round=3, seed=0)
+    past = time.monotonic()
+    assert guard.run([image], split_model, deadline=time.monotonic() + 60).n_used == 11
+    assert guard.run([image], split_model, deadline=past).n_used == 3  # the first round always runs
+    assert asyncio.run(guard.arun([image], split_model, deadline=past)).n_used == 3
 
 
 def test_adaptive_noise_matches_the_one_shot_noise():

@@ -107,11 +107,12 @@ class OpenAIStub:
     """Runs the server in a background thread (uvicorn) for the duration of a ``with`` block.
 
     answer(body, image) -> str | Exception: the reply text, or an exception to answer HTTP 500 instead.
-    latency: seconds each completion waits before answering (concurrent requests overlap).
+    latency: seconds each completion waits before answering (concurrent requests overlap), or a function of the
+    request's arrival order (0 for the first request received) giving each its own latency.
     """
 
     def __init__(self, answer: Callable[[dict[str, Any], np.ndarray | None], Any] = describe_brightness,
-                 latency: float = 0.0, model: str = "stub-vlm") -> None:
+                 latency: float | Callable[[int], float] = 0.0, model: str = "stub-vlm") -> None:
         self.answer = answer
         self.latency = latency
         self.model = model
@@ -165,9 +166,11 @@ class OpenAIStub:
                                      arrived=time.monotonic())
             with self._lock:
                 self.requests.append(record)
+                order = len(self.requests) - 1
             record.image = first_image(record.body)
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            latency = self.latency(order) if callable(self.latency) else self.latency
+            if latency:
+                await asyncio.sleep(latency)
             reply = self.answer(record.body, record.image)
             record.finished = time.monotonic()
             if isinstance(reply, Exception):

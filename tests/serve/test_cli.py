@@ -26,18 +26,20 @@ def test_flags_override_the_config_file(tmp_path, monkeypatch):
                     '[serve.limits]\nsigma = [0.1, 0.3]\n')
     args = parse("--config", str(path), "--n-samples", "7", "--upstream", "http://vllm:8001", "--temperature", "client",
                  "--allow-override", "sigma,n_samples", "--limit", "n_samples=3:9", "--api-key-env", "SG_CLI_KEY",
-                 "--no-warmup")
+                 "--no-warmup", "--time-budget", "2.5")
     assert args.func is cli.run
     config, settings = cli.build_settings(args)
     assert (config.sigma, config.n_samples) == (0.2, 7)
     assert settings.upstream == "http://vllm:8001/v1" and settings.max_body_bytes == 1000
     assert settings.temperature is None and settings.overridable == ("sigma", "n_samples") and not settings.warmup
     assert settings.limits["sigma"] == (0.1, 0.3) and settings.limits["n_samples"] == (3, 9)
-    assert settings.resolve_api_key() == "sk-cli-secret-1"
+    assert settings.resolve_api_key() == "sk-cli-secret-1" and settings.time_budget == 2.5
+    assert cli.build_settings(parse("--upstream", "http://h"))[1].time_budget is None
 
 
 @pytest.mark.parametrize("argv", [(), ("--upstream", "http://h", "--limit", "n_samples=3"),
                                   ("--upstream", "http://h", "--sigma", "-1"),
+                                  ("--upstream", "http://h", "--time-budget", "0"),
                                   ("--upstream", "http://h", "--api-key-env", "SG_SURELY_UNSET_VAR")])
 def test_invalid_settings_exit_2_with_a_message(argv, capsys):
     with pytest.raises(ConfigError):

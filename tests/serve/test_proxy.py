@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -19,6 +20,8 @@ from serve_support import SMALL, decode_data_url, free_port, image_message, png_
 
 from smoothguard import GuardConfig, Media
 from smoothguard.config import DEFAULT_REFUSAL
+from smoothguard.errors import ConfigError
+from smoothguard.serve.settings import ServeSettings
 
 BRIGHT = "The image is bright; its mean level is 0.8."
 DARK = "The image is dark; its mean level is 0.2."
@@ -257,6 +260,53 @@ def test_unreachable_and_slow_upstreams(serve):
         slow_text = post(proxy, {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     for response in (slow, slow_text):
         assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
+
+
+@pytest.mark.parametrize("http_client", ["httpx", "aiohttp"])
+def test_time_budget_leaves_a_slow_candidate_out_of_the_vote(serve, http_client):
+    """One copy of five hangs (a slow replica): the answer comes at the budget, voted by the four that answered."""
+    if http_client == "aiohttp":
+        pytest.importorskip("aiohttp")
+    with OpenAIStub(latency=lambda order: 3.0 if order == 2 else 0.05) as stub, \
+            serve(stub.base_url, time_budget=0.5, http_client=http_client) as proxy:
+        start = time.monotonic()
+        response = post(proxy, {"model": "m", "messages": [image_message(png_url(0.8))]})
+        elapsed = time.monotonic() - start
+    body = response.json()
+    assert response.status_code == 200 and body["choices"][0]["message"]["content"] == BRIGHT
+    assert 0.45 < elapsed < 2.0  # waited for the budget, not for the 3 s candidate
+    meta = body["smoothguard"]
+    late = [sample for sample in meta["samples"] if sample["error"]]
+    assert len(late) == 1 and "time budget of 0.5 s" in late[0]["error"]
+    assert meta["n_used"] == 5 and sum(sample["answer"] == BRIGHT for sample in meta["samples"]) == 4
+    assert any("1 candidate(s) did not answer in time" in note for note in meta["notes"])
+
+
+def test_time_budget_without_a_quorum_is_a_504(serve):
+    slow_three = {1, 2, 3}
+    with OpenAIStub(latency=lambda order: 2.0 if order in slow_three else 0.05) as stub, \
+            serve(stub.base_url, time_budget=0.4) as proxy:
+        some = post(proxy, {"model": "m", "messages": [image_message(png_url(0.8))]})
+    with OpenAIStub(latency=2.0) as stub, serve(stub.base_url, time_budget=0.3) as proxy:
+        start = time.monotonic()
+        none = post(proxy, {"model": "m", "messages": [image_message(png_url(0.8))]})
+        elapsed = time.monotonic() - start
+    for response in (some, none):
+        assert response.status_code == 504 and response.json()["error"]["code"] == "time_budget_exceeded"
+    assert "only 2 of 5 candidates were answered" in some.json()["error"]["message"]
+    assert len(some.json()["smoothguard"]["errors"]) == 3
+    assert "all 5 candidates failed the same way" in none.json()["error"]["message"] and elapsed < 1.5
+
+
+def test_time_budget_has_no_effect_on_fast_requests_and_is_validated(serve):
+    with OpenAIStub(latency=0.05) as stub, serve(stub.base_url, time_budget=5.0) as proxy:
+        response = post(proxy, {"model": "m", "messages": [image_message(png_url(0.2))]})
+    meta = response.json()["smoothguard"]
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == DARK
+    assert not any(sample["error"] for sample in meta["samples"]) and not meta["notes"]
+    for bad in (0, -1.0, float("inf"), True, "1"):
+        with pytest.raises(ConfigError, match="time_budget must be a positive number of seconds"):
+            ServeSettings(upstream="http://127.0.0.1:1/v1", time_budget=bad)
 
 
 def test_bad_requests_get_openai_style_errors(serve):

@@ -189,6 +189,8 @@ class Proxy:
         return await self._forward("GET", "/models", None, self._headers(request), redact)
 
     async def _chat(self, request: Request, rid: str, redact: Redactor, info: dict[str, Any]) -> Response:
+        budget = self.settings.time_budget
+        deadline = None if budget is None else time.monotonic() + budget
         raw = await _read_body(request, self.settings.max_body_bytes)
         try:
             # a large body (inline images) parses in a worker thread, so other requests' I/O goes on meanwhile
@@ -217,7 +219,8 @@ class Proxy:
                              code="unsupported_parameter", param="n")
         info["mode"] = "guarded"
         body, guarded, originals, notes = await self._media(body, slots, config)
-        result, candidates = await self._guard(body, guarded, originals, config, headers, redact, rid, notes, info)
+        result, candidates = await self._guard(body, guarded, originals, config, headers, redact, rid, notes, info,
+                                               deadline)
         meta = _meta(result, notes, rid)
         if body.get("stream"):
             return _stream_response(result, candidates, body, meta)
@@ -277,7 +280,10 @@ class Proxy:
 
     async def _guard(self, body: dict[str, Any], slots: list[MediaSlot], originals: list[Media],
                      config: GuardConfig, headers: dict[str, str], redact: Redactor, rid: str, notes: list[str],
-                     info: dict[str, Any]) -> tuple[GuardResult, dict[int, dict[str, Any]]]:
+                     info: dict[str, Any], deadline: float | None = None
+                     ) -> tuple[GuardResult, dict[int, dict[str, Any]]]:
+        """Fan the candidates out, vote. With a ``deadline`` (``time.monotonic()``), candidates still running then
+        are cancelled and count as failed."""
         set_fields: dict[str, Any] = {"stream": False}
         if originals and self.settings.temperature is not None:
             set_fields["temperature"] = self.settings.temperature
@@ -315,10 +321,22 @@ class Proxy:
             nonlocal asked
             start, asked = asked, asked + len(variants)
             payloads = await asyncio.to_thread(encode, variants)
-            return list(await asyncio.gather(*(call(start + k, p) for k, p in enumerate(payloads))))
+            if deadline is None:
+                return list(await asyncio.gather(*(call(start + k, p) for k, p in enumerate(payloads))))
+            tasks = [asyncio.ensure_future(call(start + k, p)) for k, p in enumerate(payloads)]
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)  # the cancelled calls release their slots
+            over = _over_budget(self.settings.time_budget)
+            outputs = [over if task.cancelled() else task.result() for task in tasks]
+            if dropped := sum(output is over for output in outputs):
+                notes.append(f"time budget of {self.settings.time_budget:g} s: {dropped} candidate(s) did not answer "
+                             "in time and were left out of the vote")
+            return outputs
 
         try:
-            result = await SmoothGuard(config).arun(originals, agenerate)
+            result = await SmoothGuard(config).arun(originals, agenerate, deadline=deadline)
         except GuardFlagged as exc:
             info.update(n=exc.result.n_used, agreement=f"{exc.result.agreement:.2f}", flagged=True)
             raise ProxyError(422, f"the guard flagged this request: {exc}", type="smoothguard_flagged",
@@ -410,6 +428,15 @@ async def _drain(request: Request) -> None:
                 break
 
 
+_OVER_BUDGET = "time_budget_exceeded"
+
+
+def _over_budget(budget: float | None) -> UpstreamError:
+    """What a candidate cancelled at the request's time budget counts as."""
+    return UpstreamError(504, f"no answer within the request's time budget of {budget:g} s", type="upstream_timeout",
+                         code=_OVER_BUDGET)
+
+
 def _generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: str) -> ProxyError:
     """Too few of the ``asked`` candidates answered. When every one failed the same way (a 401, a timeout, ...), say
     that with its status; otherwise 502 with every candidate's error."""
@@ -422,6 +449,8 @@ def _generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: s
         first = upstream[0]
         return ProxyError(first.status, f"all {len(causes)} candidates failed the same way: {first.message}",
                           type=first.type, code=first.code, extra=extra)
+    if any(c.code == _OVER_BUDGET for c in upstream):
+        return ProxyError(504, redact(str(exc)), type="upstream_timeout", code=_OVER_BUDGET, extra=extra)
     return ProxyError(502, redact(str(exc)), type="upstream_error", code="upstream_failed", extra=extra)
 
 

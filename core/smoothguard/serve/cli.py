@@ -28,7 +28,8 @@ _GUARD_FLAGS = {"sigma": "sigma", "audio_sigma": "audio_sigma", "n_samples": "n_
                 "adaptive": "adaptive"}
 # flag dest -> ServeSettings field
 _SERVE_FLAGS = {"upstream": "upstream", "api_key_env": "api_key_env", "max_body_bytes": "max_body_bytes",
-                "upstream_timeout": "upstream_timeout", "max_upstream_concurrency": "max_upstream_concurrency",
+                "upstream_timeout": "upstream_timeout", "time_budget": "time_budget",
+                "max_upstream_concurrency": "max_upstream_concurrency",
                 "image_format": "image_format", "http_client": "http_client"}
 
 
@@ -51,6 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--max-body-bytes", type=int, metavar="BYTES", help="largest request body (default 32 MiB)")
     net.add_argument("--upstream-timeout", type=float, metavar="SECONDS",
                      help="seconds one upstream call may take (default 120)")
+    net.add_argument("--time-budget", type=float, metavar="SECONDS",
+                     help="seconds a guarded request may take; slower candidates are dropped from the vote "
+                     "(default: wait for all)")
     net.add_argument("--max-upstream-concurrency", type=int, metavar="K",
                      help="upstream calls in flight at once from this process (default 512)")
     net.add_argument("--allow-override", metavar="KEYS",

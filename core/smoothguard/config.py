@@ -45,6 +45,10 @@ class GuardConfig:
             one-sided Clopper-Pearson lower bound at ``confidence`` exceeds 1/2 (``n_samples`` is the cap).
         quorum: candidates that must be answered for a verdict; None means a majority of those attempted.
         max_concurrency: upper bound on concurrent model calls for adapters that fan out; None: unbounded.
+        time_budget: seconds a request waits for its candidates, from its start. Adapters that fan out cancel
+            (or abandon) the calls still running then; those count as failed, and the vote goes on over the
+            answered ones if a quorum did. No adaptive round starts after it. None: wait for every candidate.
+            An in-process backend answers all copies in one batched generate, which is not cut short.
     Aggregation
         embedder: any sentence-transformers name or path; the default resolves to the packaged offline copy.
         embedder_device: ``"cpu"``, ``"cuda"``, ...; None lets sentence-transformers choose.
@@ -76,6 +80,7 @@ class GuardConfig:
     confidence: float = 0.95
     quorum: int | None = None
     max_concurrency: int | None = None
+    time_budget: float | None = None
     embedder: str = DEFAULT_EMBEDDER
     embedder_device: str | None = None
     clustering: Literal["kmeans", "agglomerative"] = "kmeans"
@@ -98,6 +103,7 @@ class GuardConfig:
         _number(self, "min_agreement", low=0.0, high=1.0)
         _number(self, "fetch_timeout", low=0.0, low_open=True)
         _number(self, "confidence", low=0.5, high=1.0, low_open=True, high_open=True)
+        _number(self, "time_budget", low=0.0, low_open=True, optional=True)
         _integer(self, "n_samples", low=1)
         _integer(self, "adaptive_round", low=1)
         _integer(self, "n_clusters", low=2)
@@ -161,10 +167,13 @@ def _is_real(value: Any) -> bool:
 
 
 def _number(cfg: GuardConfig, name: str, *, low: float, high: float | None = None,
-            low_open: bool = False, high_open: bool = False) -> None:
+            low_open: bool = False, high_open: bool = False, optional: bool = False) -> None:
     value = getattr(cfg, name)
+    if value is None and optional:
+        return
     if not _is_real(value) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        kind = "a finite number or None" if optional else "a finite number"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
     too_low = value <= low if low_open else value < low
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:

@@ -80,12 +80,14 @@ class SmoothGuard:
         ``channel_std``: the model's per-channel normalisation std (see ``GuardConfig.channel_std``).
         ``tensor_noise=True``: images are passed clean and ``generate(variants, noise)`` gets a
         :class:`~smoothguard.noise.TensorNoise` to add to its normalised tensor itself (the paper's code).
-        ``deadline``: a ``time.monotonic()`` instant after which no further adaptive round starts (the first
-        round always runs); the caller's ``generate`` is the one to stop waiting for slow candidates.
+        ``deadline``: the ``time.monotonic()`` instant at which ``time_budget`` runs out (default: now +
+        ``time_budget``). No adaptive round starts after it (the first always runs); a ``generate`` that fans
+        out is the one to stop waiting for slow candidates then (:meth:`deadline_from_now` gives callers theirs).
         Raises :class:`GenerationError` when fewer candidates than the quorum are answered, and
         :class:`GuardFlagged` when flagged under ``on_flag="raise"``.
         """
-        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise, deadline)
+        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise,
+                           deadline if deadline is not None else self.deadline_from_now())
         while (variants := request.next_round()) is not None:
             request.record(variants, _call(request.bind(generate), variants))
         return request.finish()
@@ -95,7 +97,8 @@ class SmoothGuard:
                    deadline: float | None = None) -> GuardResult:
         """:meth:`run` for an async ``generate`` (a sync one also works). Noise, embedding and clustering run
         in worker threads, so the event loop stays free."""
-        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise, deadline)
+        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise,
+                           deadline if deadline is not None else self.deadline_from_now())
         while (variants := await asyncio.to_thread(request.next_round)) is not None:
             try:
                 outputs = request.bind(generate)(variants)
@@ -105,6 +108,11 @@ class SmoothGuard:
                 outputs = [exc] * len(variants)
             await asyncio.to_thread(request.record, variants, outputs)
         return await asyncio.to_thread(request.finish)
+
+    def deadline_from_now(self) -> float | None:
+        """``time.monotonic()`` + ``time_budget`` (seconds), or None without a budget."""
+        budget = self.config.time_budget
+        return None if budget is None else time.monotonic() + budget
 
     def ask(self, backend: Any, prompt: str, *, images: Sequence[Any] = (),
             audio: Sequence[Any] | Any = ()) -> GuardResult:

@@ -11,7 +11,7 @@ def test_defaults_match_the_design_table():
     assert (c.sigma, c.audio_sigma, c.n_samples, c.include_original, c.seed) == (0.1, 0.01, 11, True, None)
     assert (c.clustering, c.on_flag, c.adaptive, c.remote_media) == ("kmeans", "answer", False, "fetch")
     assert c.embedder == "sentence-transformers/all-MiniLM-L6-v2"
-    assert c.safety_weight > 0
+    assert c.safety_weight > 0 and c.time_budget is None and GuardConfig(time_budget=2).time_budget == 2.0
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,9 @@ def test_defaults_match_the_design_table():
         ({"embedder": ""}, "embedder"),
         ({"n_clusters": 1}, "n_clusters"),
         ({"fetch_timeout": 0}, "fetch_timeout"),
+        ({"time_budget": 0}, "time_budget"),
+        ({"time_budget": float("inf")}, "time_budget"),
+        ({"time_budget": True}, "time_budget"),
     ],
 )
 def test_invalid_settings_fail_at_construction(settings, fragment):

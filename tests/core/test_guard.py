@@ -191,6 +191,9 @@ def test_no_adaptive_round_starts_after_the_deadline():
     assert guard.run([image], split_model, deadline=time.monotonic() + 60).n_used == 11
     assert guard.run([image], split_model, deadline=past).n_used == 3  # the first round always runs
     assert asyncio.run(guard.arun([image], split_model, deadline=past)).n_used == 3
+    spent = SmoothGuard(adaptive=True, adaptive_round=3, seed=0, time_budget=1e-9)  # the deadline is its budget
+    assert spent.run([image], split_model).n_used == 3
+    assert guard.deadline_from_now() is None
 
 
 def test_adaptive_noise_matches_the_one_shot_noise():

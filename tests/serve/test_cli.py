@@ -33,8 +33,8 @@ def test_flags_override_the_config_file(tmp_path, monkeypatch):
     assert settings.upstream == "http://vllm:8001/v1" and settings.max_body_bytes == 1000
     assert settings.temperature is None and settings.overridable == ("sigma", "n_samples") and not settings.warmup
     assert settings.limits["sigma"] == (0.1, 0.3) and settings.limits["n_samples"] == (3, 9)
-    assert settings.resolve_api_key() == "sk-cli-secret-1" and settings.time_budget == 2.5
-    assert cli.build_settings(parse("--upstream", "http://h"))[1].time_budget is None
+    assert settings.resolve_api_key() == "sk-cli-secret-1" and config.time_budget == 2.5
+    assert cli.build_settings(parse("--upstream", "http://h"))[0].time_budget is None
 
 
 @pytest.mark.parametrize("argv", [(), ("--upstream", "http://h", "--limit", "n_samples=3"),

@@ -189,8 +189,7 @@ class Proxy:
         return await self._forward("GET", "/models", None, self._headers(request), redact)
 
     async def _chat(self, request: Request, rid: str, redact: Redactor, info: dict[str, Any]) -> Response:
-        budget = self.settings.time_budget
-        deadline = None if budget is None else time.monotonic() + budget
+        arrived = time.monotonic()
         raw = await _read_body(request, self.settings.max_body_bytes)
         try:
             # a large body (inline images) parses in a worker thread, so other requests' I/O goes on meanwhile
@@ -219,6 +218,7 @@ class Proxy:
                              code="unsupported_parameter", param="n")
         info["mode"] = "guarded"
         body, guarded, originals, notes = await self._media(body, slots, config)
+        deadline = None if config.time_budget is None else arrived + config.time_budget
         result, candidates = await self._guard(body, guarded, originals, config, headers, redact, rid, notes, info,
                                                deadline)
         meta = _meta(result, notes, rid)
@@ -328,11 +328,11 @@ class Proxy:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)  # the cancelled calls release their slots
-            over = _over_budget(self.settings.time_budget)
+            over = _over_budget(config.time_budget)
             outputs = [over if task.cancelled() else task.result() for task in tasks]
             if dropped := sum(output is over for output in outputs):
-                notes.append(f"time budget of {self.settings.time_budget:g} s: {dropped} candidate(s) did not answer "
-                             "in time and were left out of the vote")
+                notes.append(f"time budget of {config.time_budget:g} s: {dropped} candidate(s) did not answer in time "
+                             "and were left out of the vote")
             return outputs
 
         try:
@@ -431,7 +431,7 @@ async def _drain(request: Request) -> None:
 _OVER_BUDGET = "time_budget_exceeded"
 
 
-def _over_budget(budget: float | None) -> UpstreamError:
+def _over_budget(budget: float) -> UpstreamError:
     """What a candidate cancelled at the request's time budget counts as."""
     return UpstreamError(504, f"no answer within the request's time budget of {budget:g} s", type="upstream_timeout",
                          code=_OVER_BUDGET)

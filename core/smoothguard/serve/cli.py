@@ -25,11 +25,10 @@ HELP = "Run an OpenAI-compatible guard proxy in front of a serving engine (vLLM,
 _GUARD_FLAGS = {"sigma": "sigma", "audio_sigma": "audio_sigma", "n_samples": "n_samples", "seed": "seed",
                 "on_flag": "on_flag", "min_agreement": "min_agreement", "remote_media": "remote_media",
                 "max_concurrency": "max_concurrency", "max_media_bytes": "max_media_bytes",
-                "adaptive": "adaptive"}
+                "adaptive": "adaptive", "time_budget": "time_budget"}
 # flag dest -> ServeSettings field
 _SERVE_FLAGS = {"upstream": "upstream", "api_key_env": "api_key_env", "max_body_bytes": "max_body_bytes",
-                "upstream_timeout": "upstream_timeout", "time_budget": "time_budget",
-                "max_upstream_concurrency": "max_upstream_concurrency",
+                "upstream_timeout": "upstream_timeout", "max_upstream_concurrency": "max_upstream_concurrency",
                 "image_format": "image_format", "http_client": "http_client"}
 
 
@@ -52,9 +51,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--max-body-bytes", type=int, metavar="BYTES", help="largest request body (default 32 MiB)")
     net.add_argument("--upstream-timeout", type=float, metavar="SECONDS",
                      help="seconds one upstream call may take (default 120)")
-    net.add_argument("--time-budget", type=float, metavar="SECONDS",
-                     help="seconds a guarded request may take; slower candidates are dropped from the vote "
-                     "(default: wait for all)")
     net.add_argument("--max-upstream-concurrency", type=int, metavar="K",
                      help="upstream calls in flight at once from this process (default 512)")
     net.add_argument("--allow-override", metavar="KEYS",
@@ -86,6 +82,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     guard.add_argument("--remote-media", choices=["fetch", "passthrough", "error"],
                        help="http(s) media URLs: fetch and smooth (default), pass through unsmoothed, or refuse")
     guard.add_argument("--max-concurrency", type=int, help="upstream calls in flight per request (default: all N)")
+    guard.add_argument("--time-budget", type=float, metavar="SECONDS",
+                       help="seconds a guarded request may take from its arrival; candidates still running then are "
+                       "dropped from the vote (default: wait for all)")
     guard.add_argument("--max-media-bytes", type=int, help="largest image/audio clip, in bytes")
     parser.set_defaults(func=run)
 

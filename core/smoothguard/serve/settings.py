@@ -56,11 +56,6 @@ class ServeSettings:
     max_body_bytes: largest request body accepted, in bytes (HTTP 413 above).
     max_media_items: most images + audio clips in one request.
     upstream_timeout: seconds one upstream call may take, all of it (HTTP 504 when every candidate times out).
-    time_budget: seconds a guarded request may take from its arrival to the vote. Candidates still running then
-        are cancelled and count as failed, and the vote goes on with those that answered, if a quorum did (HTTP
-        504 ``time_budget_exceeded`` otherwise); no adaptive round starts after it. None: wait for every candidate
-        (each bounded by ``upstream_timeout``). It cuts the tail: a guarded request otherwise waits for the
-        slowest of its N calls.
     connect_timeout: seconds to open a connection to the upstream.
     max_upstream_concurrency: upstream calls in flight at once from this replica, all requests together;
         further calls wait. Per request, ``GuardConfig.max_concurrency`` bounds the fan-out too.
@@ -85,7 +80,6 @@ class ServeSettings:
     max_body_bytes: int = 32 * _MIB
     max_media_items: int = 16
     upstream_timeout: float = 120.0
-    time_budget: float | None = None
     connect_timeout: float = 10.0
     max_upstream_concurrency: int = 512
     overridable: tuple[str, ...] = DEFAULT_OVERRIDABLE
@@ -102,10 +96,8 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("upstream_timeout", "connect_timeout", "time_budget"):
+        for name in ("upstream_timeout", "connect_timeout"):
             value = getattr(self, name)
-            if name == "time_budget" and value is None:
-                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         if self.temperature is not None and (isinstance(self.temperature, bool)

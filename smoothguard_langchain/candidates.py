@@ -9,11 +9,13 @@ lists) are compared as canonical JSON.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,15 +30,17 @@ __all__ = ["EVENT_NAME", "Candidates", "add_notes", "annotate_message", "arun_gu
 #: Name of the custom callback event carrying ``GuardResult.to_dict()`` for every guarded request.
 EVENT_NAME = "smoothguard_result"
 
-Call = Callable[[list[Any], int], Sequence[Any]]
-ACall = Callable[[list[Any], int], Awaitable[Sequence[Any]]]
+Call = Callable[[list[Any], int, int], Sequence[Any]]
+ACall = Callable[[list[Any], int, int], Awaitable[Sequence[Any]]]
 
 
 class Candidates:
     """Collects every candidate's output across rounds; :meth:`generate` is the ``generate`` of ``SmoothGuard.run``.
 
-    rebuild(variant media) -> one inner input; call(inputs, first candidate index) -> one output or exception
-    per input, in order.
+    rebuild(variant media) -> one inner input; call(inputs, first candidate index, round width) -> one output or
+    exception per input, in order. Under a time budget (:meth:`limit_time`) every candidate is its own call
+    (``inputs`` of one), so that those still running at the deadline can be left out: abandoned in a thread
+    (a thread cannot be stopped; its late answer is dropped) or cancelled as a task.
     """
 
     def __init__(self, rebuild: Callable[[list[Media]], Any], call: Call | None = None,
@@ -47,13 +51,33 @@ class Candidates:
         self.text = text or vote_text
         self.outputs: list[Any] = []
         self.control_flow: BaseException | None = None  # e.g. a LangGraph interrupt raised by a candidate
+        self.deadline: float | None = None
+        self.budget = 0.0
+        self.max_concurrency: int | None = None
+        self.late = 0
+
+    def limit_time(self, guard: SmoothGuard) -> float | None:
+        """Apply the guard's ``time_budget`` from now; returns the deadline (``time.monotonic()``) or None."""
+        self.deadline = guard.deadline_from_now()
+        self.budget = guard.config.time_budget or 0.0
+        self.max_concurrency = guard.config.max_concurrency
+        return self.deadline
+
+    def notes(self) -> list[str]:
+        """What the caller should know about this request's candidates (those dropped at the time budget)."""
+        if not self.late:
+            return []
+        return [f"time budget of {self.budget:g} s: {self.late} candidate(s) did not answer in time and were left "
+                "out of the vote"]
 
     def generate(self, variants: list[list[Media]]) -> list[Any]:
         assert self.call is not None
         start = len(self.outputs)
         inputs = self._rebuild_all(variants)
+        if self.deadline is not None:
+            return self._keep(self._call_each(inputs, start), len(inputs))
         try:
-            outputs = list(self.call(inputs, start))
+            outputs = list(self.call(inputs, start, len(inputs)))
         except Exception as exc:  # the whole fan-out failed: every candidate of the round failed
             outputs = [exc] * len(inputs)
         return self._keep(outputs, len(inputs))
@@ -62,11 +86,54 @@ class Candidates:
         assert self.acall is not None
         start = len(self.outputs)
         inputs = await asyncio.to_thread(self._rebuild_all, variants)
+        if self.deadline is not None:
+            return self._keep(await self._acall_each(inputs, start), len(inputs))
         try:
-            outputs = list(await self.acall(inputs, start))
+            outputs = list(await self.acall(inputs, start, len(inputs)))
         except Exception as exc:
             outputs = [exc] * len(inputs)
         return self._keep(outputs, len(inputs))
+
+    def _call_each(self, inputs: list[Any], start: int) -> list[Any]:
+        """One thread per candidate (at most ``max_concurrency``); those not done at the deadline are abandoned."""
+        assert self.call is not None and self.deadline is not None
+        call, width = self.call, len(inputs)
+
+        def one(k: int) -> Any:
+            try:
+                return call([inputs[k]], start + k, width)[0]
+            except Exception as exc:
+                return exc
+
+        pool = ThreadPoolExecutor(min(width, self.max_concurrency or width), thread_name_prefix="smoothguard-call")
+        futures = [pool.submit(contextvars.copy_context().run, one, k) for k in range(width)]
+        wait(futures, timeout=max(0.0, self.deadline - time.monotonic()))
+        pool.shutdown(wait=False, cancel_futures=True)
+        return [f.result() if f.done() and not f.cancelled() else self._too_late() for f in futures]
+
+    async def _acall_each(self, inputs: list[Any], start: int) -> list[Any]:
+        """One task per candidate (at most ``max_concurrency`` at once); those running at the deadline are cancelled."""
+        assert self.acall is not None and self.deadline is not None
+        acall, width = self.acall, len(inputs)
+        limit = asyncio.Semaphore(self.max_concurrency or width)
+
+        async def one(k: int) -> Any:
+            async with limit:
+                try:
+                    return (await acall([inputs[k]], start + k, width))[0]
+                except Exception as exc:
+                    return exc
+
+        tasks = [asyncio.ensure_future(one(k)) for k in range(width)]
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, self.deadline - time.monotonic()))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return [self._too_late() if task.cancelled() else task.result() for task in tasks]
+
+    def _too_late(self) -> TimeoutError:
+        self.late += 1
+        return TimeoutError(f"no answer within the time budget of {self.budget:g} s")
 
     def _rebuild_all(self, variants: list[list[Media]]) -> list[Any]:
         """One inner input per variant. The PNG/WAV encoding runs on all cores (zlib releases the GIL)."""
@@ -97,17 +164,19 @@ def run_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates, no
     ``GenerationError``), so retry and fallback logic keyed on the model's exception types keeps working.
     A LangGraph interrupt (``GraphBubbleUp``) raised by any candidate is re-raised as it is.
     """
+    deadline = candidates.limit_time(guard) if media else None
     with _guard_outcome(media, candidates, notes):
-        result = guard.run(media, candidates.generate)
-    return add_notes(result, notes)
+        result = guard.run(media, candidates.generate, deadline=deadline)
+    return add_notes(result, [*notes, *candidates.notes()])
 
 
 async def arun_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates,
                      notes: Sequence[str]) -> GuardResult:
     """Async :func:`run_guard` (``guard.arun`` over ``candidates.agenerate``)."""
+    deadline = candidates.limit_time(guard) if media else None
     with _guard_outcome(media, candidates, notes):
-        result = await guard.arun(media, candidates.agenerate)
-    return add_notes(result, notes)
+        result = await guard.arun(media, candidates.agenerate, deadline=deadline)
+    return add_notes(result, [*notes, *candidates.notes()])
 
 
 @contextmanager
@@ -117,7 +186,7 @@ def _guard_outcome(media: list[Media], candidates: Candidates, notes: Sequence[s
         yield
     except GuardFlagged as exc:
         _raise_control_flow(candidates)
-        exc.result = add_notes(exc.result, notes)
+        exc.result = add_notes(exc.result, [*notes, *candidates.notes()])
         raise
     except GenerationError as exc:
         _raise_control_flow(candidates)

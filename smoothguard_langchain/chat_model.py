@@ -133,8 +133,8 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
         found = find_media(messages, guard.config)
         call_kwargs = self._call_kwargs(stop, kwargs)
 
-        def call(inputs: list[Any], start: int) -> Sequence[Any]:
-            configs = [self._child_config(run_manager, start + i, len(inputs), False) for i in range(len(inputs))]
+        def call(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
+            configs = [self._child_config(run_manager, start + i, width, False) for i in range(len(inputs))]
             with fanout_context(run_manager) as ctx:
                 return ctx.run(self.model.batch, inputs, configs, return_exceptions=True, **call_kwargs)
 
@@ -153,8 +153,8 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
         found = await asyncio.to_thread(find_media, messages, guard.config)  # decoding / fetching
         call_kwargs = self._call_kwargs(stop, kwargs)
 
-        async def acall(inputs: list[Any], start: int) -> Sequence[Any]:
-            configs = [self._child_config(run_manager, start + i, len(inputs), True) for i in range(len(inputs))]
+        async def acall(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
+            configs = [self._child_config(run_manager, start + i, width, True) for i in range(len(inputs))]
             with fanout_context(run_manager, is_async=True) as ctx:
                 batch = self.model.abatch(inputs, configs, return_exceptions=True, **call_kwargs)
                 return await asyncio.create_task(batch, context=ctx)

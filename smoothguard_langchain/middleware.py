@@ -49,11 +49,10 @@ class SmoothGuardMiddleware(AgentMiddleware):
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
         found = find_media(_messages(request), self.config, where="request.messages")
 
-        def call(inputs: list[ModelRequest], start: int) -> list[Any]:
+        def call(inputs: list[ModelRequest], start: int, width: int) -> list[Any]:
             if not found.slots:
                 return [_attempt(handler, inputs[0])]  # pass-through: no threads, no tags
-            width = self.config.max_concurrency or len(inputs)
-            with ContextThreadPoolExecutor(max_workers=width) as pool:
+            with ContextThreadPoolExecutor(max_workers=self.config.max_concurrency or len(inputs)) as pool:
                 futures = [pool.submit(_tagged, start + i, _attempt, handler, req) for i, req in enumerate(inputs)]
                 return [f.result() for f in futures]
 
@@ -71,7 +70,7 @@ class SmoothGuardMiddleware(AgentMiddleware):
                 with set_config_context(config) as ctx:
                     return await asyncio.create_task(_aattempt(handler, req), context=ctx)
 
-        async def acall(inputs: list[ModelRequest], start: int) -> list[Any]:
+        async def acall(inputs: list[ModelRequest], start: int, width: int) -> list[Any]:
             if not found.slots:
                 return [await _aattempt(handler, inputs[0])]
             return list(await asyncio.gather(*(one(start + i, req) for i, req in enumerate(inputs))))

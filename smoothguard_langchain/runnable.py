@@ -84,8 +84,8 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
         guard = self._guard()
         found = find_input_media(input, guard.config, self.media_keys)
 
-        def call(inputs: list[Any], start: int) -> Sequence[Any]:
-            configs = [self._child_config(config, run_manager, start + i, len(inputs), False)
+        def call(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
+            configs = [self._child_config(config, run_manager, start + i, width, False)
                        for i in range(len(inputs))]
             with fanout_context(run_manager) as ctx:
                 return ctx.run(self.bound.batch, inputs, configs, return_exceptions=True, **kwargs)
@@ -100,8 +100,8 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
         guard = self._guard()
         found: InputMedia = await asyncio.to_thread(find_input_media, input, guard.config, self.media_keys)
 
-        async def acall(inputs: list[Any], start: int) -> Sequence[Any]:
-            configs = [self._child_config(config, run_manager, start + i, len(inputs), True)
+        async def acall(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
+            configs = [self._child_config(config, run_manager, start + i, width, True)
                        for i in range(len(inputs))]
             with fanout_context(run_manager, is_async=True) as ctx:
                 batch = self.bound.abatch(inputs, configs, return_exceptions=True, **kwargs)

@@ -40,6 +40,8 @@ class GuardSettings(BaseModel):
     confidence: float = Field(0.95, description="Confidence of the Clopper-Pearson bound (adaptive stop, radius).")
     quorum: int | None = Field(None, description="Answered candidates needed; None: a majority of those asked.")
     max_concurrency: int | None = Field(None, description="Most concurrent inner calls; None: all at once.")
+    time_budget: float | None = Field(None, description="Seconds to wait for the candidates; later ones are left "
+                                      "out of the vote. None: wait for all.")
     embedder: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers model name or path.")
     embedder_device: str | None = Field(None, description="Device of the embedder ('cpu', 'cuda', ...).")
     clustering: Literal["kmeans", "agglomerative"] = Field("kmeans", description="How answers are grouped.")

@@ -2,8 +2,10 @@
 
 Sync: one thread per candidate (at most ``max_concurrency`` at once), each run in a copy of the caller's
 ``contextvars`` context, so the inner calls' instrumentation spans nest under the guard's span and
-callback traces stay attached. Async: ``asyncio.gather`` bounded by an ``asyncio.Semaphore``. A candidate
-whose call raises is recorded (its exception) and left out of the vote.
+callback traces stay attached. Async: one task per candidate, bounded by an ``asyncio.Semaphore``. A candidate
+whose call raises is recorded (its exception) and left out of the vote. Under ``time_budget``, candidates still
+running at the deadline are left out too: abandoned in their thread (which cannot be stopped; the late answer is
+dropped) or cancelled as a task.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import asyncio
 import contextlib
 import contextvars
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ToolCallBlock
@@ -40,22 +43,20 @@ def run_sync(guard: SmoothGuard, media: Sequence[Media], call: Callable[[int, li
     responses = Fanout()
     offset = 0
     limit = guard.config.max_concurrency
-
-    def one(index: int, variant: list[Media]) -> str:
-        response = call(index, variant)
-        responses[index] = response
-        return text(response)
+    deadline = guard.deadline_from_now() if media else None
 
     def generate(variants: list[list[Media]]) -> list[Any]:
         nonlocal offset
         jobs = [(offset + k, variant) for k, variant in enumerate(variants)]
         offset += len(variants)
         workers = max(1, min(len(jobs), limit or len(jobs)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smoothguard") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, one, i, v) for i, v in jobs]
-            return [_outcome(f) for f in futures]
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smoothguard")
+        futures = [pool.submit(contextvars.copy_context().run, call, i, v) for i, v in jobs]
+        wait(futures, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        pool.shutdown(wait=False, cancel_futures=True)  # abandons the calls still running past the deadline
+        return [_settle(responses, i, f, text, guard) for (i, _), f in zip(jobs, futures, strict=True)]
 
-    return guard.run(media, generate), responses
+    return guard.run(media, generate, deadline=deadline), responses
 
 
 async def run_async(guard: SmoothGuard, media: Sequence[Media], call: Callable[[int, list[Media]], Awaitable[R]],
@@ -65,27 +66,39 @@ async def run_async(guard: SmoothGuard, media: Sequence[Media], call: Callable[[
     offset = 0
     limit = guard.config.max_concurrency
     semaphore = asyncio.Semaphore(limit) if limit else None
+    deadline = guard.deadline_from_now() if media else None
 
-    async def one(index: int, variant: list[Media]) -> str:
+    async def one(index: int, variant: list[Media]) -> R:
         async with semaphore if semaphore is not None else contextlib.nullcontext():
-            response = await call(index, variant)
-        responses[index] = response
-        return text(response)
+            return await call(index, variant)
 
     async def generate(variants: list[list[Media]]) -> list[Any]:
         nonlocal offset
         jobs = [(offset + k, variant) for k, variant in enumerate(variants)]
         offset += len(variants)
-        return list(await asyncio.gather(*(one(i, v) for i, v in jobs), return_exceptions=True))
+        tasks = [asyncio.ensure_future(one(i, v)) for i, v in jobs]
+        _, pending = await asyncio.wait(tasks, timeout=None if deadline is None else
+                                        max(0.0, deadline - time.monotonic()))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return [_settle(responses, i, t, text, guard) for (i, _), t in zip(jobs, tasks, strict=True)]
 
-    return await guard.arun(media, generate), responses
+    return await guard.arun(media, generate, deadline=deadline), responses
 
 
-def _outcome(future: Any) -> Any:
+def _settle(responses: Fanout, index: int, job: Future[Any] | asyncio.Task[Any], text: Callable[[Any], str],
+            guard: SmoothGuard) -> Any:
+    """The vote text of a finished call (its response kept in ``responses``), its exception, or a TimeoutError."""
+    if not job.done() or job.cancelled():
+        return TimeoutError(f"no answer within the time budget of {guard.config.time_budget:g} s")
     try:
-        return future.result()
+        response = job.result()
+        vote = text(response)
     except Exception as exc:
         return exc
+    responses[index] = response
+    return vote
 
 
 def chat_text(response: ChatResponse) -> str:

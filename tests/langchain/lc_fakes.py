@@ -33,9 +33,11 @@ from smoothguard import Media
 
 
 class FakeVLM(BaseChatModel):
-    """Scripted vision/audio chat model (see module docstring). ``latency`` in seconds per call."""
+    """Scripted vision/audio chat model (see module docstring). ``latency`` in seconds per call, or
+    ``latency_fn(k)`` for the k-th call to start (from 0)."""
 
     latency: float = 0.0
+    latency_fn: Callable[[int], float] | None = None
     model_name: str = "fake-vlm"
     answer_fn: Callable[[list[BaseMessage]], str] | None = None
     fail_fn: Callable[[list[BaseMessage]], bool] | None = None
@@ -44,6 +46,7 @@ class FakeVLM(BaseChatModel):
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
     _now: int = PrivateAttr(default=0)
     _peak: int = PrivateAttr(default=0)
+    _started: int = PrivateAttr(default=0)
 
     @property
     def _llm_type(self) -> str:
@@ -73,24 +76,25 @@ class FakeVLM(BaseChatModel):
         with self._lock:
             self._now += 1
             self._peak = max(self._peak, self._now)
+            order, self._started = self._started, self._started + 1
         try:
-            yield
+            yield self.latency_fn(order) if self.latency_fn is not None else self.latency
         finally:
             with self._lock:
                 self._now -= 1
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
-        with self._flight():
-            if self.latency:
-                time.sleep(self.latency)
+        with self._flight() as latency:
+            if latency:
+                time.sleep(latency)
         return self._reply(messages, stop, kwargs)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                          **kwargs: Any) -> ChatResult:
-        with self._flight():
-            if self.latency:
-                await asyncio.sleep(self.latency)
+        with self._flight() as latency:
+            if latency:
+                await asyncio.sleep(latency)
         return self._reply(messages, stop, kwargs)
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:

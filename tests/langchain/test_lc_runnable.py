@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -45,6 +46,17 @@ def test_inside_prompt_guard_parser_with_every_call_style():
     assert len(inner.inputs) == 3 * 8
     received = {m.messages[1].content[1]["image_url"]["url"] for m in inner.inputs[:3]}
     assert len(received) == 3 and f"data:image/png;base64,{dark['image']}" in received
+
+
+def test_time_budget_leaves_a_slow_candidate_of_a_chain_out():
+    inner = FakeVLM(latency_fn=lambda order: 3.0 if order == 0 else 0.0)
+    chain = PROMPT | SmoothGuardRunnable(bound=inner, n_samples=4, seed=0, time_budget=0.5) | StrOutputParser()
+    results = SmoothGuardResults()
+    start = time.monotonic()
+    answer = asyncio.run(chain.ainvoke({"question": "How bright?", "image": png_b64(220)},
+                                       config={"callbacks": [results]}))
+    assert time.monotonic() - start < 2.0 and answer.startswith("The image is bright")
+    assert sum(bool(s["error"]) for s in results.last["samples"]) == 1 and results.last["n_used"] == 4
 
 
 def test_guards_a_whole_chain_through_raw_media_keys():

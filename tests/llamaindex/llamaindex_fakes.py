@@ -112,16 +112,20 @@ class PixelLLM(CustomLLM):
     """A chat "vision" model: answers from the pixels of the first ImageBlock it receives and records every
     call (the blocks it got, their form and pixels). ``rule``: "brightness" (mean > 0.5 -> BRIGHT) or
     "trigger" (HOSTILE when the exact checkerboard key is in the corner, else BENIGN). ``which``: the image
-    judged (0 first, -1 last). ``fail_on``: call numbers (0-based, in arrival order) that raise."""
+    judged (0 first, -1 last). ``fail_on``: call numbers (0-based, in arrival order) that raise. ``slow_on``: call
+    numbers that take ``slow_delay`` seconds instead of ``delay``."""
 
     rule: str = "brightness"
     which: int = 0
     delay: float = 0.0
     window: int = 128_000
     fail_on: tuple[int, ...] = ()
+    slow_on: tuple[int, ...] = ()
+    slow_delay: float = 3.0
     name: str = "pixel-llm"
     _rec: Recorder = PrivateAttr(default_factory=Recorder)
     _count: int = PrivateAttr(default=0)
+    _entered: int = PrivateAttr(default=0)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -158,16 +162,21 @@ class PixelLLM(CustomLLM):
             text = BRIGHT if images[self.which].mean() > 0.5 else DARK
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), raw={"n": number})
 
+    def _delay(self) -> float:
+        with self._lock:
+            order, self._entered = self._entered, self._entered + 1
+        return self.slow_delay if order in self.slow_on else self.delay
+
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         self._rec.enter()
-        time.sleep(self.delay)
+        time.sleep(self._delay())
         return self._answer(messages)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         self._rec.enter()
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self._delay())
         return self._answer(messages)
 
     @llm_completion_callback()

@@ -225,6 +225,21 @@ def test_failed_candidates_are_recorded_and_left_out():
         guarded(PixelLLM(fail_on=(0, 1, 2, 3))).chat(image_message(ImageBlock(image=png_bytes(200))))
 
 
+async def test_time_budget_leaves_slow_candidates_out_sync_and_async():
+    messages = image_message(ImageBlock(image=png_bytes(200)))
+    for call in ("chat", "achat"):
+        inner = PixelLLM(slow_on=(1,), slow_delay=3.0)
+        start = time.perf_counter()
+        response = getattr(guarded(inner, time_budget=0.5), call)(messages)
+        response = await response if call == "achat" else response
+        assert time.perf_counter() - start < 2.0, call  # the budget, not the 3 s candidate
+        errors = [s["error"] for s in response.additional_kwargs["smoothguard"]["samples"] if s["error"]]
+        assert len(errors) == 1 and "no answer within the time budget of 0.5 s" in errors[0], call
+        assert response.message.content == BRIGHT
+    with pytest.raises(GenerationError, match="only 0 of 5"):
+        await guarded(PixelLLM(delay=3.0), time_budget=0.3).achat(messages)
+
+
 @pytest.mark.parametrize(("block", "match"), [
     (ImageBlock(image=b"this is not an image at all"), r"messages\[1\]\.blocks\[1\] \(ImageBlock, inline bytes\)"),
     (ImageBlock(url="data:image/png;base64,AAAA"), r"messages\[1\]\.blocks\[1\] \(ImageBlock, data: URL\)"),
@@ -252,7 +267,7 @@ def test_missing_path_is_a_media_error(tmp_path):
 def test_every_guard_config_setting_is_reachable():
     changed = dict(sigma=0.2, sigma_space="pixel", channel_std=(0.2, 0.2, 0.2), audio_sigma=0.02, n_samples=7,
                    include_original=False, seed=3, adaptive=True, adaptive_round=3, confidence=0.9, quorum=2,
-                   max_concurrency=2, embedder="all-MiniLM-L6-v2", embedder_device="cpu",
+                   max_concurrency=2, time_budget=30.0, embedder="all-MiniLM-L6-v2", embedder_device="cpu",
                    clustering="agglomerative", n_clusters=3, cluster_threshold=0.2, safety_weight=0.3,
                    min_agreement=0.6, on_flag="refuse", refusal_message="No.", remote_media="passthrough",
                    fetch_timeout=3.0, max_media_bytes=1000, max_image_pixels=500)

@@ -18,7 +18,9 @@ embedder has not seen (a new question); ``novel`` appends a call counter, so all
 ``--jitter S`` draws each call's latency from a log-normal distribution with median ``--latency`` and log-std
 ``S``, as a real endpoint's latency varies. A guarded request then waits for the slowest of its 11 calls, so it
 costs the tail of the latency distribution on top of the local work (expected before measuring, for S = 0.3: the
-median of the largest of 11 draws is about exp(0.3 * 1.5) = 1.57x the median call).
+median of the largest of 11 draws is about exp(0.3 * 1.5) = 1.57x the median call). The ``time_budget=1.5x`` row
+gives the guard 1.5 median latencies: calls still running then are left out (expected: ~1.5x plus the local
+work, with about 1 of 11 calls dropped at S = 0.3, since P(z > ln 1.5 / 0.3) is about 9%).
 Run: ``python benchmarks/bench_langchain.py [--answers repeated fresh novel] [--jitter 0.3]``.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import io
 import itertools
 import math
@@ -43,6 +46,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 
+from smoothguard.errors import GenerationError
 from smoothguard_langchain import ChatSmoothGuard
 
 PHRASES = ["The picture shows a grey square on a white background; nothing else is visible.",
@@ -105,21 +109,32 @@ def measure(mode: str, size: int, cases: list[tuple[str, int, Any]], repeats: in
     """Print one row per case for one answer mode and image size."""
     times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     stages: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in cases}
+    dropped = {name: 0 for name, _, _ in cases}
+    failed = dict(dropped)
     for _ in range(repeats):
         for name, _, fn in cases:
             messages = request(size, next(_rounds))
             start = time.perf_counter()
-            reply = fn(messages)
+            try:
+                reply = fn(messages)
+            except GenerationError:  # under a time budget: too few answers in time (timed all the same)
+                failed[name] += 1
+                times[name].append((time.perf_counter() - start) * 1000)
+                continue
             times[name].append((time.perf_counter() - start) * 1000)
             if "smoothguard" in reply.response_metadata:
-                stages[name].append(reply.response_metadata["smoothguard"]["timings"])
+                meta = reply.response_metadata["smoothguard"]
+                stages[name].append(meta["timings"])
+                dropped[name] += sum(bool(sample["error"]) for sample in meta["samples"])
     base = statistics.median(times["unguarded invoke"])
     for name, calls, _ in cases:
         ms = statistics.median(times[name])
         cols = "".join(f" {statistics.median(t[k] for t in stages[name]) * 1000:>{w}.0f}"
                        for k, w in (("perturb", 7), ("generate", 7), ("aggregate", 6))) if stages[name] else ""
         fastest = min(times[name])
-        print(f"{mode:<9}{name:<28} {f'{size}px':>6} {calls:>5} {ms:>9.0f} {fastest:>7.0f} {ms / base:>6.2f}x{cols}")
+        late = f" {dropped[name] / repeats:>7.1f} {failed[name]:>6}" if calls > 1 else ""
+        print(f"{mode:<9}{name:<28} {f'{size}px':>6} {calls:>5} {ms:>9.0f} {fastest:>7.0f} {ms / base:>6.2f}x"
+              f"{cols}{late}")
 
 
 def main() -> None:
@@ -142,20 +157,24 @@ def main() -> None:
     print(f"\nmodel latency {args.latency * 1000:.0f} ms per call{spread}; {args.repeats} rounds, the cases "
           f"interleaved in each round; target: N=11 <= 1.3x one call")
     print(f"{'answers':<9}{'case':<28} {'image':>6} {'calls':>5} {'median ms':>9} {'min ms':>7} {'x call':>7} "
-          f"{'perturb':>7} {'gen+enc':>7} {'vote':>6}")
+          f"{'perturb':>7} {'gen+enc':>7} {'vote':>6} {'dropped':>7} {'failed':>6}")
     for mode in args.answers:
         model = RemoteVLM(latency=args.latency, jitter=args.jitter, answers=mode)
         guard = ChatSmoothGuard(model=model, n_samples=11, sigma=0.1)
         limited = ChatSmoothGuard(model=model, n_samples=11, max_concurrency=4)
+        budgeted = ChatSmoothGuard(model=model, n_samples=11, sigma=0.1, time_budget=1.5 * args.latency)
         guard.invoke(request(32))  # load the embedder (and, for repeated answers, see them) outside the measurements
+        gc.freeze()  # as a serving process would: full collections then skip the loaded libraries (a 0.3 s stall)
         cases = [("unguarded invoke", 1, model.invoke),
                  ("ChatSmoothGuard.invoke", 11, guard.invoke),
                  ("ChatSmoothGuard.ainvoke", 11, lambda m, g=guard: asyncio.run(g.ainvoke(m))),
-                 ("invoke, max_concurrency=4", 11, limited.invoke)]
+                 ("invoke, max_concurrency=4", 11, limited.invoke),
+                 ("invoke, time_budget=1.5x", 11, budgeted.invoke)]
         for size in args.sizes:
             measure(mode, size, cases, args.repeats)
     print("x call: median / median of the unguarded call. Stages (medians, ms): perturb = drawing the noisy copies "
-          "(core); gen+enc = re-encoding the copies + the concurrent calls; vote = embed, cluster, vote.")
+          "(core); gen+enc = re-encoding the copies + the concurrent calls; vote = embed, cluster, vote. dropped: "
+          "failed candidates per request (late ones, under a budget); failed: requests below the quorum.")
 
 
 if __name__ == "__main__":

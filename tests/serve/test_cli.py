@@ -64,7 +64,7 @@ def test_run_starts_uvicorn(monkeypatch):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
     assert cli.run(parse("--upstream", "http://h:1", "--port", "9123", "--sigma", "0.15", "--no-warmup")) == 0
     assert seen["port"] == 9123 and seen["host"] == "127.0.0.1"
-    assert seen["app"].state.proxy.config.sigma == 0.15
+    assert seen["app"].state.proxy.config.sigma == 0.15 and seen["app"].state.proxy.freeze_heap
     assert "smoothguard" in seen["log_config"]["loggers"]
 
     from smoothguard.serve.app import ENV_VAR, app_from_environment
@@ -73,6 +73,7 @@ def test_run_starts_uvicorn(monkeypatch):
     assert cli.run(parse("--upstream", "http://h:1", "--workers", "2", "--n-samples", "5")) == 0
     assert seen["app"] == "smoothguard.serve.app:app_from_environment" and seen["factory"] and seen["workers"] == 2
     assert app_from_environment().state.proxy.config.n_samples == 5
+    assert app_from_environment().state.proxy.freeze_heap
 
 
 def test_help_mentions_the_upstream():

@@ -280,6 +280,19 @@ def test_time_budget_leaves_a_slow_candidate_out_of_the_vote(serve, http_client)
     assert any("1 candidate(s) did not answer in time" in note for note in meta["notes"])
 
 
+def test_freeze_heap_freezes_the_collector_after_the_warm_up(serve):
+    import gc
+
+    with OpenAIStub() as stub:
+        with serve(stub.base_url) as proxy:
+            assert not proxy.app.state.proxy.freeze_heap and gc.get_freeze_count() == 0
+        try:
+            with serve(stub.base_url, freeze_heap=True):
+                assert gc.get_freeze_count() > 0
+        finally:
+            gc.unfreeze()
+
+
 def test_time_budget_without_a_quorum_is_a_504(serve):
     slow_three = {1, 2, 3}
     with OpenAIStub(latency=lambda order: 2.0 if order in slow_three else 0.05) as stub, \

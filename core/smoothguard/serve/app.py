@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -51,13 +52,17 @@ _THREAD_PARSE_BYTES = 1024 * 1024  # bodies from this size up are parsed off the
 
 def create_app(upstream: str | None, config: GuardConfig | Mapping[str, Any] | None = None, *,
                settings: ServeSettings | None = None, transport: httpx.AsyncBaseTransport | None = None,
-               **options: Any) -> Starlette:
+               freeze_heap: bool = False, **options: Any) -> Starlette:
     """The proxy as an ASGI app (run it with uvicorn, or test it with ``httpx.ASGITransport``).
 
     upstream: the engine's OpenAI base URL (``http://vllm:8000/v1``); None takes ``settings.upstream``.
     config: the guard's settings (a :class:`GuardConfig` or a dict of them); default ``GuardConfig()``.
     settings / options: a :class:`ServeSettings`, and/or its fields as keywords (``max_body_bytes=...``).
     transport: an httpx transport for upstream calls instead of the network (tests).
+    freeze_heap: after the warm-up, move every live object to the garbage collector's permanent generation
+    (``gc.freeze()``), so that full collections stop scanning the loaded embedder and libraries: one such
+    collection stalled a process holding them for 313 ms (bench_langchain.py, 2-core CPU). For a process that is
+    the proxy alone; ``smoothguard serve`` sets it.
     Raises :class:`~smoothguard.errors.ConfigError` for invalid settings.
     """
     if isinstance(config, Mapping):
@@ -69,7 +74,7 @@ def create_app(upstream: str | None, config: GuardConfig | Mapping[str, Any] | N
         settings = ServeSettings.from_mapping({"upstream": upstream, **options})
     elif upstream is not None or options:
         settings = settings.replace(**({"upstream": upstream} if upstream is not None else {}), **options)
-    proxy = Proxy(config, settings, transport=transport)
+    proxy = Proxy(config, settings, transport=transport, freeze_heap=freeze_heap)
     app = Starlette(
         routes=[Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
                 Route("/v1/models", proxy.models, methods=["GET"]),
@@ -85,15 +90,17 @@ def app_from_environment() -> Starlette:
     """The app described by ``$SMOOTHGUARD_SERVE_SETTINGS`` (JSON ``{"guard": {...}, "serve": {...}}``): the
     uvicorn factory each worker of ``smoothguard serve --workers K`` builds."""
     spec = json.loads(os.environ[ENV_VAR])
-    return create_app(None, spec.get("guard") or {}, settings=ServeSettings.from_mapping(spec["serve"]))
+    return create_app(None, spec.get("guard") or {}, settings=ServeSettings.from_mapping(spec["serve"]),
+                      freeze_heap=True)
 
 
 class Proxy:
     """Request handlers and the resources they share (HTTP pools). Holds no per-request state."""
 
     def __init__(self, config: GuardConfig, settings: ServeSettings, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, freeze_heap: bool = False) -> None:
         self.config = config
+        self.freeze_heap = freeze_heap
         self.settings = settings
         self.api_key = settings.resolve_api_key()
         self.ready = False
@@ -135,6 +142,8 @@ class Proxy:
             start = time.perf_counter()
             await asyncio.to_thread(self._warm_up)
             log.info("embedder and vote loaded in %.1f s", time.perf_counter() - start)
+        if self.freeze_heap:
+            gc.freeze()
         self.ready = True
         log.info("SmoothGuard proxy ready: upstream %s, n_samples=%d, sigma=%g", _safe_url(self.settings.upstream),
                  self.config.n_samples, self.config.sigma)

@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from smoothguard.serve.app import create_app
 
-        uvicorn.run(create_app(None, config, settings=settings), **options)
+        uvicorn.run(create_app(None, config, settings=settings, freeze_heap=True), **options)
     return 0
 
 

@@ -13,15 +13,15 @@ import contextvars
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
 
 from smoothguard import GuardResult, Media, SmoothGuard
+from smoothguard.deadline import late_error, wait_tasks, wait_threads
 from smoothguard.errors import GenerationError, GuardFlagged
 
 __all__ = ["EVENT_NAME", "Candidates", "add_notes", "annotate_message", "arun_guard", "run_guard", "total_usage",
@@ -107,8 +107,7 @@ class Candidates:
 
         pool = ThreadPoolExecutor(min(width, self.max_concurrency or width), thread_name_prefix="smoothguard-call")
         futures = [pool.submit(contextvars.copy_context().run, one, k) for k in range(width)]
-        wait(futures, timeout=max(0.0, self.deadline - time.monotonic()))
-        pool.shutdown(wait=False, cancel_futures=True)
+        wait_threads(pool, futures, self.deadline)
         return [f.result() if f.done() and not f.cancelled() else self._too_late() for f in futures]
 
     async def _acall_each(self, inputs: list[Any], start: int) -> list[Any]:
@@ -125,15 +124,12 @@ class Candidates:
                     return exc
 
         tasks = [asyncio.ensure_future(one(k)) for k in range(width)]
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, self.deadline - time.monotonic()))
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await wait_tasks(tasks, self.deadline)
         return [self._too_late() if task.cancelled() else task.result() for task in tasks]
 
     def _too_late(self) -> TimeoutError:
         self.late += 1
-        return TimeoutError(f"no answer within the time budget of {self.budget:g} s")
+        return late_error(self.budget)
 
     def _rebuild_all(self, variants: list[list[Media]]) -> list[Any]:
         """One inner input per variant. The PNG/WAV encoding runs on all cores (zlib releases the GIL)."""

@@ -14,14 +14,14 @@ import asyncio
 import contextlib
 import contextvars
 import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ToolCallBlock
 
 from smoothguard import GuardResult, Media, SmoothGuard
+from smoothguard.deadline import late_error, wait_tasks, wait_threads
 
 __all__ = ["Fanout", "chat_text", "run_async", "run_sync"]
 
@@ -52,8 +52,7 @@ def run_sync(guard: SmoothGuard, media: Sequence[Media], call: Callable[[int, li
         workers = max(1, min(len(jobs), limit or len(jobs)))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smoothguard")
         futures = [pool.submit(contextvars.copy_context().run, call, i, v) for i, v in jobs]
-        wait(futures, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
-        pool.shutdown(wait=False, cancel_futures=True)  # abandons the calls still running past the deadline
+        wait_threads(pool, futures, deadline)
         return [_settle(responses, i, f, text, guard) for (i, _), f in zip(jobs, futures, strict=True)]
 
     return guard.run(media, generate, deadline=deadline), responses
@@ -77,11 +76,7 @@ async def run_async(guard: SmoothGuard, media: Sequence[Media], call: Callable[[
         jobs = [(offset + k, variant) for k, variant in enumerate(variants)]
         offset += len(variants)
         tasks = [asyncio.ensure_future(one(i, v)) for i, v in jobs]
-        _, pending = await asyncio.wait(tasks, timeout=None if deadline is None else
-                                        max(0.0, deadline - time.monotonic()))
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await wait_tasks(tasks, deadline)
         return [_settle(responses, i, t, text, guard) for (i, _), t in zip(jobs, tasks, strict=True)]
 
     return await guard.arun(media, generate, deadline=deadline), responses
@@ -91,7 +86,7 @@ def _settle(responses: Fanout, index: int, job: Future[Any] | asyncio.Task[Any],
             guard: SmoothGuard) -> Any:
     """The vote text of a finished call (its response kept in ``responses``), its exception, or a TimeoutError."""
     if not job.done() or job.cancelled():
-        return TimeoutError(f"no answer within the time budget of {guard.config.time_budget:g} s")
+        return late_error(guard.config.time_budget)
     try:
         response = job.result()
         vote = text(response)

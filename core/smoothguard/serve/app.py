@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from smoothguard._version import __version__
 from smoothguard.config import GuardConfig
+from smoothguard.deadline import wait_tasks
 from smoothguard.errors import GenerationError, GuardFlagged, MediaError
 from smoothguard.guard import SmoothGuard
 from smoothguard.media import Media
@@ -333,10 +334,7 @@ class Proxy:
             if deadline is None:
                 return list(await asyncio.gather(*(call(start + k, p) for k, p in enumerate(payloads))))
             tasks = [asyncio.ensure_future(call(start + k, p)) for k, p in enumerate(payloads)]
-            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)  # the cancelled calls release their slots
+            await wait_tasks(tasks, deadline)  # the calls cancelled at the deadline release their slots
             over = _over_budget(config.time_budget)
             outputs = [over if task.cancelled() else task.result() for task in tasks]
             if dropped := sum(output is over for output in outputs):

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from smoothguard import GuardResult, Media, SmoothGuard
-from smoothguard.deadline import late_error, wait_tasks, wait_threads
+from smoothguard.deadline import late_error, late_note, wait_tasks, wait_threads
 from smoothguard.errors import GenerationError, GuardFlagged
 
 __all__ = ["EVENT_NAME", "Candidates", "add_notes", "annotate_message", "arun_guard", "run_guard", "total_usage",
@@ -65,10 +65,7 @@ class Candidates:
 
     def notes(self) -> list[str]:
         """What the caller should know about this request's candidates (those dropped at the time budget)."""
-        if not self.late:
-            return []
-        return [f"time budget of {self.budget:g} s: {self.late} candidate(s) did not answer in time and were left "
-                "out of the vote"]
+        return [late_note(self.budget, self.late)] if self.late else []
 
     def generate(self, variants: list[list[Media]]) -> list[Any]:
         assert self.call is not None

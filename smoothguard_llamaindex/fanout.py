@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ToolCallBlock
 
 from smoothguard import GuardResult, Media, SmoothGuard
-from smoothguard.deadline import late_error, wait_tasks, wait_threads
+from smoothguard.deadline import late_error, late_note, wait_tasks, wait_threads
+from smoothguard.errors import GuardFlagged
 
 __all__ = ["Fanout", "chat_text", "run_async", "run_sync"]
 
@@ -29,7 +31,10 @@ R = TypeVar("R")
 
 
 class Fanout(dict[int, Any]):
-    """Candidate index -> the inner model's response (only for candidates whose call succeeded)."""
+    """Candidate index -> the inner model's response (only for candidates whose call succeeded); ``late``: how many
+    candidates missed the time budget."""
+
+    late = 0
 
     def pick(self, result: GuardResult) -> Any:
         """The response the vote chose (candidate 0's for a pass-through request)."""
@@ -55,7 +60,9 @@ def run_sync(guard: SmoothGuard, media: Sequence[Media], call: Callable[[int, li
         wait_threads(pool, futures, deadline)
         return [_settle(responses, i, f, text, guard) for (i, _), f in zip(jobs, futures, strict=True)]
 
-    return guard.run(media, generate, deadline=deadline), responses
+    with _late_noted(responses, guard):
+        result = guard.run(media, generate, deadline=deadline)
+    return _noted(result, responses, guard), responses
 
 
 async def run_async(guard: SmoothGuard, media: Sequence[Media], call: Callable[[int, list[Media]], Awaitable[R]],
@@ -79,13 +86,16 @@ async def run_async(guard: SmoothGuard, media: Sequence[Media], call: Callable[[
         await wait_tasks(tasks, deadline)
         return [_settle(responses, i, t, text, guard) for (i, _), t in zip(jobs, tasks, strict=True)]
 
-    return await guard.arun(media, generate, deadline=deadline), responses
+    with _late_noted(responses, guard):
+        result = await guard.arun(media, generate, deadline=deadline)
+    return _noted(result, responses, guard), responses
 
 
 def _settle(responses: Fanout, index: int, job: Future[Any] | asyncio.Task[Any], text: Callable[[Any], str],
             guard: SmoothGuard) -> Any:
     """The vote text of a finished call (its response kept in ``responses``), its exception, or a TimeoutError."""
     if not job.done() or job.cancelled():
+        responses.late += 1
         return late_error(guard.config.time_budget)
     try:
         response = job.result()
@@ -94,6 +104,23 @@ def _settle(responses: Fanout, index: int, job: Future[Any] | asyncio.Task[Any],
         return exc
     responses[index] = response
     return vote
+
+
+def _noted(result: GuardResult, responses: Fanout, guard: SmoothGuard) -> GuardResult:
+    """``result`` with a note saying how many candidates missed the time budget (if any did)."""
+    if not responses.late:
+        return result
+    return dataclasses.replace(result, notes=(*result.notes, late_note(guard.config.time_budget, responses.late)))
+
+
+@contextlib.contextmanager
+def _late_noted(responses: Fanout, guard: SmoothGuard) -> Iterator[None]:
+    """The same note on the result a ``GuardFlagged`` carries."""
+    try:
+        yield
+    except GuardFlagged as exc:
+        exc.result = _noted(exc.result, responses, guard)
+        raise
 
 
 def chat_text(response: ChatResponse) -> str:

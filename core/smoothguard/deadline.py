@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-__all__ = ["late_error", "seconds_left", "wait_tasks", "wait_threads"]
+__all__ = ["late_error", "late_note", "seconds_left", "wait_tasks", "wait_threads"]
 
 
 def seconds_left(deadline: float | None) -> float | None:
@@ -39,3 +39,9 @@ async def wait_tasks(tasks: Sequence[asyncio.Future], deadline: float | None) ->
 def late_error(budget: float | None) -> TimeoutError:
     """What a candidate that missed the deadline counts as."""
     return TimeoutError(f"no answer within the time budget of {budget:g} s")
+
+
+def late_note(budget: float | None, count: int) -> str:
+    """The result's note when ``count`` candidates missed the deadline."""
+    return (f"time budget of {budget:g} s: {count} candidate(s) did not answer in time and were left out of the "
+            "vote")

@@ -235,6 +235,8 @@ async def test_time_budget_leaves_slow_candidates_out_sync_and_async():
         assert time.perf_counter() - start < 4.0, call  # the budget (room for a collector pause), not the 5 s call
         errors = [s["error"] for s in response.additional_kwargs["smoothguard"]["samples"] if s["error"]]
         assert len(errors) == 1 and "no answer within the time budget of 1.5 s" in errors[0], call
+        notes = response.additional_kwargs["smoothguard"]["notes"]
+        assert any("1 candidate(s) did not answer in time" in note for note in notes), call
         assert response.message.content == BRIGHT
     with pytest.raises(GenerationError, match="only 0 of 5"):
         await guarded(PixelLLM(delay=3.0), time_budget=0.3).achat(messages)

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from smoothguard._version import __version__
 from smoothguard.config import GuardConfig
-from smoothguard.deadline import wait_tasks
+from smoothguard.deadline import late_error, late_note, wait_tasks
 from smoothguard.errors import GenerationError, GuardFlagged, MediaError
 from smoothguard.guard import SmoothGuard
 from smoothguard.media import Media
@@ -338,8 +338,7 @@ class Proxy:
             over = _over_budget(config.time_budget)
             outputs = [over if task.cancelled() else task.result() for task in tasks]
             if dropped := sum(output is over for output in outputs):
-                notes.append(f"time budget of {config.time_budget:g} s: {dropped} candidate(s) did not answer in time "
-                             "and were left out of the vote")
+                notes.append(late_note(config.time_budget, dropped))
             return outputs
 
         try:
@@ -440,8 +439,7 @@ _OVER_BUDGET = "time_budget_exceeded"
 
 def _over_budget(budget: float) -> UpstreamError:
     """What a candidate cancelled at the request's time budget counts as."""
-    return UpstreamError(504, f"no answer within the request's time budget of {budget:g} s", type="upstream_timeout",
-                         code=_OVER_BUDGET)
+    return UpstreamError(504, str(late_error(budget)), type="upstream_timeout", code=_OVER_BUDGET)
 
 
 def _generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: str) -> ProxyError:

@@ -196,6 +196,11 @@ def test_overrides_within_limits():
         assert (info.value.status, info.value.code, info.value.param) == (400, code, param), raw
     with pytest.raises(ProxyError, match="did you mean 'n_samples'"):
         apply_overrides(base, {"n_sample": 5}, settings)
+    timed = ServeSettings(upstream="http://h", overridable=("time_budget",))
+    assert apply_overrides(base.replace(time_budget=30), {"time_budget": 5}, timed).time_budget == 5.0
+    for value in (0.01, 3600):
+        with pytest.raises(ProxyError, match="outside the operator's limits"):
+            apply_overrides(base, {"time_budget": value}, timed)
 
 
 def test_config_files(tmp_path):

@@ -38,6 +38,7 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
     "adaptive_round": (1, 32),
     "quorum": (1, 32),
     "min_agreement": (0.0, 1.0),
+    "time_budget": (0.1, 600.0),
 }
 _MIB = 1024 * 1024
 

@@ -345,8 +345,7 @@ class Media:
 
     def _image_uint8(self) -> np.ndarray:
         self._need("image", "this encoder")
-        scaled = np.multiply(self.data, np.float32(255))  # data lies in [0, 1], so no clipping is needed
-        return np.rint(scaled, out=scaled).astype(np.uint8)
+        return np.clip(np.rint(self.data * np.float32(255)), 0, 255).astype(np.uint8)
 
     def _out_format(self, format: str | None) -> str:
         self._need("image", "this encoder")

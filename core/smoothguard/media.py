@@ -381,9 +381,9 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     """RGB uint8 pixels (H, W, 3) as a PNG file: the "up" filter on every row, deflate with Huffman coding only.
 
     Noisy copies have few repeated strings for deflate to find. Huffman-only deflate of the row differences makes
-    them as small as PIL's best setting (level 6, adaptive filters) at about 5x the speed of PIL's fastest
-    (level 1): 6 ms against 29 ms for 512x512 on the project's CPU, and zlib releases the GIL, so copies encode
-    in parallel threads. Clean smooth images come out near PIL's level 1 size.
+    them as small as PIL's best setting (level 6, adaptive filters) at 3-5x the speed of PIL's fastest (level 1):
+    8.7 ms against 28.9 ms for a noisy 512x512 copy on the project's CPU (benchmarks/bench_perturb.py), and zlib
+    releases the GIL, so copies encode in parallel threads. Clean smooth images come out near PIL's level 1 size.
     """
     height, width, _ = pixels.shape
     flat = pixels.reshape(height, width * 3)

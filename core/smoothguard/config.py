@@ -80,7 +80,6 @@ class GuardConfig:
     confidence: float = 0.95
     quorum: int | None = None
     max_concurrency: int | None = None
-    time_budget: float | None = None
     embedder: str = DEFAULT_EMBEDDER
     embedder_device: str | None = None
     clustering: Literal["kmeans", "agglomerative"] = "kmeans"
@@ -94,6 +93,7 @@ class GuardConfig:
     fetch_timeout: float = 10.0
     max_media_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    time_budget: float | None = None  # last, so that the fields before it keep their positions
 
     def __post_init__(self) -> None:
         _number(self, "sigma", low=0.0)

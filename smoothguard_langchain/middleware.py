@@ -52,6 +52,8 @@ class SmoothGuardMiddleware(AgentMiddleware):
         def call(inputs: list[ModelRequest], start: int, width: int) -> list[Any]:
             if not found.slots:
                 return [_attempt(handler, inputs[0])]  # pass-through: no threads, no tags
+            if len(inputs) == 1:  # one candidate per call (under a time budget): already in its own thread
+                return [_tagged(start, _attempt, handler, inputs[0])]
             with ContextThreadPoolExecutor(max_workers=self.config.max_concurrency or len(inputs)) as pool:
                 futures = [pool.submit(_tagged, start + i, _attempt, handler, req) for i, req in enumerate(inputs)]
                 return [f.result() for f in futures]

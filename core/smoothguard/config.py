@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from smoothguard.errors import ConfigError
+from smoothguard.image_resize import check_rule
 
 __all__ = ["CLIP_STD", "DEFAULT_EMBEDDER", "GuardConfig"]
 
@@ -66,6 +67,10 @@ class GuardConfig:
         fetch_timeout: seconds allowed to fetch one remote medium.
         max_media_bytes: largest encoded medium accepted, in bytes.
         max_image_pixels: largest image accepted, in pixels (decompression-bomb guard).
+        image_resize: the size at which image noise is drawn for a remote model (:mod:`smoothguard.image_resize`):
+            ``"auto"`` (the wrapped model's provider; in-process backends add the noise after their own
+            processor), ``"openai"``, ``"anthropic"``, ``"qwen2-vl"``, a longest side (int), a ``(width, height)``
+            bound, or ``"none"`` (the source size: a model that resizes sees weaker noise; said in the notes).
     """
 
     sigma: float = 0.1
@@ -93,7 +98,8 @@ class GuardConfig:
     fetch_timeout: float = 10.0
     max_media_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 40_000_000
-    time_budget: float | None = None  # last, so that the fields before it keep their positions
+    time_budget: float | None = None  # new fields go last, so that the fields before them keep their positions
+    image_resize: str | int | tuple[int, int] = "auto"
 
     def __post_init__(self) -> None:
         _number(self, "sigma", low=0.0)
@@ -125,6 +131,7 @@ class GuardConfig:
             raise ConfigError(
                 f"embedder_device must be a string such as 'cpu' or 'cuda', or None; got {self.embedder_device!r}"
             )
+        object.__setattr__(self, "image_resize", check_rule(self.image_resize))
         if self.quorum is not None and self.quorum > self.n_samples:
             raise ConfigError(f"quorum={self.quorum} exceeds n_samples={self.n_samples}: it could never be met")
         if self.channel_std is not None:
@@ -157,8 +164,9 @@ class GuardConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every setting as JSON-serialisable values."""
         out = dataclasses.asdict(self)
-        if out["channel_std"] is not None:
-            out["channel_std"] = list(out["channel_std"])
+        for name in ("channel_std", "image_resize"):
+            if isinstance(out[name], tuple):
+                out[name] = list(out[name])
         return out
 
 

@@ -20,9 +20,10 @@ from smoothguard.aggregate import Verdict, aggregate
 from smoothguard.certify import clopper_pearson_lower, smoothing_radius
 from smoothguard.config import GuardConfig
 from smoothguard.errors import GenerationError, GuardFlagged
+from smoothguard.image_resize import target_size
 from smoothguard.media import Media
 from smoothguard.noise import TensorNoise, make_variants, pixel_sigma
-from smoothguard.result import GuardResult, Sample
+from smoothguard.result import GuardResult, NoiseSite, Sample
 
 __all__ = ["Generate", "SmoothGuard"]
 
@@ -54,17 +55,19 @@ class SmoothGuard:
 
     # -- the steps, usable on their own -------------------------------------------------------------------
 
-    def perturb(self, media: Sequence[Media], n: int | None = None, *,
-                channel_std: Sequence[float] | None = None) -> list[list[Media]]:
-        """``n`` (default ``n_samples``) lists of media; ``[0]`` is ``media`` itself when ``include_original``.
+    def perturb(self, media: Sequence[Media], n: int | None = None, *, channel_std: Sequence[float] | None = None,
+                auto_resize: str | None = None) -> list[list[Media]]:
+        """``n`` (default ``n_samples``) lists of media; ``[0]`` is the original when ``include_original``.
 
-        With ``seed`` set, the same media give the same variants on every call.
+        Images are first brought to the ``image_resize`` size (``"auto"``: ``auto_resize``, else the source
+        size), and every copy of a resized image, the original included, is at that size. With ``seed`` set,
+        the same media give the same variants on every call.
         """
         media = _as_media_list(media)
         n = self.config.n_samples if n is None else n
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        return _Request(self.config, media, channel_std).variants(range(n))
+        return _Request(self.config, media, channel_std, auto_resize=auto_resize).variants(range(n))
 
     def aggregate(self, answers: Sequence[str]) -> Verdict:
         """Cluster and vote over ``answers``; see :func:`smoothguard.aggregate.aggregate`."""
@@ -73,32 +76,35 @@ class SmoothGuard:
     # -- whole requests -----------------------------------------------------------------------------------
 
     def run(self, media: Sequence[Media], generate: Generate, *, channel_std: Sequence[float] | None = None,
-            tensor_noise: bool = False, deadline: float | None = None) -> GuardResult:
+            tensor_noise: bool | str = False, deadline: float | None = None, auto_resize: str | None = None
+            ) -> GuardResult:
         """Guard one request: ``generate(variants)`` answers a list of variants (one str or exception each).
 
         Without media, ``generate([[]])`` is called once and its answer passed through unguarded.
         ``channel_std``: the model's per-channel normalisation std (see ``GuardConfig.channel_std``).
         ``tensor_noise=True``: images are passed clean and ``generate(variants, noise)`` gets a
-        :class:`~smoothguard.noise.TensorNoise` to add to its normalised tensor itself (the paper's code).
+        :class:`~smoothguard.noise.TensorNoise` to add to its normalised tensor itself (audio stays noisy in the
+        waveform); ``"all"``: audio too is passed clean, for a model that adds its waveform noise itself.
+        ``auto_resize``: what ``image_resize="auto"`` means for this model (:func:`~smoothguard.image_resize.auto_rule`
+        of the wrapped model; adapters pass it). Without it, "auto" draws the noise at the source size, since a
+        bare ``generate`` does not say what its model resizes to; the notes say so for images larger than
+        OpenAI's input size.
         ``deadline``: the ``time.monotonic()`` instant at which ``time_budget`` runs out (default: now +
         ``time_budget``). No adaptive round starts after it (the first always runs); a ``generate`` that fans
         out is the one to stop waiting for slow candidates then (:meth:`deadline_from_now` gives callers theirs).
         Raises :class:`GenerationError` when fewer candidates than the quorum are answered, and
         :class:`GuardFlagged` when flagged under ``on_flag="raise"``.
         """
-        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise,
-                           deadline if deadline is not None else self.deadline_from_now())
-        while (variants := request.next_round()) is not None:
-            request.record(variants, _call(request.bind(generate), variants))
-        return request.finish()
+        return self._drive(self._request(media, channel_std, tensor_noise, deadline, auto_resize), generate)
 
     async def arun(self, media: Sequence[Media], generate: Callable[..., Any], *,
-                   channel_std: Sequence[float] | None = None, tensor_noise: bool = False,
-                   deadline: float | None = None) -> GuardResult:
-        """:meth:`run` for an async ``generate`` (a sync one also works). Noise, embedding and clustering run
-        in worker threads, so the event loop stays free."""
-        request = _Request(self.config, _as_media_list(media), channel_std, tensor_noise,
-                           deadline if deadline is not None else self.deadline_from_now())
+                   channel_std: Sequence[float] | None = None, tensor_noise: bool | str = False,
+                   deadline: float | None = None, auto_resize: str | None = None) -> GuardResult:
+        """:meth:`run` for an async ``generate`` (a sync one also works). Resizing, noise, embedding and
+        clustering run in worker threads, so the event loop stays free."""
+        return await self._arun(self._request(media, channel_std, tensor_noise, deadline, auto_resize), generate)
+
+    async def _arun(self, request: _Request, generate: Callable[..., Any]) -> GuardResult:
         while (variants := await asyncio.to_thread(request.next_round)) is not None:
             try:
                 outputs = request.bind(generate)(variants)
@@ -108,6 +114,12 @@ class SmoothGuard:
                 outputs = [exc] * len(variants)
             await asyncio.to_thread(request.record, variants, outputs)
         return await asyncio.to_thread(request.finish)
+
+    def _request(self, media: Sequence[Media], channel_std: Sequence[float] | None, tensor_noise: bool | str,
+                 deadline: float | None, auto_resize: str | None, sites: Sequence[NoiseSite] | None = None
+                 ) -> _Request:
+        return _Request(self.config, _as_media_list(media), channel_std, tensor_noise,
+                        deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites)
 
     def deadline_from_now(self) -> float | None:
         """``time.monotonic()`` + ``time_budget`` (seconds), or None without a budget."""
@@ -119,25 +131,41 @@ class SmoothGuard:
         """Guard ``backend.generate(prompt, variants)`` for a prompt with images and/or audio clips.
 
         ``images`` and ``audio`` take anything :meth:`Media.image` / :meth:`Media.audio` take (audio as
-        ``Media`` or WAV bytes/paths/data URLs; arrays need ``Media.audio(x, sample_rate)`` first).
+        ``Media`` or WAV bytes/paths/data URLs; arrays need ``Media.audio(x, sample_rate)`` first). A backend
+        that adds the noise itself (``adds_noise``, as the Hugging Face backends) gets the clean media once and
+        draws the noise at its model's input size; under ``image_resize="none"`` the guard draws it at the
+        source size instead (the previous behaviour, weaker on large images).
         """
-        media = _collect_media(images, audio, self.config)
-        if _adds_tensor_noise(backend):
-            return self.run(media, lambda variants, noise: backend.generate(prompt, variants, tensor_noise=noise),
-                            tensor_noise=True)
-        return self.run(media, lambda variants: backend.generate(prompt, variants),
-                        channel_std=getattr(backend, "pixel_std", None))
+        request = self._backend_request(backend, prompt, _collect_media(images, audio, self.config))
+        if request.tensor_noise:
+            return self._drive(request, lambda variants, noise: backend.generate(prompt, variants,
+                                                                                     tensor_noise=noise))
+        return self._drive(request, lambda variants: backend.generate(prompt, variants))
 
     async def aask(self, backend: Any, prompt: str, *, images: Sequence[Any] = (),
                    audio: Sequence[Any] | Any = ()) -> GuardResult:
         """Async :meth:`ask`, through ``backend.agenerate``."""
         media = _collect_media(images, audio, self.config)
+        request = await asyncio.to_thread(self._backend_request, backend, prompt, media)
+        if request.tensor_noise:
+            return await self._arun(request, lambda variants, noise: backend.agenerate(prompt, variants,
+                                                                                       tensor_noise=noise))
+        return await self._arun(request, lambda variants: backend.agenerate(prompt, variants))
+
+    def _backend_request(self, backend: Any, prompt: str, media: list[Media]) -> _Request:
+        channel_std = getattr(backend, "pixel_std", None)
+        if getattr(backend, "adds_noise", False) and self.config.image_resize != "none":
+            sites = backend.noise_sites(prompt, media) if hasattr(backend, "noise_sites") else None
+            return self._request(media, channel_std, "all", None, None, sites)
         if _adds_tensor_noise(backend):
-            return await self.arun(
-                media, lambda variants, noise: backend.agenerate(prompt, variants, tensor_noise=noise),
-                tensor_noise=True)
-        return await self.arun(media, lambda variants: backend.agenerate(prompt, variants),
-                               channel_std=getattr(backend, "pixel_std", None))
+            return self._request(media, channel_std, True, None, None)
+        return self._request(media, channel_std, False, None, None)
+
+    @staticmethod
+    def _drive(request: _Request, generate: Callable[..., Any]) -> GuardResult:
+        while (variants := request.next_round()) is not None:
+            request.record(variants, _call(request.bind(generate), variants))
+        return request.finish()
 
 
 # -- one request's state ------------------------------------------------------------------------------------
@@ -147,14 +175,20 @@ class _Request:
     """The state of one guarded request: which candidates were asked, what they answered, the verdict."""
 
     def __init__(self, config: GuardConfig, media: list[Media], channel_std: Sequence[float] | None = None,
-                 tensor_noise: bool = False, deadline: float | None = None) -> None:
+                 tensor_noise: bool | str = False, deadline: float | None = None, auto_resize: str | None = None,
+                 sites: Sequence[NoiseSite] | None = None) -> None:
         self.config = config
         self.deadline = deadline
         self.media = media
         self.entropy = config.seed if config.seed is not None else np.random.SeedSequence().entropy
         self.tensor_noise = tensor_noise
+        self.pixel_std = _pixel_std(config, channel_std)
         self.image_std = None if tensor_noise else pixel_sigma(config.sigma, config.sigma_space,
                                                                config.channel_std or channel_std)
+        self.auto_resize = auto_resize
+        self.sites: tuple[NoiseSite, ...] = tuple(sites) if sites is not None else ()
+        self.notes: list[str] = []
+        self.noisy_media: list[Media] | None = None  # the media at the size the noise is drawn at
         self.round: list[int] = []
         self.outputs: list[Any] = []
         self.timings = {"perturb": 0.0, "generate": 0.0, "aggregate": 0.0}
@@ -167,10 +201,46 @@ class _Request:
     def passthrough(self) -> bool:
         return not self.media
 
+    def _at_noise_size(self) -> list[Media]:
+        """The media brought to the size the noise is drawn at (once per request), with where that is."""
+        if self.noisy_media is not None:
+            return self.noisy_media
+        if self.tensor_noise:  # the backend draws it after its own processor, and said where
+            self.noisy_media = self.media
+            return self.media
+        rule = self.config.image_resize
+        if rule == "auto":
+            rule = self.auto_resize or "none"
+        out, sites = [], []
+        for k, item in enumerate(self.media):
+            if item.kind == "audio":
+                out.append(item)
+                sites.append(NoiseSite("audio", (item.sample_rate or 0, item.n_channels),
+                                       (item.sample_rate or 0, item.n_channels)))
+                continue
+            size = target_size(rule, item.width, item.height)
+            out.append(item.resized(*size))
+            sites.append(NoiseSite("image", (item.width, item.height), size))
+            if rule == "none":
+                model = self.auto_resize or "openai"
+                seen = target_size(model, item.width, item.height)
+                if seen != size:
+                    self.notes.append(
+                        f"image {k}: noise drawn at its source size {size[0]}x{size[1]} (image_resize="
+                        f"{self.config.image_resize!r}); a model that resizes it ({model!r}: to {seen[0]}x{seen[1]}) "
+                        f"averages most of that noise away; set image_resize to the size the model sees")
+        self.sites = tuple(sites)
+        self.noisy_media = out
+        return out
+
     def variants(self, indices: Sequence[int]) -> Variants:
         start = time.perf_counter()
-        variants = make_variants(self.media, list(indices), entropy=self.entropy, image_std=self.image_std,
-                                 audio_std=self.config.audio_sigma, include_original=self.config.include_original)
+        media = self._at_noise_size()
+        if self.tensor_noise == "all":
+            variants = [list(media) for _ in indices]
+        else:
+            variants = make_variants(media, list(indices), entropy=self.entropy, image_std=self.image_std,
+                                     audio_std=self.config.audio_sigma, include_original=self.config.include_original)
         self.timings["perturb"] += time.perf_counter() - start
         return variants
 
@@ -190,9 +260,12 @@ class _Request:
 
     def bind(self, generate: Callable[..., Any]) -> Callable[[Variants], Any]:
         """``generate`` as a function of the variants alone (with this round's tensor noise bound in)."""
-        if not self.tensor_noise or self.passthrough:
+        if not self.tensor_noise:
             return generate
-        noise = TensorNoise.for_variants(self.config.sigma, self.entropy, self.round, self.config.include_original)
+        if self.passthrough:
+            return lambda variants: generate(variants, None)
+        noise = TensorNoise.for_variants(self.config.sigma, self.entropy, self.round, self.config.include_original,
+                                         pixel_std=self.pixel_std, audio_sigma=self.config.audio_sigma)
         return lambda variants: generate(variants, noise)
 
     def record(self, variants: Variants, outputs: Sequence[Any]) -> None:
@@ -277,7 +350,7 @@ class _Request:
             answer=self.config.refusal_message if refused else answer, samples=samples, clusters=clusters,
             winner=winner, representative=representative, agreement=agreement, consensus_lower_bound=lower,
             radius=radius, flagged=flagged, refused=refused, passthrough=passthrough, n_used=len(self.outputs),
-            config=self.config, timings=timings, notes=notes)
+            config=self.config, timings=timings, notes=(*notes, *self.notes), noise=self.sites)
         if flagged and self.config.on_flag == "raise":
             raise GuardFlagged(result)
         return result
@@ -295,6 +368,16 @@ def _call(generate: Generate, variants: Variants) -> Sequence[Any]:
         _close(outputs)
         raise TypeError("generate returned a coroutine: use `await guard.arun(...)` for async models")
     return outputs
+
+
+def _pixel_std(config: GuardConfig, channel_std: Sequence[float] | None) -> tuple[float, float, float] | None:
+    """The [0, 1]-pixel noise std per channel a backend that adds the noise must use, or None for ``sigma`` in
+    its own normalised units (the default: the backend's processor std is the unit)."""
+    if config.sigma_space == "pixel":
+        return (config.sigma,) * 3
+    if config.channel_std is not None:
+        return tuple(float(config.sigma * s) for s in config.channel_std)  # type: ignore[return-value]
+    return None
 
 
 def _adds_tensor_noise(backend: Any) -> bool:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,8 @@ def make_variants(
 
     image_std: per-channel pixel std, shape (3,) (see :func:`pixel_sigma`), or None to leave images as they
     are (a backend adding :class:`TensorNoise` itself); audio_std: waveform std.
-    The input media are never modified; noisy variants are new :class:`Media` in the same formats.
+    The input media are never modified; noisy variants are new :class:`Media`: images as PNG (lossless, whatever
+    the source format), audio in the source's format, rate and sample format.
     workers: threads drawing the variants (numpy's generators release the GIL); default: one per CPU, and one
     for calls of fewer than about a million noise values. Every variant has its own generator, so the result
     does not depend on it.
@@ -86,10 +88,11 @@ def make_variants(
         for item in media:
             if item.kind == "image" and image_std is None:
                 out.append(item)
-            elif item.kind == "image":
-                out.append(item.with_data(add_image_noise(item.data, image_std, rng)))
+            elif item.kind == "image":  # written lossless whatever the source format: the noise arrives exactly
+                out.append(Media._make("image", add_image_noise(item.data, image_std, rng), "png"))
             else:
-                out.append(item.with_data(add_audio_noise(item.data, audio_std, rng)))
+                out.append(Media._make("audio", add_audio_noise(item.data, audio_std, rng), item.format,
+                                       sample_rate=item.sample_rate, wav_subtype=item.wav_subtype))
         return out
 
     if workers is None:
@@ -106,14 +109,19 @@ def make_variants(
 
 @dataclass(frozen=True)
 class TensorNoise:
-    """Noise a backend adds itself to its processor's normalised tensor (``noise_space="normalized"``).
+    """Noise a backend adds itself to the tensors its model consumes, after its processor's geometry.
 
-    This reproduces the paper's code: ``pixel_values + sigma * N(0, 1)``, unclamped. ``seeds[i]`` belongs to
-    the ``i``-th variant of the call; None means leave it clean (the original).
+    The guard passes clean media and this; the backend adds, to variant ``i``'s ``pixel_values``, noise of std
+    ``sigma`` in normalised units (or ``pixel_std`` per channel in [0, 1] pixels, divided by its processor's
+    std: ``sigma_space="pixel"`` or an explicit ``channel_std``), and ``audio_sigma`` to its waveforms after
+    the mix to mono and the resampling to its feature extractor's rate. ``seeds[i]`` belongs to the ``i``-th
+    variant of the call; None means leave it clean (the original).
     """
 
     sigma: float
     seeds: tuple[int | None, ...]
+    pixel_std: tuple[float, float, float] | None = None
+    audio_sigma: float = 0.0
 
     def sample(self, i: int, shape: tuple[int, ...]) -> np.ndarray | None:
         """The noise of variant ``i``, float32 of ``shape`` (std ``sigma``), or None for a clean variant."""
@@ -122,12 +130,23 @@ class TensorNoise:
             return None
         return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32) * np.float32(self.sigma)
 
+    def generator(self, i: int, device: Any = "cpu") -> Any:
+        """A ``torch.Generator`` on ``device`` seeded for variant ``i``, or None for a clean variant."""
+        seed = self.seeds[i]
+        if seed is None:
+            return None
+        import torch
+
+        return torch.Generator(device=device).manual_seed(seed)
+
     @classmethod
-    def for_variants(cls, sigma: float, entropy: int, indices: Sequence[int], include_original: bool) -> TensorNoise:
+    def for_variants(cls, sigma: float, entropy: int, indices: Sequence[int], include_original: bool, *,
+                     pixel_std: Sequence[float] | None = None, audio_sigma: float = 0.0) -> TensorNoise:
         """The noise of the variants ``indices`` of a request with noise ``entropy``."""
         seeds = tuple(
             None if (index == 0 and include_original)
             else int(np.random.SeedSequence(entropy, spawn_key=(index, 1)).generate_state(1, np.uint64)[0])
             for index in indices
         )
-        return cls(sigma=sigma, seeds=seeds)
+        std = None if pixel_std is None else tuple(float(s) for s in pixel_std)
+        return cls(sigma=sigma, seeds=seeds, pixel_std=std, audio_sigma=float(audio_sigma))

@@ -8,7 +8,7 @@ from typing import Any
 from smoothguard.aggregate import Cluster
 from smoothguard.config import GuardConfig
 
-__all__ = ["GuardResult", "Sample"]
+__all__ = ["GuardResult", "NoiseSite", "Sample"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,35 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class NoiseSite:
+    """Where the noise of one medium was drawn.
+
+    kind: ``"image"`` or ``"audio"``. source / drawn_at: images ``(width, height)`` in pixels, audio
+    ``(sample_rate, channels)``: the medium as given, and the tensor the noise was added to. views: for images,
+    how many tensors of that size the model sees it as (tiles and overview; None when a processor's tiles of
+    several images cannot be told apart).
+    """
+
+    kind: str
+    source: tuple[int, int]
+    drawn_at: tuple[int, int]
+    views: int | None = 1
+
+    @property
+    def resampled(self) -> bool:
+        """True when the noise was drawn at another size or rate than the source's."""
+        return self.source != self.drawn_at
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("width", "height") if self.kind == "image" else ("sample_rate", "channels")
+        out: dict[str, Any] = {"kind": self.kind, "source": dict(zip(keys, self.source, strict=True)),
+                               "drawn_at": dict(zip(keys, self.drawn_at, strict=True))}
+        if self.kind == "image":
+            out["views"] = self.views
+        return out
+
+
+@dataclass(frozen=True)
 class GuardResult:
     """The outcome of one guarded request.
 
@@ -49,6 +78,7 @@ class GuardResult:
     passthrough: the request had no image or audio and was answered by one unguarded call.
     n_used: model calls made. timings: seconds per stage (perturb, generate, aggregate, total).
     notes: anything the caller should know (e.g. remote media passed through unsmoothed).
+    noise: per medium, in request order, where its noise was drawn (:class:`NoiseSite`).
     """
 
     answer: str
@@ -66,6 +96,7 @@ class GuardResult:
     passthrough: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    noise: tuple[NoiseSite, ...] = ()
 
     @property
     def answers(self) -> list[str | None]:
@@ -89,5 +120,6 @@ class GuardResult:
             "clusters": [c.to_dict() for c in self.clusters],
             "timings": dict(self.timings),
             "notes": list(self.notes),
+            "noise": [site.to_dict() for site in self.noise],
             "config": self.config.to_dict(),
         }

@@ -55,7 +55,7 @@ def test_run_errors_are_reported_with_exit_status_2(files, tmp_path, capsys):
     assert main(["run", "--model", str(files["qwen"]), "--prompt", "Hi", "--image", str(files["png"]),
                  "--sigma", "-1", *ARGS]) == 2
     assert "sigma" in capsys.readouterr().err
-    assert main(["run", "--model", str(files["qwen"]), "--prompt", "Hi", "--audio", str(files["wav"]), *ARGS]) == 1
+    assert main(["run", "--model", str(files["qwen"]), "--prompt", "Hi", "--audio", str(files["wav"]), *ARGS]) == 2
     assert "reads image, not audio" in capsys.readouterr().err
 
 

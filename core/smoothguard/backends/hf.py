@@ -27,10 +27,12 @@ import numpy as np
 from smoothguard.backends.device import resolve_device, resolve_dtype
 from smoothguard.backends.families import Family, family_for, pixel_slices
 from smoothguard.backends.float_images import float_resizing
+from smoothguard.backends.model_noise import PixelNoise
 from smoothguard.backends.processors import load_processor
 from smoothguard.errors import ConfigError, MediaError
 from smoothguard.media import Media
 from smoothguard.noise import TensorNoise
+from smoothguard.result import NoiseSite
 
 __all__ = ["HFAudioLanguageModel", "HFVisionLanguageModel"]
 
@@ -58,6 +60,8 @@ class HFVisionLanguageModel:
     """
 
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
+    #: the guard passes clean media and a :class:`~smoothguard.noise.TensorNoise`; this backend adds the noise
+    adds_noise: ClassVar[bool] = True
 
     def __init__(self, model: Any, processor: Any, *, max_new_tokens: int = 128, max_batch_size: int = 16,
                  noise_space: str = "pixel", generation_kwargs: Mapping[str, Any] | None = None) -> None:
@@ -77,6 +81,10 @@ class HFVisionLanguageModel:
         self._lock = threading.Lock()  # one generate at a time on the model
         self._text_lock = threading.Lock()  # fast tokenizers are not re-entrant
         self._prompts: dict[tuple[str, int], str] = {}
+        self._last_sample: tuple[str, tuple[Media, ...], Any] | None = None
+        image_processor = getattr(self._processor, "image_processor", None)
+        self._pixel_noise = (PixelNoise.for_processor(self.family.layout, image_processor)
+                             if self.family.modality == "image" else None)
 
     # -- construction ----------------------------------------------------------------------------------------
 
@@ -188,8 +196,11 @@ class HFVisionLanguageModel:
                      indices: Sequence[int] | None = None) -> Any:
         """The model inputs (a ``BatchFeature`` on the model's device, floats in its dtype) for ``variants``.
 
-        ``indices[j]``: the position of ``variants[j]`` in the call, which picks its ``tensor_noise``
-        (default ``0..n-1``). For attacks and tests: ``model.generate(**inputs)`` / ``model(**inputs)``.
+        ``tensor_noise``: the noise of each variant, added after the processor (:mod:`.model_noise`): to its
+        ``pixel_values`` on the model's device (clamped to the image range under ``noise_space="pixel"``), or to
+        its waveforms at the feature extractor's rate. ``indices[j]``: the position of ``variants[j]`` in the
+        call, which picks its noise (default ``0..n-1``). Variants that hold the same media objects (the guard's
+        clean copies) go through the processor once. For attacks and tests: ``model.generate(**inputs)``.
         """
         import torch
 
@@ -198,25 +209,80 @@ class HFVisionLanguageModel:
         for media in variants:
             self._check_media(media)
         counts = [len(media) for media in variants]
-        texts = [self._prompt(prompt, n) for n in counts]
-        with self._text_lock:
-            inputs = self._process(texts, variants, counts)
-        if tensor_noise is not None and any(counts):
-            for j, view in enumerate(pixel_slices(self.family, inputs, counts)):
-                noise = tensor_noise.sample(indices[j], tuple(view.shape))
-                if noise is not None:
-                    view += torch.from_numpy(noise).to(view.dtype)
-        if self.family.layout == "tiles" and any(counts):
-            _mark_blank_tiles(pixel_slices(self.family, inputs, counts))
+        inputs = self._processed(prompt, variants, counts, tensor_noise, indices)
         device, dtype = self.device, getattr(self.model, "dtype", None)
         for key, value in inputs.items():
             if torch.is_tensor(value):
-                inputs[key] = value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+                inputs[key] = value.to(device)
+        if self.family.modality == "image" and any(counts):
+            views = pixel_slices(self.family, inputs, counts)
+            if tensor_noise is not None:
+                noise = self._pixel_noise
+                scale = noise.scale(tensor_noise.sigma, tensor_noise.pixel_std)
+                for j, view in enumerate(views):
+                    generator = tensor_noise.generator(indices[j], view.device)
+                    if generator is not None and view.numel():
+                        noise.add_(view, scale, generator, clamp=self.noise_space == "pixel")
+            if self.family.layout == "tiles":
+                _mark_blank_tiles(views)
+        for key, value in inputs.items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                inputs[key] = value.to(dtype=dtype)
         return inputs
+
+    def noise_sites(self, prompt: str, media: Sequence[Media]) -> tuple[NoiseSite, ...]:
+        """Where this backend draws the noise of each of ``media``: the size of the views its model consumes
+        (images) or the rate and channels its feature extractor reads (audio)."""
+        media = list(media)
+        self._check_media(media)
+        if self.family.modality == "audio":
+            rate = int(self._processor.feature_extractor.sampling_rate)
+            return tuple(NoiseSite("audio", (int(m.sample_rate or rate), m.n_channels), (rate, 1)) for m in media)
+        if not media:
+            return ()
+        inputs = self._clean_sample(prompt, media)
+        return tuple(NoiseSite("image", (m.width, m.height), size, views)
+                     for m, (size, views) in zip(media, self._views(inputs, len(media)), strict=True))
 
     # -- internals -------------------------------------------------------------------------------------------
 
-    def _process(self, texts: list[str], variants: list[list[Media]], counts: list[int]) -> Any:
+    def _processed(self, prompt: str, variants: list[list[Media]], counts: list[int],
+                   tensor_noise: TensorNoise | None, indices: list[int]) -> Any:
+        """The processor's output (CPU tensors) for ``variants``; noisy waveforms for audio with ``tensor_noise``."""
+        first = variants[0] if variants else []
+        same = all(len(v) == len(first) and all(a is b for a, b in zip(v, first, strict=True)) for v in variants)
+        if self.family.modality == "image" and same and first:
+            one = self._clean_sample(prompt, first)
+            return type(one)({k: v.repeat(len(variants), *[1] * (v.dim() - 1)) if hasattr(v, "repeat") else v
+                              for k, v in one.items()})
+        texts = [self._prompt(prompt, n) for n in counts]
+        with self._text_lock:
+            return self._process(texts, variants, counts, tensor_noise, indices)
+
+    def _clean_sample(self, prompt: str, media: list[Media]) -> Any:
+        """The processor's output for one sample of ``media``, computed once per request (the last one is kept)."""
+        with self._text_lock:
+            cached = self._last_sample
+            if cached is not None and cached[0] == prompt and len(cached[1]) == len(media) and all(
+                    a is b for a, b in zip(cached[1], media, strict=True)):
+                return cached[2]
+            inputs = self._process([self._prompt(prompt, len(media))], [media], [len(media)], None, [0])
+            self._last_sample = (prompt, tuple(media), inputs)
+            return inputs
+
+    def _views(self, inputs: Any, n_images: int) -> list[tuple[tuple[int, int], int | None]]:
+        """Per image of a one-sample ``inputs``: the (width, height) of the views the model sees, and how many."""
+        pv = inputs["pixel_values"]
+        if self.family.layout == "patches":
+            patch = int(getattr(self._processor.image_processor, "patch_size", 14))
+            return [((int(w) * patch, int(h) * patch), int(t)) for t, h, w in inputs["image_grid_thw"].tolist()]
+        if self.family.layout == "images":
+            return [((int(pv.shape[-1]), int(pv.shape[-2])), int(pv.shape[1]) if pv.dim() == 5 else 1)] * n_images
+        (tiles,) = pixel_slices(self.family, inputs, [n_images])
+        return [((int(pv.shape[-1]), int(pv.shape[-2])), len(tiles) if n_images == 1 else None)] * n_images
+
+    def _process(self, texts: list[str], variants: list[list[Media]], counts: list[int],
+                 tensor_noise: TensorNoise | None, indices: list[int]) -> Any:
         """The processor's output (CPU tensors) for one prompt text per variant."""
         if self.family.modality == "image" and any(counts):
             nested = [[m.data for m in media] for media in variants]
@@ -225,7 +291,10 @@ class HFVisionLanguageModel:
                                    padding_side="left", do_rescale=False)
         if self.family.modality == "audio" and any(counts):
             rate = int(self._processor.feature_extractor.sampling_rate)
-            waves = [_mono_at(m, rate) for media in variants for m in media]
+            waves = []
+            for j, media in enumerate(variants):
+                generator = None if tensor_noise is None else tensor_noise.generator(indices[j])
+                waves.extend(_noisy(_mono_at(m, rate), tensor_noise, generator) for m in media)
             return self._processor(text=texts, audio=waves, sampling_rate=rate, return_tensors="pt", padding=True,
                                    padding_side="left")
         if self.family.name == "BLIP-2":
@@ -333,6 +402,16 @@ def _mono_at(media: Media, rate: int) -> np.ndarray:
         g = math.gcd(source, rate)
         wave = resample_poly(wave, rate // g, source // g)
     return np.asarray(wave, dtype=np.float32)
+
+
+def _noisy(wave: np.ndarray, noise: TensorNoise | None, generator: Any) -> np.ndarray:
+    """``clip(wave + N(0, audio_sigma^2), -1, 1)`` drawn from the torch ``generator``; ``wave`` when it is None."""
+    if noise is None or generator is None:
+        return wave
+    import torch
+
+    z = torch.randn(wave.shape, generator=generator, dtype=torch.float32).numpy()
+    return np.clip(wave + np.float32(noise.audio_sigma) * z, -1.0, 1.0).astype(np.float32)
 
 
 def _mark_blank_tiles(views: Sequence[Any]) -> None:

@@ -18,14 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 from smoothguard import GuardResult, Media, SmoothGuard
 from smoothguard.deadline import late_error, late_note, wait_tasks, wait_threads
 from smoothguard.errors import GenerationError, GuardFlagged
+from smoothguard.image_resize import rule_for_model
 
-__all__ = ["EVENT_NAME", "Candidates", "add_notes", "annotate_message", "arun_guard", "run_guard", "total_usage",
-           "vote_text"]
+__all__ = ["EVENT_NAME", "Candidates", "add_notes", "annotate_message", "arun_guard", "chat_model", "run_guard",
+           "total_usage", "vote_text"]
 
 #: Name of the custom callback event carrying ``GuardResult.to_dict()`` for every guarded request.
 EVENT_NAME = "smoothguard_result"
@@ -44,8 +46,9 @@ class Candidates:
     """
 
     def __init__(self, rebuild: Callable[[list[Media]], Any], call: Call | None = None,
-                 acall: ACall | None = None, text: Callable[[Any], Any] | None = None) -> None:
+                 acall: ACall | None = None, text: Callable[[Any], Any] | None = None, model: Any = None) -> None:
         self.rebuild = rebuild
+        self.auto_resize = rule_for_model(chat_model(model))  # what image_resize="auto" means for the model
         self.call = call
         self.acall = acall
         self.text = text or vote_text
@@ -150,6 +153,21 @@ class Candidates:
         return self.outputs[index]
 
 
+def chat_model(runnable: Any) -> Any:
+    """The chat model inside ``runnable``: itself, or the one under bindings (``bind_tools``, ``with_config``),
+    configurable alternatives (the default) and sequences (``prompt | model | parser``); None if there is none."""
+    for _ in range(32):
+        if runnable is None or isinstance(runnable, BaseChatModel):
+            return runnable
+        inner = getattr(runnable, "bound", None) or getattr(runnable, "default", None)
+        if inner is None:
+            steps = getattr(runnable, "steps", None) or []
+            inner = next((m for m in map(chat_model, steps) if m is not None), None)
+            return inner
+        runnable = inner
+    return None
+
+
 def run_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates, notes: Sequence[str]) -> GuardResult:
     """``guard.run`` over ``candidates`` with ``notes`` added to the result (also to a ``GuardFlagged``'s result).
 
@@ -159,7 +177,7 @@ def run_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates, no
     """
     deadline = candidates.limit_time(guard) if media else None
     with _guard_outcome(media, candidates, notes):
-        result = guard.run(media, candidates.generate, deadline=deadline)
+        result = guard.run(media, candidates.generate, deadline=deadline, auto_resize=candidates.auto_resize)
     return add_notes(result, [*notes, *candidates.notes()])
 
 
@@ -168,7 +186,7 @@ async def arun_guard(guard: SmoothGuard, media: list[Media], candidates: Candida
     """Async :func:`run_guard` (``guard.arun`` over ``candidates.agenerate``)."""
     deadline = candidates.limit_time(guard) if media else None
     with _guard_outcome(media, candidates, notes):
-        result = await guard.arun(media, candidates.agenerate, deadline=deadline)
+        result = await guard.arun(media, candidates.agenerate, deadline=deadline, auto_resize=candidates.auto_resize)
     return add_notes(result, [*notes, *candidates.notes()])
 
 

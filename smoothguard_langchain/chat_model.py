@@ -138,7 +138,7 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
             with fanout_context(run_manager) as ctx:
                 return ctx.run(self.model.batch, inputs, configs, return_exceptions=True, **call_kwargs)
 
-        candidates = Candidates(found.rebuild, call=call)
+        candidates = Candidates(found.rebuild, call=call, model=self.model)
         result = run_guard(guard, found.media, candidates, found.notes)
         emit_result(run_manager, result.to_dict())
         chat_result = self._result(result, candidates)
@@ -159,7 +159,7 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
                 batch = self.model.abatch(inputs, configs, return_exceptions=True, **call_kwargs)
                 return await asyncio.create_task(batch, context=ctx)
 
-        candidates = Candidates(found.rebuild, acall=acall)
+        candidates = Candidates(found.rebuild, acall=acall, model=self.model)
         result = await arun_guard(guard, found.media, candidates, found.notes)
         await aemit_result(run_manager, result.to_dict())
         chat_result = self._result(result, candidates)

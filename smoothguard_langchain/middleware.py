@@ -58,7 +58,8 @@ class SmoothGuardMiddleware(AgentMiddleware):
                 futures = [pool.submit(_tagged, start + i, _attempt, handler, req) for i, req in enumerate(inputs)]
                 return [f.result() for f in futures]
 
-        candidates = Candidates(lambda media: _request(request, found, media), call=call, text=_vote)
+        candidates = Candidates(lambda media: _request(request, found, media), call=call, text=_vote,
+                                model=request.model)
         return _response(run_guard(self.guard, found.media, candidates, found.notes), candidates)
 
     async def awrap_model_call(self, request: ModelRequest,
@@ -77,7 +78,8 @@ class SmoothGuardMiddleware(AgentMiddleware):
                 return [await _aattempt(handler, inputs[0])]
             return list(await asyncio.gather(*(one(start + i, req) for i, req in enumerate(inputs))))
 
-        candidates = Candidates(lambda media: _request(request, found, media), acall=acall, text=_vote)
+        candidates = Candidates(lambda media: _request(request, found, media), acall=acall, text=_vote,
+                                model=request.model)
         return _response(await arun_guard(self.guard, found.media, candidates, found.notes), candidates)
 
 

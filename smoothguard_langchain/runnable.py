@@ -90,7 +90,7 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
             with fanout_context(run_manager) as ctx:
                 return ctx.run(self.bound.batch, inputs, configs, return_exceptions=True, **kwargs)
 
-        candidates = Candidates(found.rebuild, call=call)
+        candidates = Candidates(found.rebuild, call=call, model=self.bound)
         result = run_guard(guard, found.media, candidates, found.notes)
         emit_result(run_manager, result.to_dict())
         return _output(result, candidates)
@@ -107,7 +107,7 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
                 batch = self.bound.abatch(inputs, configs, return_exceptions=True, **kwargs)
                 return await asyncio.create_task(batch, context=ctx)
 
-        candidates = Candidates(found.rebuild, acall=acall)
+        candidates = Candidates(found.rebuild, acall=acall, model=self.bound)
         result = await arun_guard(guard, found.media, candidates, found.notes)
         await aemit_result(run_manager, result.to_dict())
         return _output(result, candidates)

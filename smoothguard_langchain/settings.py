@@ -56,6 +56,9 @@ class GuardSettings(BaseModel):
     fetch_timeout: float = Field(10.0, description="Seconds allowed to fetch one remote medium.")
     max_media_bytes: int = Field(50 * 1024 * 1024, description="Largest encoded medium accepted, in bytes.")
     max_image_pixels: int = Field(40_000_000, description="Largest image accepted, in pixels.")
+    image_resize: str | int | tuple[int, int] = Field(
+        "auto", description="Size at which image noise is drawn: 'auto' (the wrapped model's provider), 'openai', "
+        "'anthropic', 'qwen2-vl', a longest side, a (width, height) bound, or 'none' (the source size).")
 
     #: Keyword arguments accepted for drop-in compatibility and ignored with a warning (subclasses extend it).
     _tolerated: ClassVar[frozenset[str]] = frozenset()

@@ -43,7 +43,7 @@ class Fanout(dict[int, Any]):
 
 
 def run_sync(guard: SmoothGuard, media: Sequence[Media], call: Callable[[int, list[Media]], R],
-             text: Callable[[R], str]) -> tuple[GuardResult, Fanout]:
+             text: Callable[[R], str], auto_resize: str | None = None) -> tuple[GuardResult, Fanout]:
     """Guard ``call(candidate_index, variant) -> response`` with threads; ``text(response)`` is what is voted on."""
     responses = Fanout()
     offset = 0
@@ -61,12 +61,12 @@ def run_sync(guard: SmoothGuard, media: Sequence[Media], call: Callable[[int, li
         return [_settle(responses, i, f, text, guard) for (i, _), f in zip(jobs, futures, strict=True)]
 
     with _late_noted(responses, guard):
-        result = guard.run(media, generate, deadline=deadline)
+        result = guard.run(media, generate, deadline=deadline, auto_resize=auto_resize)
     return _noted(result, responses, guard), responses
 
 
 async def run_async(guard: SmoothGuard, media: Sequence[Media], call: Callable[[int, list[Media]], Awaitable[R]],
-                    text: Callable[[R], str]) -> tuple[GuardResult, Fanout]:
+                    text: Callable[[R], str], auto_resize: str | None = None) -> tuple[GuardResult, Fanout]:
     """Guard ``await call(candidate_index, variant)`` with ``asyncio.gather``, at most ``max_concurrency`` at once."""
     responses = Fanout()
     offset = 0
@@ -87,7 +87,7 @@ async def run_async(guard: SmoothGuard, media: Sequence[Media], call: Callable[[
         return [_settle(responses, i, t, text, guard) for (i, _), t in zip(jobs, tasks, strict=True)]
 
     with _late_noted(responses, guard):
-        result = await guard.arun(media, generate, deadline=deadline)
+        result = await guard.arun(media, generate, deadline=deadline, auto_resize=auto_resize)
     return _noted(result, responses, guard), responses
 
 

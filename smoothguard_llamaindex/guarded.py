@@ -18,6 +18,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, Completi
 
 from smoothguard import GuardConfig, GuardFlagged, GuardResult, Media, SmoothGuard
 from smoothguard.errors import ConfigError
+from smoothguard.image_resize import rule_for_model
 from smoothguard_llamaindex.events import dispatch_vote
 from smoothguard_llamaindex.fanout import run_async, run_sync
 
@@ -65,9 +66,10 @@ def build_config(guard_config: GuardConfig | Mapping[str, Any] | None, settings:
 
 
 def guarded_call(guard: SmoothGuard, payload: Payload | None, call: Callable[[Any], R], text: Callable[[R], str],
-                 *, model_name: str, endpoint: str) -> tuple[R | None, GuardResult]:
+                 *, model_name: str, endpoint: str, model: Any = None) -> tuple[R | None, GuardResult]:
     """Run ``call(rebuilt payload)`` once per candidate (threads) and vote on ``text(response)``.
 
+    ``model``: the wrapped LLM, which decides what ``image_resize="auto"`` means.
     Returns the picked response (None when the answer was replaced by the refusal message) and the result.
     ``payload`` None means a request without media: one call, ``call(None)``.
     """
@@ -76,7 +78,7 @@ def guarded_call(guard: SmoothGuard, payload: Payload | None, call: Callable[[An
             return call(payload.build(variant, index) if payload is not None else None)
 
         try:
-            result, responses = run_sync(guard, payload.media if payload else [], one, text)
+            result, responses = run_sync(guard, payload.media if payload else [], one, text, rule_for_model(model))
         except GuardFlagged as flagged:
             _flagged(flagged, payload, model_name, endpoint)
         result = _annotate(result, payload, model_name, endpoint)
@@ -87,7 +89,8 @@ def guarded_call(guard: SmoothGuard, payload: Payload | None, call: Callable[[An
 
 
 async def aguarded_call(guard: SmoothGuard, payload: Payload | None, call: Callable[[Any], Awaitable[R]],
-                        text: Callable[[R], str], *, model_name: str, endpoint: str) -> tuple[R | None, GuardResult]:
+                        text: Callable[[R], str], *, model_name: str, endpoint: str,
+                        model: Any = None) -> tuple[R | None, GuardResult]:
     """:func:`guarded_call` for an async ``call``; payloads are rebuilt (encoded) in worker threads."""
     try:
         async def one(index: int, variant: list[Media]) -> R:
@@ -95,7 +98,8 @@ async def aguarded_call(guard: SmoothGuard, payload: Payload | None, call: Calla
             return await call(built)
 
         try:
-            result, responses = await run_async(guard, payload.media if payload else [], one, text)
+            result, responses = await run_async(guard, payload.media if payload else [], one, text,
+                                                rule_for_model(model))
         except GuardFlagged as flagged:
             _flagged(flagged, payload, model_name, endpoint)
         result = _annotate(result, payload, model_name, endpoint)

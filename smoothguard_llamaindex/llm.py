@@ -220,7 +220,7 @@ class SmoothGuardLLM(FunctionCallingLLM):
         self._share_callbacks()
         payload = MessageMedia(messages, self.guard_config)
         response, result = guarded_call(self.guard, payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text,
-                                        model_name=self._inner_name(), endpoint=endpoint)
+                                        model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result)
 
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
@@ -231,7 +231,7 @@ class SmoothGuardLLM(FunctionCallingLLM):
             return await self.llm.achat(msgs, **kwargs)
 
         response, result = await aguarded_call(self.guard, payload, call, chat_text,
-                                               model_name=self._inner_name(), endpoint=endpoint)
+                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result)
 
     def _complete(self, prompt: str, formatted: bool, image_documents: Sequence[Any] | None,
@@ -242,12 +242,12 @@ class SmoothGuardLLM(FunctionCallingLLM):
             self._share_callbacks()
             payload = MessageMedia([message], self.guard_config, where=lambda i, j: f"image_documents[{j}]")
             chat, result = guarded_call(self.guard, payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text,
-                                        model_name=self._inner_name(), endpoint=endpoint)
+                                        model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
             return _as_completion(chat, result)
         self._share_callbacks()
         response, result = guarded_call(
             self.guard, None, lambda _: self.llm.complete(prompt, formatted=formatted, **kwargs), _completion_text,
-            model_name=self._inner_name(), endpoint=endpoint)
+            model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result, CompletionResponse)
 
     async def _acomplete(self, prompt: str, formatted: bool, image_documents: Sequence[Any] | None,
@@ -263,7 +263,7 @@ class SmoothGuardLLM(FunctionCallingLLM):
                 return await self.llm.achat(msgs, **kwargs)
 
             chat, result = await aguarded_call(self.guard, payload, chat_call, chat_text,
-                                               model_name=self._inner_name(), endpoint=endpoint)
+                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
             return _as_completion(chat, result)
         self._share_callbacks()
 
@@ -271,7 +271,7 @@ class SmoothGuardLLM(FunctionCallingLLM):
             return await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
 
         response, result = await aguarded_call(self.guard, None, call, _completion_text,
-                                               model_name=self._inner_name(), endpoint=endpoint)
+                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result, CompletionResponse)
 
     def _inner_name(self) -> str:

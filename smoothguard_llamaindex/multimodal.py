@@ -124,7 +124,7 @@ class SmoothGuardMultiModalLLM(MultiModalLLM):
         payload = DocumentMedia(documents or [], self.guard_config)
         response, result = guarded_call(
             self.guard, payload, lambda docs: self.llm.complete(prompt, docs, **kwargs), _text,
-            model_name=self._inner_name(), endpoint=endpoint)
+            model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result, CompletionResponse)
 
     async def _acomplete(self, prompt: str, documents: Sequence[Any], kwargs: dict[str, Any],
@@ -135,13 +135,13 @@ class SmoothGuardMultiModalLLM(MultiModalLLM):
             return await self.llm.acomplete(prompt, docs, **kwargs)
 
         response, result = await aguarded_call(self.guard, payload, call, _text,
-                                               model_name=self._inner_name(), endpoint=endpoint)
+                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result, CompletionResponse)
 
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
         payload = MessageMedia(messages, self.guard_config)
         response, result = guarded_call(self.guard, payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text,
-                                        model_name=self._inner_name(), endpoint=endpoint)
+                                        model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result)
 
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
@@ -151,7 +151,7 @@ class SmoothGuardMultiModalLLM(MultiModalLLM):
             return await self.llm.achat(msgs, **kwargs)
 
         response, result = await aguarded_call(self.guard, payload, call, chat_text,
-                                               model_name=self._inner_name(), endpoint=endpoint)
+                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result)
 
     def _inner_name(self) -> str:

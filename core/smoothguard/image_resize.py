@@ -26,7 +26,7 @@ from typing import Any
 
 from smoothguard.errors import ConfigError
 
-__all__ = ["NAMED_RULES", "ImageResize", "auto_rule", "check_rule", "parse_rule", "target_size"]
+__all__ = ["NAMED_RULES", "ImageResize", "auto_rule", "check_rule", "parse_rule", "rule_for_model", "target_size"]
 
 ImageResize = str | int | tuple[int, int]
 NAMED_RULES = ("auto", "openai", "anthropic", "qwen2-vl", "none")
@@ -72,6 +72,17 @@ def auto_rule(provider: str | None = None, model_name: str | None = None) -> str
     if name.lower().split("/")[-1].startswith("claude") or provider == "anthropic":
         return "anthropic"
     return "openai"
+
+
+def rule_for_model(model: Any) -> str:
+    """:func:`auto_rule` for a framework's client object: the provider from its class names (``ChatOpenAI``,
+    ``AzureChatOpenAI``, LlamaIndex's ``OpenAI`` and ``OpenAILike`` -> ``"openai"``; ``ChatAnthropic``,
+    ``Anthropic`` -> ``"anthropic"``), the model name from ``model_name``, ``model`` or ``model_id``."""
+    classes = " ".join(cls.__name__.lower() for cls in type(model).__mro__)
+    provider = "anthropic" if "anthropic" in classes else "openai" if "openai" in classes else None
+    name = next((value for attr in ("model_name", "model", "model_id")
+                 if isinstance(value := getattr(model, attr, None), str)), None)
+    return auto_rule(provider, name)
 
 
 def target_size(rule: ImageResize, width: int, height: int) -> tuple[int, int]:

@@ -140,7 +140,7 @@ def test_remote_media_policies(server):
     response = SmoothGuardLLM(llm=inner, n_samples=4, seed=0, max_concurrency=1).chat(user(ImageBlock(url=url)))
     assert response.message.content == BRIGHT and len(inner.calls) == 4
     assert inner.calls[0]["forms"] == ["url"] and all(c["forms"] == ["bytes"] for c in inner.calls[1:])
-    assert all(c["mimes"] == ["image/jpeg"] for c in inner.calls)
+    assert inner.calls[0]["mimes"] == ["image/jpeg"] and all(c["mimes"] == ["image/png"] for c in inner.calls[1:])
     notes = response.additional_kwargs["smoothguard"]["notes"]
     assert any("fetched" in n and "bright.jpg" in n for n in notes)
 

@@ -84,19 +84,25 @@ def test_formats_preserved_for_every_form(tmp_path):
     inner = PixelLLM()
     guarded(inner).chat(image_message(*blocks))
     expected_forms = ["bytes", "bytes", "data_url", "path", "io", "bytes"]
-    expected_mimes = ["image/png", "image/jpeg", "image/webp", "image/jpeg", "image/png", None]
+    source_mimes = ["image/png", "image/jpeg", "image/webp", "image/jpeg", "image/png", None]
+    originals = 0
     for call in inner.calls:
         assert call["forms"] == expected_forms
         assert call["paths_exist"][3]                          # the noisy file exists during the call
         got = call["blocks"]
+        original = got[3].path == path
+        originals += original
+        # the original keeps its formats; noisy copies are lossless PNG whatever the source format
+        expected_mimes = source_mimes if original else ["image/png"] * 5 + [None]
         assert call["mimes"] == [*expected_mimes[:5], "audio/wav"]
         for block, mime, caller in zip(got, expected_mimes, blocks, strict=True):
             if mime:
                 assert block.image_mimetype in (mime, caller.image_mimetype)  # a BytesIO original has None
-        assert got[3].path.suffix == ".jpg" and got[3].detail == "high"
+        assert got[3].path.suffix == (".jpg" if original else ".png") and got[3].detail == "high"
         assert base64.b64decode(got[0].image, validate=True)[:4] == b"\x89PNG"
         clip = Media.audio(got[5].resolve_audio().read())
         assert clip.format == "wav" and clip.sample_rate == 8000 and got[5].format == "wav"
+    assert originals == 1
     noisy_paths = [c["blocks"][3].path for c in inner.calls if c["blocks"][3].path != path]
     assert len(noisy_paths) == 4 and not any(p.exists() for p in noisy_paths)   # temp files removed after
     audio = {Media.audio(c["blocks"][5].resolve_audio().read()).data.tobytes() for c in inner.calls}
@@ -272,7 +278,7 @@ def test_every_guard_config_setting_is_reachable():
                    max_concurrency=2, time_budget=30.0, embedder="all-MiniLM-L6-v2", embedder_device="cpu",
                    clustering="agglomerative", n_clusters=3, cluster_threshold=0.2, safety_weight=0.3,
                    min_agreement=0.6, on_flag="refuse", refusal_message="No.", remote_media="passthrough",
-                   fetch_timeout=3.0, max_media_bytes=1000, max_image_pixels=500)
+                   fetch_timeout=3.0, max_media_bytes=1000, max_image_pixels=500, image_resize=(640, 480))
     assert set(changed) == {f.name for f in dataclasses.fields(GuardConfig)}
     llm = SmoothGuardLLM(llm=PixelLLM(), **changed)
     assert llm.guard_config == GuardConfig(**changed) and llm.guard.config == llm.guard_config

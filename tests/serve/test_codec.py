@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 
+import numpy as np
 import pytest
 from serve_support import decode_data_url, image_message, png_url, wav_b64
 
@@ -94,13 +96,15 @@ def test_candidate_bodies_keep_the_original_and_replace_copies_without_touching_
     json.dumps(noisy)
 
 
-def test_source_format_keeps_jpeg():
+def test_noisy_copies_of_a_jpeg_are_sent_lossless_whatever_image_format_says():
     body = {"messages": [image_message(png_url(0.5, fmt="JPEG"))]}
     slots = find_media(body)
     media = [decode_slot(slots[0], GuardConfig())]
     variant = SmoothGuard(n_samples=2, seed=1).perturb(media)[1]
-    url = candidate_body(body, slots, media, variant, image_format="source")["messages"][0]["content"][1]
-    assert url["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    for image_format in ("png", "source"):
+        url = candidate_body(body, slots, media, variant, image_format=image_format)["messages"][0]["content"][1]
+        raw = base64.b64decode(url["image_url"]["url"].removeprefix("data:image/png;base64,"))
+        np.testing.assert_array_equal(Media.image(raw).data, variant[0].to_array("uint8") / np.float32(255))
 
 
 def test_inline_replaces_a_url_with_the_fetched_bytes():

@@ -34,6 +34,7 @@ from smoothguard.config import GuardConfig
 from smoothguard.deadline import late_error, late_note, wait_tasks
 from smoothguard.errors import GenerationError, GuardFlagged, MediaError
 from smoothguard.guard import SmoothGuard
+from smoothguard.image_resize import auto_rule
 from smoothguard.media import Media
 from smoothguard.result import GuardResult
 from smoothguard.serve.codec import MediaSlot, answer_text, candidate_body, decode_slot, find_media, inline
@@ -342,7 +343,8 @@ class Proxy:
             return outputs
 
         try:
-            result = await SmoothGuard(config).arun(originals, agenerate, deadline=deadline)
+            result = await SmoothGuard(config).arun(originals, agenerate, deadline=deadline,
+                                                    auto_resize=auto_rule(model_name=_model_name(body)))
         except GuardFlagged as exc:
             info.update(n=exc.result.n_used, agreement=f"{exc.result.agreement:.2f}", flagged=True)
             raise ProxyError(422, f"the guard flagged this request: {exc}", type="smoothguard_flagged",
@@ -602,3 +604,10 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
     return _json({"error": {"message": "internal error in the SmoothGuard proxy", "type": "server_error",
                             "param": None, "code": "internal_error"}}, 500)
+
+
+def _model_name(body: dict[str, Any]) -> str | None:
+    """The request's model name, which decides what ``image_resize="auto"`` means (a Qwen2-VL served by vLLM
+    keeps its full resolution; others get OpenAI's or Anthropic's input size)."""
+    model = body.get("model")
+    return model if isinstance(model, str) else None

@@ -15,6 +15,7 @@ from typing import Any
 
 from smoothguard.config import GuardConfig
 from smoothguard.errors import ConfigError
+from smoothguard.image_resize import parse_rule
 from smoothguard.serve.settings import ServeSettings, load_config_file
 
 __all__ = ["HELP", "add_serve_parser", "build_settings", "configure", "run"]
@@ -25,7 +26,7 @@ HELP = "Run an OpenAI-compatible guard proxy in front of a serving engine (vLLM,
 _GUARD_FLAGS = {"sigma": "sigma", "audio_sigma": "audio_sigma", "n_samples": "n_samples", "seed": "seed",
                 "on_flag": "on_flag", "min_agreement": "min_agreement", "remote_media": "remote_media",
                 "max_concurrency": "max_concurrency", "max_media_bytes": "max_media_bytes",
-                "adaptive": "adaptive", "time_budget": "time_budget"}
+                "adaptive": "adaptive", "time_budget": "time_budget", "image_resize": "image_resize"}
 # flag dest -> ServeSettings field
 _SERVE_FLAGS = {"upstream": "upstream", "api_key_env": "api_key_env", "max_body_bytes": "max_body_bytes",
                 "upstream_timeout": "upstream_timeout", "max_upstream_concurrency": "max_upstream_concurrency",
@@ -59,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--limit", action="append", default=[], metavar="KEY=LOW:HIGH",
                      help="bounds on a client override, e.g. --limit n_samples=3:16 (repeatable)")
     net.add_argument("--image-format", choices=["png", "source"],
-                     help="format of noisy image copies: png (lossless, default) or the client's own")
+                     help="kept for old configurations: noisy copies are always sent as lossless PNG")
     net.add_argument("--http-client", choices=["httpx", "aiohttp"],
                      help="library of the guarded fan-out: httpx (default) or aiohttp (installed separately; "
                      "about 3x less CPU per upstream call)")
@@ -86,6 +87,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="seconds a guarded request may take from its arrival; candidates still running then are "
                        "dropped from the vote (default: wait for all)")
     guard.add_argument("--max-media-bytes", type=int, help="largest image/audio clip, in bytes")
+    guard.add_argument("--image-resize", type=_image_resize, metavar="RULE",
+                       help="size at which image noise is drawn: auto (default: from the request's model name: "
+                       "qwen2-vl for Qwen2(.5)-VL, anthropic for claude, else openai), openai, anthropic, qwen2-vl, "
+                       "a longest side (768), a bound (1024x768), or none (the source size; weaker noise)")
     parser.set_defaults(func=run)
 
 
@@ -132,6 +137,13 @@ def build_settings(args: argparse.Namespace) -> tuple[GuardConfig, ServeSettings
     settings = ServeSettings.from_mapping(serve)
     settings.resolve_api_key()  # fail at startup, not on the first request
     return config, settings
+
+
+def _image_resize(value: str) -> Any:
+    try:
+        return parse_rule(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _temperature(value: str) -> float | str:

@@ -155,9 +155,9 @@ def inline(body: dict[str, Any], slot: MediaSlot, raw: bytes, media: Media) -> t
 
 
 def encode_media(media: Media, image_format: str = "png") -> str:
-    """A data URL of one noisy copy. Images: ``"png"`` (lossless: the noise arrives exactly) or ``"source"``
-    (the client's format; JPEG/WebP at quality 95). Audio: WAV in the source sample format."""
-    if media.kind == "audio" or image_format == "source":
+    """A data URL of one noisy copy (or a resized original). Images: PNG whatever ``image_format`` says, so the
+    noise arrives exactly (a JPEG q95 re-encode keeps about 75% of it). Audio: WAV in the source sample format."""
+    if media.kind == "audio":
         return media.to_data_url()
     return media.to_data_url("png")
 

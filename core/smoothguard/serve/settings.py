@@ -63,9 +63,9 @@ class ServeSettings:
     overridable: guard settings clients may set per request. limits: inclusive (low, high) bounds on them,
         merged over :data:`DEFAULT_LIMITS` (widen a bound to relax it; a default bound is never dropped).
     forward_headers: request headers passed upstream besides ``Authorization`` (lower case).
-    image_format: how noisy image copies are sent: ``"png"`` (lossless, the noise arrives exactly; larger) or
-        ``"source"`` (the client's format, JPEG/WebP at quality 95: smaller, some noise lost). Candidate 0, the
-        original, is always sent as the client sent it.
+    image_format: kept for old configurations: noisy copies (and an original resized by ``image_resize``) are
+        always sent as PNG, lossless, since a JPEG q95 re-encode keeps only about 75% of the noise; ``"source"``
+        is accepted and sends PNG too. An original at its source size is sent as the client sent it.
     http_client: library of the candidate fan-out: ``"httpx"`` (default) or ``"aiohttp"`` (opt-in, must be
         installed: about a third of httpx's CPU time per upstream call, so ~3x the guarded throughput per process).
         Forwarded requests, streams and media downloads always use httpx.

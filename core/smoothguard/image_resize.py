@@ -89,10 +89,8 @@ def target_size(rule: ImageResize, width: int, height: int) -> tuple[int, int]:
     """The ``(width, height)`` an image of ``width x height`` pixels has under ``rule`` (not ``"auto"``)."""
     if rule == "none":
         return width, height
-    if rule == "openai":
-        w, h = _fit(width, height, _OPENAI_FIT, _OPENAI_FIT)
-        scale = min(1.0, _OPENAI_SHORT / min(w, h))
-        return _scaled(w, h, scale)
+    if rule == "openai":  # fitting in 2048 and then the short side in 768 is one scale: the smaller of the two
+        return _scaled(width, height, min(1.0, _OPENAI_FIT / max(width, height), _OPENAI_SHORT / min(width, height)))
     if rule == "anthropic":
         scale = min(1.0, _ANTHROPIC_LONG / max(width, height), math.sqrt(_ANTHROPIC_PIXELS / (width * height)))
         return _scaled(width, height, scale)
@@ -118,7 +116,7 @@ def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
 def _smart_resize(width: int, height: int) -> tuple[int, int]:
     """Qwen2-VL's ``smart_resize`` with the checkpoints' pixel range (transformers' rounding, width-height order)."""
     f = _QWEN_FACTOR
-    h_bar, w_bar = max(f, round(height / f) * f), max(f, round(width / f) * f)
+    h_bar, w_bar = round(height / f) * f, round(width / f) * f  # a side under 14 px rounds to 0: min_pixels lifts it
     if h_bar * w_bar > _QWEN_MAX_PIXELS:
         beta = math.sqrt(height * width / _QWEN_MAX_PIXELS)
         h_bar, w_bar = max(f, math.floor(height / beta / f) * f), max(f, math.floor(width / beta / f) * f)

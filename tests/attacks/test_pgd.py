@@ -12,7 +12,6 @@ from PIL import Image
 from smoothguard import Media
 from smoothguard.attacks import AttackResult, AttackState, PGDAttack, StepInfo, evaluate, preprocessor_for
 from smoothguard.errors import ConfigError
-from smoothguard.noise import pixel_sigma
 
 FAMILIES = list(SIZES)
 
@@ -104,12 +103,10 @@ def test_eot_averages_over_seeded_noisy_copies():
     assert chunked.loss_curve == pytest.approx(one.loss_curve, abs=1e-5) and chunked.image == one.image
     plain = PGDAttack(b, steps=1).run(start, PROMPT, "The")
     assert plain.loss_curve[0] != pytest.approx(one.loss_curve[0], abs=1e-6)  # the copies are noisy
-    # eot_sigma is in the guard's normalised units: sigma * the processor's std per channel
-    x0 = torch.zeros(3, 2, 2)
-    assert PGDAttack(b, eot_samples=2, eot_sigma=0.2)._eot_sigma(x0).flatten().tolist() == pytest.approx(
-        pixel_sigma(0.2, "normalized", b.pixel_std).tolist())
-    assert PGDAttack(b, eot_samples=2, eot_sigma=0.05, eot_space="pixel")._eot_sigma(x0).flatten().tolist() == \
-        pytest.approx([0.05] * 3)
+    # eot_sigma is in the guard's normalised units: the std on pixel_values, sigma * std_c in [0, 1] pixels
+    assert PGDAttack(b, eot_samples=2, eot_sigma=0.2)._eot_scale().tolist() == pytest.approx([0.2] * 3)
+    pixel = PGDAttack(b, eot_samples=2, eot_sigma=0.05, eot_space="pixel")._eot_scale()
+    assert (pixel * torch.tensor(b.pixel_std)).tolist() == pytest.approx([0.05] * 3)
 
 
 def test_a_batch_of_targets_per_step_and_universal_prompts():

@@ -6,9 +6,10 @@ the target texts, :mod:`.objective`) through differentiable preprocessing (:mod:
 
     delta <- delta - step_size * sign(grad)          then   |delta| <= epsilon,  0 <= x0 + delta <= 1
 
-With ``eot_samples = K > 0`` the gradient is averaged over K copies ``clip(x + sigma_c * n, 0, 1)``, ``n`` standard
-Gaussian, ``sigma_c = eot_sigma * std_c`` (``std_c``: the backend's ``pixel_std``), the noise SmoothGuard adds
-in its default pixel noise space: the adaptive attack on the defence.
+With ``eot_samples = K > 0`` the gradient is averaged over K noisy copies of the preprocessed ``pixel_values``:
+the noise SmoothGuard's backend adds to a guarded request, drawn by the same code
+(:class:`~smoothguard.backends.model_noise.PixelNoise`: per view and tile, ``eot_sigma`` in normalised units,
+clamped to the image range when the backend's ``noise_space`` is ``"pixel"``): the adaptive attack on the defence.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from smoothguard.attacks.result import AttackResult, AttackState, StepInfo, hits
 from smoothguard.attacks.targets import normalize_targets
 from smoothguard.errors import ConfigError
 from smoothguard.media import Media
-from smoothguard.noise import pixel_sigma
 
 __all__ = ["PGDAttack"]
 
@@ -49,9 +49,10 @@ class PGDAttack:
     early_stop: after each step (every ``check_every`` steps) decode greedily and stop at the first step whose
         answer contains the target (the minimal attack); False runs the whole budget (the confident attack).
     eot_samples: noisy copies per step whose gradients are averaged (0: plain PGD). eot_sigma: their noise std
-        in the guard's units: with ``eot_space="normalized"`` (default, as ``GuardConfig.sigma``) the per-channel
-        pixel std is ``eot_sigma * backend.pixel_std[c]`` (CLIP's std when the backend has none); with
-        ``"pixel"`` it is ``eot_sigma`` in [0, 1] pixels. Noisy copies are clipped to [0, 1], as the guard's.
+        in the guard's units: with ``eot_space="normalized"`` (default, as ``GuardConfig.sigma``) the std on
+        ``pixel_values`` is ``eot_sigma`` (``eot_sigma * pixel_std[c]`` in [0, 1] pixels); with ``"pixel"`` it is
+        ``eot_sigma`` in [0, 1] pixels. The noise goes where the guard's backend adds it (every view and tile of
+        ``pixel_values``), clamped to the image range under the backend's ``noise_space="pixel"``.
     universal: allow several prompts (one image for all of them, as Qi et al.); success needs every prompt.
     batch_size: (prompt, target) pairs per step; with more pairs, a fresh seeded sample each step.
     max_batch_size: sequences per forward pass (pairs x EOT copies are split into chunks; default: the
@@ -153,7 +154,11 @@ class PGDAttack:
             if self.random_start and self.epsilon is not None:
                 noise = torch.rand(x0.shape, generator=generator) * 2.0 - 1.0
                 delta = self._project(x0, noise.to(x0.device) * self.epsilon)
-        sigma = self._eot_sigma(x0)
+        scale = self._eot_scale()
+        if scale is not None:
+            with torch.no_grad():
+                reference = pre(x0.unsqueeze(0))
+            sample_shape = tuple(reference.shape if pre.layout == "patches" else reference.shape[1:])
         checked: tuple[Media, list[str], list[bool]] | None = None
 
         def snapshot() -> AttackState:
@@ -168,8 +173,9 @@ class PGDAttack:
         done = self.early_stop and first_success is not None
         while step < self.steps and not done:
             pairs = self._sample_pairs(objective.pairs, generator)
-            noise = torch.randn((self.eot_samples, *x0.shape), generator=generator) if self.eot_samples else None
-            loss, grad = self._gradient(objective, pre, x0, delta, pairs, noise, sigma)
+            noise = (self.backend.pixel_noise.draw((self.eot_samples, *sample_shape), scale, generator)
+                     if scale is not None else None)
+            loss, grad = self._gradient(objective, pre, x0, delta, pairs, noise)
             delta = self._project(x0, delta - self.step_size * grad.sign())
             step += 1
             curve.append(loss)
@@ -223,11 +229,12 @@ class PGDAttack:
         digest.update(json.dumps([prompts, targets, settings], sort_keys=True).encode())
         return digest.hexdigest()
 
-    def _eot_sigma(self, x0: torch.Tensor) -> torch.Tensor | None:
+    def _eot_scale(self) -> torch.Tensor | None:
+        """The EOT noise std per channel (3,) in normalised units, or None without EOT."""
         if not self.eot_samples:
             return None
-        std = pixel_sigma(self.eot_sigma, self.eot_space, getattr(self.backend, "pixel_std", None))
-        return torch.as_tensor(std, dtype=torch.float32, device=x0.device).reshape(3, 1, 1)
+        pixel_std = None if self.eot_space == "normalized" else (self.eot_sigma,) * 3
+        return self.backend.pixel_noise.scale(self.eot_sigma, pixel_std)
 
     def _sample_pairs(self, pairs: list[tuple[int, str]], generator: torch.Generator) -> list[tuple[int, str]]:
         if len(pairs) <= self.batch_size:
@@ -236,9 +243,9 @@ class PGDAttack:
         return [pairs[i] for i in order]
 
     def _gradient(self, objective: TargetObjective, pre: Preprocessor, x0: torch.Tensor, delta: torch.Tensor,
-                  pairs: list[tuple[int, str]], noise: torch.Tensor | None,
-                  sigma: torch.Tensor | None) -> tuple[float, torch.Tensor]:
-        """Mean loss over ``pairs`` (x EOT copies) and its gradient with respect to ``delta``."""
+                  pairs: list[tuple[int, str]], noise: torch.Tensor | None) -> tuple[float, torch.Tensor]:
+        """Mean loss over ``pairs`` (x EOT copies: ``noise[k]`` on one sample's pixel_values) and its gradient with
+        respect to ``delta``."""
         copies = 1 if noise is None else noise.shape[0]
         items = [(pair, k) for k in range(copies) for pair in pairs]
         dtype = objective.reference["pixel_values"].dtype
@@ -249,9 +256,13 @@ class PGDAttack:
             chunk = items[start:start + self.max_batch_size]
             leaf = delta.detach().requires_grad_(True)
             x = (x0 + leaf).unsqueeze(0).expand(len(chunk), *x0.shape)
-            if noise is not None and sigma is not None:
-                x = (x + sigma * noise[[k for _, k in chunk]]).clamp(0.0, 1.0)
-            loss = objective.losses(pre(x).to(dtype), [pair for pair, _ in chunk]).sum() / len(items)
+            values = pre(x)
+            if noise is not None:
+                picked = noise[[k for _, k in chunk]]
+                noisy = self.backend.pixel_noise.add(values.reshape(picked.shape), picked,
+                                                     clamp=self.backend.noise_space == "pixel")
+                values = noisy.reshape(values.shape)
+            loss = objective.losses(values.to(dtype), [pair for pair, _ in chunk]).sum() / len(items)
             (part,) = torch.autograd.grad(loss, leaf)
             grad += part
             total += float(loss.detach())

@@ -83,8 +83,9 @@ class HFVisionLanguageModel:
         self._prompts: dict[tuple[str, int], str] = {}
         self._last_sample: tuple[str, tuple[Media, ...], Any] | None = None
         image_processor = getattr(self._processor, "image_processor", None)
-        self._pixel_noise = (PixelNoise.for_processor(self.family.layout, image_processor)
-                             if self.family.modality == "image" else None)
+        #: how noise is added to this model's pixel_values (None for audio models); the attack's EOT uses it too
+        self.pixel_noise = (PixelNoise.for_processor(self.family.layout, image_processor)
+                            if self.family.modality == "image" else None)
 
     # -- construction ----------------------------------------------------------------------------------------
 
@@ -217,12 +218,13 @@ class HFVisionLanguageModel:
         if self.family.modality == "image" and any(counts):
             views = pixel_slices(self.family, inputs, counts)
             if tensor_noise is not None:
-                noise = self._pixel_noise
-                scale = noise.scale(tensor_noise.sigma, tensor_noise.pixel_std)
+                model = self.pixel_noise
+                scale = model.scale(tensor_noise.sigma, tensor_noise.pixel_std)
                 for j, view in enumerate(views):
                     generator = tensor_noise.generator(indices[j], view.device)
                     if generator is not None and view.numel():
-                        noise.add_(view, scale, generator, clamp=self.noise_space == "pixel")
+                        noise = model.draw(view.shape, scale, generator, view.device)
+                        view.copy_(model.add(view, noise, clamp=self.noise_space == "pixel"))
             if self.family.layout == "tiles":
                 _mark_blank_tiles(views)
         for key, value in inputs.items():

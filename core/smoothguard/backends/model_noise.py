@@ -41,28 +41,32 @@ class PixelNoise:
             return torch.full((3,), float(sigma), dtype=torch.float32)
         return torch.tensor(list(pixel_std), dtype=torch.float32) / self.std
 
-    def add_(self, view: torch.Tensor, scale: torch.Tensor, generator: torch.Generator, *, clamp: bool) -> None:
-        """Add noise of std ``scale`` (3,) to ``view`` in place, drawn from ``generator`` on ``view``'s device.
+    def draw(self, shape: Sequence[int], scale: torch.Tensor, generator: torch.Generator | None,
+             device: Any = "cpu") -> torch.Tensor:
+        """Noise of std ``scale`` (3,) per channel for pixel_values of ``shape`` (float32 on ``device``).
 
-        ``view``: one sample's slice of ``pixel_values`` (float32): ``(rows, 3 * T * P * P)`` for patches, else
-        ``(..., 3, H, W)``.
+        ``shape``: ``(..., 3 * T * P * P)`` for patches (one draw per patch, repeated over ``T``), else
+        ``(..., 3, H, W)``; any leading dimensions (samples, tiles) get independent noise.
         """
-        device = view.device
+        shape = tuple(shape)
         if self.layout == "patches":
-            shaped = view.view(view.shape[0], 3, self.temporal, -1)
-            noise = torch.randn((view.shape[0], 3, 1, shaped.shape[-1]), generator=generator, device=device,
-                                dtype=view.dtype)
-            channel = (1, 3, 1, 1)
+            per_frame = shape[-1] // (3 * self.temporal)
+            z = torch.randn((*shape[:-1], 3, 1, per_frame), generator=generator, device=device)
+            z = z.expand(*shape[:-1], 3, self.temporal, per_frame)
         else:
-            shaped = view
-            noise = torch.randn(view.shape, generator=generator, device=device, dtype=view.dtype)
-            channel = (3, 1, 1)
-        shaped += noise * scale.to(device, view.dtype).view(channel)
-        if clamp:
-            low = (-self.mean / self.std).to(device, view.dtype).view(channel)
-            high = ((1.0 - self.mean) / self.std).to(device, view.dtype).view(channel)
-            torch.maximum(shaped, low, out=shaped)
-            torch.minimum(shaped, high, out=shaped)
+            z = torch.randn(shape, generator=generator, device=device)
+        return (z * scale.to(device).view(3, 1, 1)).reshape(shape)
+
+    def add(self, values: torch.Tensor, noise: torch.Tensor, *, clamp: bool) -> torch.Tensor:
+        """``values + noise``, clamped per channel to the image range when ``clamp`` (differentiable in
+        ``values``, so the attack's EOT uses it too); a new tensor of ``values``' shape and dtype."""
+        out = values + noise.to(values.dtype)
+        if not clamp:
+            return out
+        shaped = out.view(*out.shape[:-1], 3, self.temporal, -1) if self.layout == "patches" else out
+        low = (-self.mean / self.std).to(out.device, out.dtype).view(3, 1, 1)
+        high = ((1.0 - self.mean) / self.std).to(out.device, out.dtype).view(3, 1, 1)
+        return torch.clamp(shaped, low, high).reshape(values.shape)
 
     @classmethod
     def for_processor(cls, layout: str, image_processor: Any) -> PixelNoise:

@@ -47,9 +47,12 @@ class Backend(Protocol):
     may also raise, failing every candidate). A backend may expose ``pixel_std``: its processor's
     per-channel normalisation std (R, G, B), which gives ``sigma`` the paper's meaning.
 
-    A backend whose ``noise_space`` attribute is ``"normalized"`` receives clean images and a keyword
-    ``tensor_noise`` (:class:`~smoothguard.noise.TensorNoise`), and adds that noise to its processor's
-    normalised tensor itself, unclamped, as the paper's code did.
+    A backend whose ``adds_noise`` attribute is True (the Hugging Face backends) receives the clean media (the
+    same objects for every variant) and a keyword ``tensor_noise`` (:class:`~smoothguard.noise.TensorNoise`),
+    and adds the noise itself, after its own preprocessing, where its model looks; it may also implement
+    ``noise_sites(prompt, media)`` (where it draws it, for :attr:`GuardResult.noise`). A backend whose
+    ``noise_space`` is ``"normalized"`` (the older protocol) receives clean images and ``tensor_noise`` too, and
+    noisy audio.
     """
 
     def generate(self, prompt: str, variants: Sequence[Sequence[Media]]) -> list[str | BaseException]: ...

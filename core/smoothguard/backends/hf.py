@@ -4,12 +4,14 @@ All variants of one request are answered by one batched, greedy ``generate`` (le
 ``max_batch_size``), so N candidates cost little more than one on a GPU, and a variant's answer is the answer
 it gets when asked alone. Answers are decoded without the prompt.
 
-Noise space. By default (``noise_space="pixel"``) the guard adds noise to the [0, 1] pixels before this backend
-sees them, with ``sigma`` scaled per channel by :attr:`HFVisionLanguageModel.pixel_std` so it keeps the
-paper's meaning; the float pixels reach ``pixel_values`` unquantised (see :mod:`.float_images`). With
-``noise_space="normalized"`` the guard passes clean images and a :class:`~smoothguard.noise.TensorNoise`, and
-this backend adds ``sigma * N(0, 1)`` to each variant's slice of the processor's ``pixel_values``, unclamped,
-as the paper's code did (for reproduction studies).
+Noise. The guard passes the clean media and a :class:`~smoothguard.noise.TensorNoise`; the clean image goes
+through the processor once per request (cached for the request's rounds), its tensors are repeated for the
+variants, and each variant's noise is added to its slice of ``pixel_values`` on the model's device
+(:mod:`.model_noise`): after every geometric step of the processor, per view and tile, so ``sigma`` is the std the
+model sees at any source size. ``noise_space="pixel"`` (default) clamps to the image range, as ``clip(x + noise,
+0, 1)`` in pixels; ``"normalized"`` adds it unclamped, as the paper's code did. Audio noise is added after the mix
+to mono and the resampling to the feature extractor's rate. Variants that are not the same media objects (noisy
+copies made elsewhere) go through the processor one by one, float pixels unquantised (see :mod:`.float_images`).
 """
 
 from __future__ import annotations

@@ -89,3 +89,14 @@ def test_cli_attack_writes_png_json_and_resumes(tmp_path, capsys):
     bad[bad.index("--targets-csv") + 1] = str(tmp_path / "missing.csv")
     assert main(bad) == 2
     assert "cannot read the targets file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("epsilon", "message"), [("0.06", "did you mean 15.3"), ("300", "outside 1-255"),
+                                                  ("0", "outside 1-255"), ("sixteen", "expected a number")])
+def test_cli_attack_epsilon_is_in_levels_and_library_units_are_refused(tmp_path, capsys, epsilon, message):
+    argv = ["attack", "--model", "testbed", "--image", str(tmp_path / "x.png"), "--prompt", PROMPT, "--target", "The",
+            "--epsilon", epsilon, "--out", str(tmp_path / "adv.png")]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

@@ -67,3 +67,36 @@ def test_run_help_lists_the_options(capsys):
     for option in ("--model", "--prompt", "--image", "--audio", "--sigma", "--n-samples", "--seed", "--json",
                    "--device", "--dtype", "--max-new-tokens"):
         assert option in out
+
+
+def test_model_paths_that_cannot_be_a_model_are_clear_errors(files, tmp_path, capsys, monkeypatch):
+    """No hub-id message, network retry or traceback for a --model that names a local directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    cases = {"": "is empty", str(tmp_path / "missing"): "no such directory", "./missing": "no such directory",
+             "models/qwen": "no such directory", "empty": "no config.json", str(tmp_path / "empty"): "no config.json",
+             "weights.bin": "a file, not a model directory"}
+    for model, message in cases.items():
+        assert main(["run", "--model", model, "--prompt", "Hi", "--image", str(files["png"]), *ARGS]) == 2, model
+        err = capsys.readouterr().err
+        assert err.startswith("smoothguard run: ") and message in err and "Traceback" not in err, (model, err)
+
+
+def test_generation_kwargs_that_break_one_answer_per_candidate_are_refused():
+    from smoothguard.backends import HFVisionLanguageModel
+    from smoothguard.errors import ConfigError
+
+    model, processor = tiny_model()
+    with pytest.raises(ConfigError, match="num_return_sequences"):
+        HFVisionLanguageModel(model, processor, generation_kwargs={"num_return_sequences": 2})
+    with pytest.raises(ConfigError, match="did you mean 'min_new_tokens'"):
+        HFVisionLanguageModel(model, processor, generation_kwargs={"min_new_token": 4})
+    assert HFVisionLanguageModel(model, processor, generation_kwargs={"min_new_tokens": 2, "repetition_penalty": 1.0})
+
+
+def tiny_model():
+    from hf_cases import tiny
+
+    return tiny("qwen2_5_vl")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import difflib
 import math
 import os
 import threading
@@ -390,10 +391,24 @@ def _check_settings(max_new_tokens: Any, max_batch_size: Any, noise_space: Any,
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if noise_space not in NOISE_SPACES:
         raise ConfigError(f"noise_space must be 'pixel' or 'normalized', got {noise_space!r}")
-    sampling = {"do_sample", "num_beams", "temperature", "top_p", "top_k"} & set(generation_kwargs or {})
+    kwargs = dict(generation_kwargs or {})
+    sampling = {"do_sample", "num_beams", "temperature", "top_p", "top_k"} & set(kwargs)
     if sampling:
         raise ConfigError(f"generation_kwargs may not set {sorted(sampling)}: SmoothGuard decodes greedily so the "
                           "candidates differ only by the noise")
+    if kwargs.get("num_return_sequences", 1) != 1 or kwargs.get("num_beam_groups", 1) != 1:
+        raise ConfigError("generation_kwargs may not ask for several sequences per input (num_return_sequences, "
+                          "num_beam_groups): each candidate is one greedy answer")
+    if kwargs:
+        from transformers import GenerationConfig
+
+        known = set(GenerationConfig().to_dict()) | {"min_new_tokens", "max_new_tokens", "stop_strings",
+                                                     "logits_processor", "stopping_criteria", "streamer"}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"generation_kwargs has unknown generate() options {unknown}{hint}")
 
 
 def _mono_at(media: Media, rate: int) -> np.ndarray:

@@ -16,7 +16,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--max-new-tokens", type=int, default=128, help="answer length cap in tokens (default 128)")
     model.add_argument("--max-batch-size", type=int, default=16, help="variants per generate call (default 16)")
     model.add_argument("--noise-space", choices=("pixel", "normalized"), default="pixel",
-                       help="pixel (default): noise on the [0,1] image; normalized: on pixel_values (paper's code)")
+                       help="noise on pixel_values, after the processor: pixel (default) clamps it to the image "
+                       "range; normalized leaves it unclamped (the paper's code)")
 
 
 def load_model(args: argparse.Namespace) -> Any:
@@ -40,7 +41,31 @@ def load_model(args: argparse.Namespace) -> Any:
     except ImportError as exc:
         raise ConfigError(f"--model {args.model} needs the Hugging Face backend: pip install 'smoothguard[hf]' "
                           f"({exc})") from exc
+    _check_model_path(args.model)
     options = {"noise_space": args.noise_space} if hasattr(args, "noise_space") else {}
     return HFVisionLanguageModel.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                                  max_new_tokens=args.max_new_tokens,
                                                  max_batch_size=args.max_batch_size, **options)
+
+
+def _check_model_path(model: str) -> None:
+    """A clear :class:`ConfigError` for ``--model`` values that name a local directory that cannot be a model,
+    before transformers reads them as hub ids (a wrong repo-id message, or network retries)."""
+    from pathlib import Path
+
+    from smoothguard.errors import ConfigError
+
+    if not model.strip():
+        raise ConfigError("--model is empty: pass a Hugging Face hub id (Qwen/Qwen2.5-VL-3B-Instruct), a local "
+                          "model directory, or testbed")
+    path = Path(model).expanduser()
+    looks_local = (path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model
+                   or (len(path.parts) > 1 and Path(path.parts[0]).is_dir()))  # models/x beside a models/ folder
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"--model {model}: a file, not a model directory (one with config.json)")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"--model {model}: the directory has no config.json, so it is not a saved model; "
+                              "pass the directory save_pretrained wrote, or a hub id")
+    elif looks_local:
+        raise ConfigError(f"--model {model}: no such directory (a hub id has the form org/name)")

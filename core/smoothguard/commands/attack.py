@@ -42,10 +42,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="column of --targets-csv to read (default: the first)")
     parser.add_argument("--out", required=True, metavar="PATH", help="where to write the adversarial PNG")
     pgd = parser.add_argument_group("attack")
-    pgd.add_argument("--epsilon", type=float, default=16.0,
-                     help="L-infinity budget in 8-bit levels, i.e. /255 (default 16)")
+    pgd.add_argument("--epsilon", type=_levels, default=16.0,
+                     help="L-infinity budget in 8-bit levels, i.e. /255 (default 16; 1 to 255)")
     pgd.add_argument("--unconstrained", action="store_true", help="no budget: only keep pixels in [0, 1]")
-    pgd.add_argument("--step-size", type=float, default=1.0, help="step per iteration in levels /255 (default 1)")
+    pgd.add_argument("--step-size", type=_levels, default=1.0, help="step per iteration in levels /255 (default 1)")
     pgd.add_argument("--steps", type=int, default=100, help="step budget (default 100)")
     pgd.add_argument("--random-start", action="store_true", help="start from uniform noise within the budget")
     pgd.add_argument("--early-stop", action="store_true",
@@ -154,3 +154,21 @@ def _summary(result: Any, out: Path) -> str:
         lines.append(f"  {prompt!r} -> {answer!r}")
     lines.append(f"wrote {out} ({result.image.width}x{result.image.height})")
     return "\n".join(lines)
+
+
+def _levels(text: str) -> float:
+    """A budget in 8-bit levels (16 means 16/255): a number in [1, 255]; a value in library units is refused."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of 8-bit levels such as 16, got {text!r}") from None
+    if 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text} is in [0, 1] pixel units, but this option counts 8-bit levels (16 means 16/255): "
+            f"did you mean {value * 255:g}?")
+    if not 1 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"{text} is outside 1-255 levels (255 is the whole [0, 1] range; "
+                                         "use --unconstrained for no budget)")
+    return value

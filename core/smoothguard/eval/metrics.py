@@ -146,12 +146,14 @@ def agreement_detection(clean: Sequence[float], attacked: Sequence[float],
     """
     if not clean or not attacked:
         raise ValueError("agreement_detection needs at least one clean and one attacked agreement")
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     clean_arr, attacked_arr = list(map(float, clean)), list(map(float, attacked))
-    wins = sum((a < c) + 0.5 * (a == c) for a in attacked_arr for c in clean_arr)
-    thresholds = [*sorted(set(clean_arr) | set(attacked_arr)), math.inf]  # the lowest flags nothing: (0, 0)
-    roc = [(_ratio(sum(c < t for c in clean_arr), len(clean_arr)),
-            _ratio(sum(a < t for a in attacked_arr), len(attacked_arr))) for t in thresholds]
-    return {"auc": wins / (len(clean_arr) * len(attacked_arr)), "roc": roc,
+    flagged = [0] * len(clean_arr) + [1] * len(attacked_arr)
+    suspicion = [-a for a in clean_arr + attacked_arr]  # lower agreement, more suspicious
+    fpr, tpr, _ = roc_curve(flagged, suspicion, drop_intermediate=False)
+    roc = [(float(f), float(t)) for f, t in zip(fpr, tpr, strict=True)]  # from flag-nothing to flag-everything
+    return {"auc": float(roc_auc_score(flagged, suspicion)), "roc": roc,
             "false_flag_rate": _ratio(sum(c < min_agreement for c in clean_arr), len(clean_arr)),
             "detection_rate": _ratio(sum(a < min_agreement for a in attacked_arr), len(attacked_arr)),
             "min_agreement": min_agreement, "n_clean": len(clean_arr), "n_attacked": len(attacked_arr)}

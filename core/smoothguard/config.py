@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 import numbers
 from dataclasses import dataclass
@@ -147,12 +148,6 @@ class GuardConfig:
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> GuardConfig:
         """Build a config, turning an unknown keyword into a :class:`ConfigError` that suggests the right one."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in kwargs:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(known))}"
-                raise ConfigError(f"unknown setting {key!r}{hint}")
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> GuardConfig:
@@ -168,6 +163,31 @@ class GuardConfig:
             if isinstance(out[name], tuple):
                 out[name] = list(out[name])
         return out
+
+
+def _suggesting_init(init: Any) -> Any:
+    """``GuardConfig.__init__`` that turns an unknown keyword into a :class:`ConfigError` naming the closest
+    setting (the dataclass's own says only ``unexpected keyword argument``)."""
+
+    def __init__(self: GuardConfig, *args: Any, **kwargs: Any) -> None:
+        _check_names(kwargs)
+        init(self, *args, **kwargs)
+
+    __init__.__doc__ = init.__doc__
+    __init__.__signature__ = inspect.signature(init)  # type: ignore[attr-defined]
+    return __init__
+
+
+def _check_names(kwargs: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(GuardConfig)}
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(known))}"
+            raise ConfigError(f"unknown setting {key!r}{hint}")
+
+
+GuardConfig.__init__ = _suggesting_init(GuardConfig.__init__)  # type: ignore[method-assign]
 
 
 def _is_real(value: Any) -> bool:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -52,6 +53,11 @@ def test_invalid_settings_fail_at_construction(settings, fragment):
 def test_unknown_setting_suggests_the_close_one():
     with pytest.raises(ConfigError, match="did you mean 'n_samples'"):
         SmoothGuard(n_sample=5)
+    with pytest.raises(ConfigError, match="did you mean 'image_resize'"):  # the dataclass itself, not only kwargs
+        GuardConfig(image_resise="openai")
+    with pytest.raises(ConfigError, match="known settings: "):
+        GuardConfig(colour="red")
+    assert GuardConfig(0.2).sigma == 0.2 and dataclasses.replace(GuardConfig(), seed=3).seed == 3
 
 
 def test_numbers_are_normalised_and_numpy_ints_accepted():

@@ -27,3 +27,7 @@ SIGMAS="0.05 0.1 0.15 0.2 0.3"
 mkdir -p "$DOCS/attacks"
 cp "$WORK/attacks/study.md" "$WORK/attacks/study.json" "$WORK"/attacks/*.png "$DOCS/attacks/"
 echo "wrote $DOCS/utility/ and $DOCS/attacks/; paste their tables into docs/efficacy.md"
+# section 6: the attacked inputs as 256 and 512 px uploads, noise at the source vs the model's size (about 10 minutes)
+PY="${PY:-.venv/bin/python}"; [ -x "$PY" ] || PY=python
+"$PY" docs/efficacy/real_sizes/run.py --questions 50 --work "$WORK/real_sizes" > /dev/null
+"$PY" docs/efficacy/real_sizes/run.py --questions 50 --sigmas 0.025 0.04 --work "$WORK/real_sizes" > /dev/null

@@ -1,20 +1,27 @@
 """The content-block codec: find images and audio in LangChain messages, write variants back in the same dialect.
 
-Dialects read (reference/frameworks.md §1), each written back in the form it came in:
+What each block is comes from :func:`smoothguard.content_parts.classify`, the rule the proxy shares. Dialects
+smoothed (reference/frameworks.md §1), each written back in the form it came in:
 
 ==============  =====================================================================================
-``v1``          ``{"type": "image"|"audio", "base64": ..., "mime_type": ...}`` (also ``url``, ``file_id``)
-``v0``          ``{"type": "image"|"audio", "source_type": "base64"|"url"|"id", "data"|"url"|"id": ...}``
-``anthropic``   ``{"type": "image", "source": {"type": "base64"|"url"|"file", ...}}``
-``openai``      ``{"type": "image_url", "image_url": {"url": "data:..." | "https://..."}}`` (or a bare string)
+``v1``          ``{"type": "image"|"audio", "base64": ..., "mime_type": ...}`` (also ``url``)
+``v0``          ``{"type": "image"|"audio", "source_type": "base64"|"url", "data"|"url": ...}``
+``anthropic``   ``{"type": "image", "source": {"type": "base64"|"url", ...}}``
+``openai``      ``{"type": "image_url", "image_url": {"url": "data:..." | "https://..."}}`` (or a bare string,
+                or without ``type``)
 ``openai``      ``{"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}``
+``responses``   ``{"type": "input_image", "image_url": "data:..." | "https://..."}``
+``vllm``        ``{"type": "audio_url", "audio_url": {"url": ...}}``
+``gemini``      ``{"inline_data": {"mime_type": "image/png", "data": <base64>}}``, ``{"type": "media", ...}``
 ==============  =====================================================================================
 
 Messages may be ``BaseMessage`` objects, OpenAI-style dicts (``{"role", "content"}``) or ``(role, content)``
 tuples. The caller's messages and blocks are never changed: variants are new messages (``model_copy``) whose
 content lists hold new blocks where media changed and the very same block objects elsewhere. Candidate 0 (the
-original media) gets the original blocks unchanged. Remote media follow ``GuardConfig.remote_media``; blocks of
-other types (text, files, video, provider blocks) are left as they are, but media nested in a block's own
+original media) gets the original blocks unchanged. Remote media follow ``GuardConfig.remote_media``. Media the
+guard cannot smooth (video, files and documents, embeddings, provider file ids) raise :class:`MediaError` unless
+``unsmoothable_media="passthrough"`` (then they are sent unchanged and named in the notes); unknown blocks always
+raise (fail closed). Text, reasoning, tool calls and the like are left as they are; media nested in a block's own
 ``content`` list (an Anthropic ``tool_result`` holding an image) are smoothed like top-level ones.
 """
 
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from smoothguard import GuardConfig, Media
+from smoothguard.content_parts import ContentPart, check_part, classify, get_path, write_media
 from smoothguard.errors import MediaError
 from smoothguard.media import fetch
 
@@ -35,8 +43,8 @@ __all__ = ["MediaSlot", "MessageMedia", "find_media", "is_message_like", "read_m
 Kind = Literal["image", "audio"]
 _WAV_MIMES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
 _MAX_NESTING = 8  # levels of blocks inside blocks searched for media
-_DESCRIBE = {"v1": "v1 {kind} block", "v0": "v0 {kind} block (source_type)", "anthropic": "Anthropic {kind} block",
-             "openai": "OpenAI {type} block"}
+#: content_parts dialect -> the short name slots carry
+_DIALECTS = {"langchain-v1": "v1", "langchain-v0": "v0"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class MediaSlot:
     label: str
     media: Media
     path: tuple[int, ...] = ()  # indices in the nested ``content`` lists below ``block`` (e.g. a tool_result's)
+    part: ContentPart | None = None  # the block's classification (where its payload lives)
+    nested: tuple[tuple[str, ...], ...] = ()  # the keys of each nested content list on the way down
 
 
 @dataclass(frozen=True)
@@ -77,14 +87,15 @@ class MessageMedia:
             if item is slot.media:
                 continue
             content = contents.setdefault(slot.message, list(_content(self.messages[slot.message])))
-            content[slot.block] = _write_at(content[slot.block], slot.path, slot, item)
+            content[slot.block] = _write_at(content[slot.block], slot.path, slot.nested, slot, item)
         return [_with_content(msg, contents[i]) if i in contents else msg for i, msg in enumerate(self.messages)]
 
 
 def find_media(messages: Sequence[Any], config: GuardConfig, *, where: str = "messages") -> MessageMedia:
     """Decode every image and audio block of ``messages`` (size limits and ``remote_media`` from ``config``).
 
-    Raises :class:`MediaError` naming the block (``messages[i].content[j]``) for anything that cannot be read.
+    Raises :class:`MediaError` naming the block (``messages[i].content[j]``) for anything that cannot be read,
+    for media the guard cannot smooth (unless ``unsmoothable_media="passthrough"``) and for unknown blocks.
     """
     messages = tuple(messages)
     slots: list[MediaSlot] = []
@@ -92,34 +103,37 @@ def find_media(messages: Sequence[Any], config: GuardConfig, *, where: str = "me
     for i, message in enumerate(messages):
         content = _content(message)
         if isinstance(content, list):
-            _scan(content, i, (), f"{where}[{i}].content", config, slots, notes)
+            _scan(content, i, (), (), f"{where}[{i}].content", config, slots, notes)
+        elif content is not None and not isinstance(content, str):
+            raise MediaError(f"{where}[{i}].content is a {type(content).__name__}, not text or a list of content "
+                             "blocks; the guard cannot tell whether it holds media")
     return MessageMedia(messages, tuple(slots), tuple(notes))
 
 
-def _scan(content: list[Any], message: int, outer: tuple[int, ...], where: str, config: GuardConfig,
-          slots: list[MediaSlot], notes: list[str]) -> None:
+def _scan(content: list[Any], message: int, outer: tuple[int, ...], keys: tuple[tuple[str, ...], ...], where: str,
+          config: GuardConfig, slots: list[MediaSlot], notes: list[str]) -> None:
     """Add the media of one content list to ``slots``, descending into blocks that hold a ``content`` list of
     their own (Anthropic ``tool_result`` blocks carry images there), so nested media are smoothed too."""
     for j, block in enumerate(content):
-        if not isinstance(block, dict):
-            continue
         place = f"{where}[{j}]"
-        found = _classify(block)
-        if found is None:
-            if block.get("type") in ("video", "video_url"):
-                notes.append(f"{place}: video is not smoothed; it was sent unchanged")
-            elif isinstance(block.get("content"), list):
+        info = classify(block)
+        if not info.smoothable:
+            if note := check_part(info, place, config):  # raises UnsupportedContent (a MediaError) when refused
+                notes.append(note)
+            if info.is_text and info.nested:
                 if len(outer) >= _MAX_NESTING:
                     raise MediaError(f"{place}: content blocks nested more than {_MAX_NESTING} levels deep cannot be "
                                      "checked for images or audio; flatten them")
-                _scan(block["content"], message, (*outer, j), f"{place}.content", config, slots, notes)
+                _scan(get_path(block, info.nested), message, (*outer, j), (*keys, info.nested),
+                      f"{place}.{'.'.join(info.nested)}", config, slots, notes)
             continue
-        dialect, kind = found
-        label = f"{place} ({_describe(dialect, kind, block)})"
-        media = _read_block(block, dialect, kind, label, config, notes)
+        kind: Kind = info.kind  # type: ignore[assignment]
+        label = f"{place} ({info.label})"
+        media = _read_block(info, kind, label, config, notes)
         if media is not None:
             top, path = (outer[0], (*outer[1:], j)) if outer else (j, ())
-            slots.append(MediaSlot(message, top, kind, dialect, label, media, path))
+            slots.append(MediaSlot(message, top, kind, _DIALECTS.get(info.dialect, info.dialect), label, media,
+                                   path, info, keys))
 
 
 def is_message_like(x: Any) -> bool:
@@ -136,80 +150,21 @@ def is_message_like(x: Any) -> bool:
 # -- reading ------------------------------------------------------------------------------------------------
 
 
-def _classify(block: dict[str, Any]) -> tuple[str, Kind] | None:
-    kind = block.get("type")
-    if kind == "image_url":
-        return "openai", "image"
-    if kind == "input_audio":
-        return "openai", "audio"
-    if kind in ("image", "audio"):
-        if "source_type" in block:
-            return "v0", kind
-        if isinstance(block.get("source"), dict):
-            return "anthropic", kind
-        return "v1", kind
-    return None
-
-
-def _describe(dialect: str, kind: str, block: dict[str, Any]) -> str:
-    return _DESCRIBE[dialect].format(kind=kind, type=block.get("type"))
-
-
-def _read_block(block: dict[str, Any], dialect: str, kind: Kind, label: str, config: GuardConfig,
-                notes: list[str]) -> Media | None:
+def _read_block(info: ContentPart, kind: Kind, label: str, config: GuardConfig, notes: list[str]) -> Media | None:
     """The block's media, or None when it is passed through (noted); MediaError names ``label``."""
     try:
-        source, value = _source(block, dialect)
-        if source == "base64":
-            return _decode_base64(value, kind, config)
-        if source == "url":
-            if not isinstance(value, str):
-                raise MediaError(f"its URL must be a string, got {type(value).__name__}")
-            if value[:5].lower() == "data:":
-                return _decode(value, kind, config)
-            return _remote(value, kind, label, config, notes)
-        return _provider_file(value, kind, label, config, notes)
+        if kind == "audio" and info.audio_format is not None and info.audio_format not in ("wav", "wave", "x-wav"):
+            raise MediaError(f"only WAV audio can be smoothed, got format {info.audio_format!r}; convert it to WAV "
+                             "first")
+        if info.source == "base64":
+            return _decode_base64(info.value, kind, config)
+        if info.source == "data_url":
+            return _decode(info.value, kind, config)
+        return _remote(info.value, kind, label, config, notes)
     except MediaError as exc:  # one clear error naming the block; no PIL/base64 traceback chained to it
         raise MediaError(f"{label}: {exc}") from None
     except Exception as exc:  # a malformed block (wrong types inside): still our error, naming the block
         raise MediaError(f"{label}: could not read it ({type(exc).__name__}: {exc})") from None
-
-
-def _source(block: dict[str, Any], dialect: str) -> tuple[str, Any]:
-    """("base64" | "url" | "id", value) of a block in ``dialect``."""
-    if dialect == "openai":
-        if block["type"] == "input_audio":
-            inner = block.get("input_audio")
-            if not isinstance(inner, dict) or "data" not in inner:
-                raise MediaError("expected {'input_audio': {'data': <base64>, 'format': 'wav'}}")
-            fmt = str(inner.get("format", "wav")).lower()
-            if fmt != "wav":
-                raise MediaError(f"only WAV audio can be smoothed, got format {fmt!r}; convert it to WAV first")
-            return "base64", inner["data"]
-        inner = block.get("image_url")
-        url = inner.get("url") if isinstance(inner, dict) else inner
-        if url is None:
-            raise MediaError("expected {'image_url': {'url': 'data:...' or 'https://...'}}")
-        return "url", url
-    if dialect == "v0":
-        source_type = block.get("source_type")
-        key = {"base64": "data", "url": "url", "id": "id"}.get(source_type)
-        if key is None or key not in block:
-            raise MediaError(f"unsupported source_type {source_type!r} (or its field is missing); "
-                             "expected 'base64' with 'data', 'url' with 'url', or 'id' with 'id'")
-        return {"data": "base64", "url": "url", "id": "id"}[key], block[key]
-    if dialect == "anthropic":
-        source = block["source"]
-        kind = source.get("type")
-        key = {"base64": "data", "url": "url", "file": "file_id"}.get(kind)
-        if key is None or key not in source:
-            raise MediaError(f"unsupported source type {kind!r} (or its field is missing); "
-                             "expected 'base64' with 'data', 'url' with 'url', or 'file' with 'file_id'")
-        return {"data": "base64", "url": "url", "file_id": "id"}[key], source[key]
-    for key, source in (("base64", "base64"), ("url", "url"), ("file_id", "id")):
-        if block.get(key) is not None:
-            return source, block[key]
-    raise MediaError("it has no 'base64', 'url' or 'file_id'")
 
 
 def _decode_base64(value: Any, kind: Kind, config: GuardConfig) -> Media:
@@ -254,15 +209,6 @@ def _remote(url: str, kind: Kind, label: str, config: GuardConfig, notes: list[s
     return media
 
 
-def _provider_file(file_id: Any, kind: Kind, label: str, config: GuardConfig, notes: list[str]) -> None:
-    if config.remote_media == "passthrough":
-        notes.append(f"{label}: provider file {_short(file_id)} was passed through unsmoothed "
-                     "(remote_media='passthrough')")
-        return None
-    raise MediaError(f"a provider file id ({_short(file_id)}) cannot be smoothed: SmoothGuard cannot download it. "
-                     "Inline the bytes as base64, or set remote_media='passthrough' to send it unsmoothed")
-
-
 def _short(s: Any, limit: int = 60) -> str:
     text = str(s)
     return repr(text if len(text) <= limit else text[:limit] + "...")
@@ -271,38 +217,30 @@ def _short(s: Any, limit: int = 60) -> str:
 # -- writing ------------------------------------------------------------------------------------------------
 
 
-def _write_at(block: dict[str, Any], path: tuple[int, ...], slot: MediaSlot, media: Media) -> dict[str, Any]:
-    """:func:`_write` of the block at ``path`` in ``block``'s nested ``content`` lists (copied on the way down)."""
+def _write_at(block: dict[str, Any], path: tuple[int, ...], keys: tuple[tuple[str, ...], ...], slot: MediaSlot,
+              media: Media) -> dict[str, Any]:
+    """:func:`_write` of the block at ``path`` in ``block``'s nested content lists (copied on the way down)."""
     if not path:
         return _write(block, slot, media)
-    inner = list(block["content"])
-    inner[path[0]] = _write_at(inner[path[0]], path[1:], slot, media)
-    return {**block, "content": inner}
+    key, *rest = keys[0]
+    inner_list = list(get_path(block, keys[0]))
+    inner_list[path[0]] = _write_at(inner_list[path[0]], path[1:], keys[1:], slot, media)
+    if not rest:
+        return {**block, key: inner_list}
+    return {**block, key: _set(block[key], tuple(rest), inner_list)}
+
+
+def _set(mapping: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str, Any]:
+    if len(keys) == 1:
+        return {**mapping, keys[0]: value}
+    return {**mapping, keys[0]: _set(mapping[keys[0]], keys[1:], value)}
 
 
 def _write(block: dict[str, Any], slot: MediaSlot, media: Media) -> dict[str, Any]:
-    """A new block in ``slot.dialect`` carrying ``media`` inline (the old block is not touched)."""
-    raw = media.to_bytes()
-    data = base64.b64encode(raw).decode("ascii")
-    mime = _mime(block, slot, media)
-    if slot.dialect == "openai":
-        if block["type"] == "input_audio":
-            return {**block, "input_audio": {**block["input_audio"], "data": data, "format": "wav"}}
-        url = f"data:{mime};base64,{data}"
-        inner = block["image_url"]
-        return {**block, "image_url": {**inner, "url": url} if isinstance(inner, dict) else url}
-    if slot.dialect == "anthropic":
-        source = {k: v for k, v in block["source"].items() if k not in ("url", "file_id", "data")}
-        return {**block, "source": {**source, "type": "base64", "media_type": mime, "data": data}}
-    if slot.dialect == "v0":
-        if block.get("source_type") == "url" and str(block.get("url", ""))[:5].lower() == "data:":
-            return {**block, "url": f"data:{mime};base64,{data}", "mime_type": mime}
-        new = {k: v for k, v in block.items() if k not in ("url", "id", "data")}
-        return {**new, "source_type": "base64", "data": data, "mime_type": mime}
-    if block.get("base64") is None and str(block.get("url", ""))[:5].lower() == "data:":
-        return {**block, "url": f"data:{mime};base64,{data}", **({"mime_type": mime} if "mime_type" in block else {})}
-    new = {k: v for k, v in block.items() if k not in ("url", "file_id", "base64")}
-    return {**new, "base64": data, "mime_type": mime}
+    """A new block in ``slot``'s dialect carrying ``media`` inline (the old block is not touched)."""
+    data = base64.b64encode(media.to_bytes()).decode("ascii")
+    info = slot.part if slot.part is not None else classify(block)
+    return write_media(block, info, data, _mime(block, slot, media))
 
 
 def _mime(block: dict[str, Any], slot: MediaSlot, media: Media) -> str:

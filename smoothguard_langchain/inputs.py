@@ -1,21 +1,32 @@
 """Find the media in a runnable's input, whatever its shape, and rebuild the input around other media.
 
-Inputs understood (the rest pass through untouched and count as "no media"):
+Inputs understood:
 
 - a message (``BaseMessage``), a list/tuple of message-likes (messages, ``{"role", "content"}`` dicts,
   ``(role, content)`` pairs, strings), a ``ChatPromptValue``;
 - a dict whose values are any of the above (e.g. ``{"messages": [...]}`` for a ``MessagesPlaceholder``), and,
   for the keys named in ``media_keys``, raw media values: data URLs, bare base64 strings, bytes or http(s) URLs
   (e.g. ``{"image": b64}`` feeding a ``"data:image/png;base64,{image}"`` prompt template).
+
+Other values pass through untouched and count as "no media", except values that are media the guard was not told
+about, which a prompt template would hand to the model unguarded: a media ``data:`` URL, bytes or base64 text
+of an image/audio/video/PDF file, an http(s) URL of a media file (by its extension), or a list of content blocks
+holding media outside any message. Those raise ``MediaError`` naming the key and saying to declare it in
+``media_keys`` (fail closed).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from smoothguard import GuardConfig, Media
+from smoothguard.content_parts import classify
+from smoothguard.errors import MediaError
 from smoothguard_langchain.blocks import find_media, is_message_like, read_media_value, write_media_value
 
 __all__ = ["InputMedia", "find_input_media"]
@@ -66,10 +77,14 @@ def find_input_media(value: Any, config: GuardConfig, media_keys: Mapping[str, s
                 part = _raw_part(key, item, media_keys[key], config, notes)
             else:
                 part = _messages_part(item, config, notes, where=f"input[{key!r}]", key=key)
+                if part is None:
+                    _refuse_undeclared(item, f"input[{key!r}]", key)
             if part is not None:
                 parts.append(part)
         return InputMedia(value, tuple(parts), tuple(notes))
     part = _messages_part(value, config, notes, where="input", key=None)
+    if part is None:
+        _refuse_undeclared(value, "input", None)
     return InputMedia(value, (part,) if part is not None else (), tuple(notes))
 
 
@@ -114,3 +129,61 @@ def _raw_part(key: str, value: Any, kind: str, config: GuardConfig, notes: list[
     if media is None:
         return None
     return _Part(key, (media,), lambda chunk: write_media_value(value, chunk[0]))
+
+
+# -- media the guard was not told about --------------------------------------------------------------------
+
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"%PDF", "a PDF document"), (b"ID3", "an MP3 clip"), (b"OggS", "an Ogg clip"), (b"fLaC", "a FLAC clip"),
+          (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"))
+_MEDIA_SUFFIX = re.compile(r"\.(png|jpe?g|gif|webp|bmp|tiff?|heic|avif|wav|mp3|m4a|ogg|flac|opus|aac|mp4|mov|webm|"
+                           r"mkv|avi|pdf)$", re.IGNORECASE)
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{32,}={0,2}")
+
+
+def _sniff(raw: bytes) -> str | None:
+    for magic, what in _MAGIC:
+        if raw.startswith(magic):
+            return what
+    if raw[:4] == b"RIFF" and raw[8:12] in (b"WAVE", b"WEBP", b"AVI "):
+        return {b"WAVE": "a WAV clip", b"WEBP": "a WebP image", b"AVI ": "an AVI video"}[raw[8:12]]
+    if raw[4:8] == b"ftyp":
+        return "an MP4/MOV/HEIC file"
+    return None
+
+
+def _undeclared(value: Any) -> str | None:
+    """What media ``value`` is, when it is media given outside any message (None when it is not)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        what = _sniff(bytes(value[:16]))
+        return f"the bytes of {what}" if what else None
+    if isinstance(value, str):
+        text = value.strip()
+        head = text[:40].lower()
+        if head.startswith("data:") and head[5:].split("/", 1)[0] in ("image", "audio", "video", "application"):
+            return f"a data: URL ({head[5:].split(';', 1)[0].split(',', 1)[0]})"
+        if head.startswith(("http://", "https://")) and " " not in text \
+                and _MEDIA_SUFFIX.search(text.split("?", 1)[0].split("#", 1)[0]):
+            return "the URL of a media file"
+        if len(text) >= 32 and _BASE64.fullmatch(text[:64]):
+            try:
+                what = _sniff(base64.b64decode(text[:32], altchars=b"-_" if "-" in text or "_" in text else None))
+            except (binascii.Error, ValueError):
+                what = None
+            return f"base64 text of {what}" if what else None
+        return None
+    if isinstance(value, list | tuple) and value and all(isinstance(x, Mapping) and "type" in x for x in value):
+        for item in value:
+            info = classify(item)
+            if not info.is_text:
+                return f"content blocks holding {info.label}s outside any message"
+    return None
+
+
+def _refuse_undeclared(value: Any, where: str, key: str | None) -> None:
+    what = _undeclared(value)
+    if what is None:
+        return
+    fix = (f"declare it with media_keys={{{key!r}: 'image'}} (or 'audio') so it is smoothed" if key is not None
+           else "pass it inside a message's content, or as a dict value named in media_keys, so it is smoothed")
+    raise MediaError(f"{where} holds {what}, which a prompt would hand to the model unguarded; {fix}")

@@ -59,6 +59,9 @@ class GuardSettings(BaseModel):
     image_resize: str | int | tuple[int, int] = Field(
         "auto", description="Size at which image noise is drawn: 'auto' (the wrapped model's provider), 'openai', "
         "'anthropic', 'qwen2-vl', a longest side, a (width, height) bound, or 'none' (the source size).")
+    unsmoothable_media: Literal["error", "passthrough"] = Field(
+        "error", description="Media the guard cannot smooth (video, files, embeddings, file ids): refuse, or pass "
+        "through unsmoothed (said in the notes).")
 
     #: Keyword arguments accepted for drop-in compatibility and ignored with a warning (subclasses extend it).
     _tolerated: ClassVar[frozenset[str]] = frozenset()

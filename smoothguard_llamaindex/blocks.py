@@ -20,9 +20,15 @@ http(s) URL             per ``remote_media``: ``fetch`` downloads it (size/time 
 The caller's objects are never modified: copies are made with ``model_copy`` (validators skipped, so a
 legacy ``additional_kwargs["images"]`` is not converted twice). Candidate 0, the original when
 ``include_original``, keeps the caller's very blocks (a file-like one gets its own stream of the same
-bytes). GIF images are written back as PNG (with their MIME type); audio must be WAV. Video and document
-blocks are passed unchanged (and said in the notes). Images inside a ``CitableBlock`` (as a tool's output may
-be) or a ``CitationBlock`` are smoothed like top-level ones.
+bytes). GIF images are written back as PNG (with their MIME type); audio must be WAV. Images inside a
+``CitableBlock`` (as a tool's output may be) or a ``CitationBlock`` are smoothed like top-level ones.
+
+Blocks are mapped onto the kinds of :mod:`smoothguard.content_parts`, and blocks that are not smoothed go through
+its one policy (:func:`~smoothguard.content_parts.unsmoothable`): ``VideoBlock`` and ``DocumentBlock`` (and any
+other block class whose name says image, audio, video, document or file) raise
+:class:`~smoothguard.errors.MediaError` unless ``unsmoothable_media="passthrough"``, which sends them unchanged
+and says so in the notes; a block class that is neither text nor media raises (fail closed). Text, thinking,
+tool-call and cache-point blocks are left as they are.
 """
 
 from __future__ import annotations
@@ -54,10 +60,11 @@ from llama_index.core.bridge.pydantic import AnyUrl
 from llama_index.core.schema import BaseNode, ImageNode
 
 from smoothguard import GuardConfig, Media
+from smoothguard.content_parts import ContentPart, check_part
 from smoothguard.errors import MediaError
 from smoothguard.media import fetch
 
-__all__ = ["DocumentMedia", "MessageMedia", "image_documents_to_blocks", "user_message"]
+__all__ = ["DocumentMedia", "MessageMedia", "block_part", "image_documents_to_blocks", "user_message"]
 
 Form = Literal["bytes", "io", "path", "data_url", "fetched"]
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/bmp": ".bmp",
@@ -275,17 +282,21 @@ class MessageMedia(_FoundMedia):
                 where_ = name(i, j)
                 if isinstance(block, ImageBlock | AudioBlock):
                     self._add(block, where_, (i, j, None))
-                elif isinstance(block, VideoBlock | DocumentBlock):
-                    self._reader.notes.append(f"{where_}: {type(block).__name__} passed through unsmoothed "
-                                              "(only images and audio are smoothed)")
-                else:  # images inside a CitableBlock (e.g. a tool's output) or a CitationBlock are smoothed too
-                    for k, inner in _nested(block):
-                        inner_where = f"{where_}.cited_content" if k is None else f"{where_}.content[{k}]"
-                        if isinstance(inner, ImageBlock):
-                            self._add(inner, inner_where, (i, j, k))
-                        elif isinstance(inner, DocumentBlock):
-                            self._reader.notes.append(f"{inner_where}: DocumentBlock passed through unsmoothed "
-                                                      "(only images and audio are smoothed)")
+                    continue
+                self._check(block, where_)
+                # images inside a CitableBlock (e.g. a tool's output) or a CitationBlock are smoothed too
+                for k, inner in _nested(block):
+                    inner_where = f"{where_}.cited_content" if k is None else f"{where_}.content[{k}]"
+                    if isinstance(inner, ImageBlock | AudioBlock):
+                        self._add(inner, inner_where, (i, j, k))
+                    else:
+                        self._check(inner, inner_where)
+
+    def _check(self, block: Any, where: str) -> None:
+        """A block that is not smoothed: text passes; media the guard cannot smooth is refused or noted; unknown
+        blocks are refused (:func:`smoothguard.content_parts.unsmoothable`)."""
+        if note := check_part(block_part(block), where, self._reader.config):
+            self._reader.notes.append(note)
 
     def _add(self, block: ImageBlock | AudioBlock, where: str, place: tuple[int, int, int | None]) -> None:
         before = len(self._reader.slots)
@@ -332,6 +343,36 @@ class DocumentMedia(_FoundMedia):
         for i, carrier in self._replacements(variant, tag, "documents").items():
             out[i] = carrier
         return out
+
+
+#: LlamaIndex block classes without media of their own
+_TEXT_BLOCKS = ("TextBlock", "ThinkingBlock", "ToolCallBlock", "CachePoint", "CitableBlock", "CitationBlock")
+_KIND_WORDS = (("image", "image"), ("audio", "audio"), ("video", "video"), ("document", "file"), ("file", "file"))
+
+
+def block_part(block: Any) -> ContentPart:
+    """The :class:`~smoothguard.content_parts.ContentPart` kind of a LlamaIndex content block: ImageBlock and
+    AudioBlock are image/audio; VideoBlock video; DocumentBlock file; text, thinking, tool-call, cache-point and
+    citation blocks text; any other class whose name says image, audio, video, document or file that kind (not
+    decodable); anything else unknown."""
+    name = type(block).__name__
+    if isinstance(block, ImageBlock):
+        return ContentPart("image", "llamaindex", name, "object")
+    if isinstance(block, AudioBlock):
+        return ContentPart("audio", "llamaindex", name, "object")
+    if isinstance(block, VideoBlock):
+        return ContentPart("video", "llamaindex", name, "object", block.url, mime=block.video_mimetype)
+    if isinstance(block, DocumentBlock):
+        return ContentPart("file", "llamaindex", name, "object", block.url, mime=block.document_mimetype)
+    if isinstance(block, str) or name in _TEXT_BLOCKS:
+        return ContentPart("text", "llamaindex", name)
+    lowered = name.lower()
+    for word, kind in _KIND_WORDS:
+        if word in lowered:
+            return ContentPart(kind, "llamaindex", name, "object",  # type: ignore[arg-type]
+                               reason=f"a {name} the guard does not know how to decode")
+    return ContentPart("unknown", "llamaindex", name, problem=f"an unknown content block class {name!r} (neither "
+                       "text nor a known medium)")
 
 
 def _nested(block: Any) -> list[tuple[int | None, Any]]:

@@ -25,6 +25,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "clustering": ("kmeans", "agglomerative"),
     "on_flag": ("answer", "refuse", "raise"),
     "remote_media": ("fetch", "passthrough", "error"),
+    "unsmoothable_media": ("error", "passthrough"),
 }
 
 
@@ -72,6 +73,11 @@ class GuardConfig:
             ``"auto"`` (the wrapped model's provider; in-process backends add the noise after their own
             processor), ``"openai"``, ``"anthropic"``, ``"qwen2-vl"``, a longest side (int), a ``(width, height)``
             bound, or ``"none"`` (the source size: a model that resizes sees weaker noise; said in the notes).
+        unsmoothable_media: media the guard cannot smooth (video, files and documents, precomputed embeddings,
+            provider file ids and file URIs, in-process objects such as ``image_pil``): ``"error"`` refuses the
+            request naming the part (HTTP 400 from the proxy, ``MediaError`` from the adapters); ``"passthrough"``
+            sends them unchanged and unsmoothed, and says so in the result's notes. Unknown content parts are
+            refused either way (:mod:`smoothguard.content_parts`).
     """
 
     sigma: float = 0.1
@@ -101,6 +107,7 @@ class GuardConfig:
     max_image_pixels: int = 40_000_000
     time_budget: float | None = None  # new fields go last, so that the fields before them keep their positions
     image_resize: str | int | tuple[int, int] = "auto"
+    unsmoothable_media: Literal["error", "passthrough"] = "error"
 
     def __post_init__(self) -> None:
         _number(self, "sigma", low=0.0)

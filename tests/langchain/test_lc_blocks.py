@@ -76,19 +76,42 @@ def test_dict_and_tuple_messages_and_several_media(blocks):
     assert messages == before
 
 
-def test_unknown_blocks_and_text_only_messages_are_left_alone(image_b64):
-    odd = {"type": "cache_point", "ttl": 5}
-    file_block = {"type": "file", "base64": "JVBERi0=", "mime_type": "application/pdf"}
-    messages = [HumanMessage(content=[odd, file_block, "plain string", {"type": "text", "text": "hi"}]),
+def test_text_only_messages_and_non_media_blocks_are_left_alone():
+    cache = {"type": "cache_point", "ttl": 5}
+    thinking = {"type": "thinking", "thinking": "hmm"}
+    messages = [HumanMessage(content=[cache, thinking, "plain string", {"type": "text", "text": "hi"}]),
                 AIMessage("plain text")]
     found = find_media(messages, CONFIG)
     assert found.slots == () and found.notes == ()
     assert found.rebuild([]) == messages and found.rebuild([])[0] is messages[0]
 
 
-def test_video_is_noted_not_smoothed():
-    found = find_media([HumanMessage(content=[{"type": "video", "url": "https://example.com/v.mp4"}])], CONFIG)
-    assert found.slots == () and "video is not smoothed" in found.notes[0]
+def _passthrough(config: GuardConfig) -> GuardConfig:
+    """``config`` with unsmoothable_media='passthrough' (set directly while GuardConfig has no such field)."""
+    import dataclasses
+
+    if "unsmoothable_media" in {f.name for f in dataclasses.fields(GuardConfig)}:
+        return config.replace(unsmoothable_media="passthrough")
+    object.__setattr__(config, "unsmoothable_media", "passthrough")
+    return config
+
+
+@pytest.mark.parametrize(("block", "words"), [
+    ({"type": "video", "url": "https://example.com/v.mp4"}, "video is not smoothed"),
+    ({"type": "file", "base64": "JVBERi0=", "mime_type": "application/pdf"}, "files and documents"),
+    ({"type": "x-unknown", "payload": 1}, "unknown part type"),
+])
+def test_video_files_and_unknown_blocks_are_refused_unless_passed_through(block, words):
+    messages = [HumanMessage(content=[{"type": "text", "text": "hi"}, block])]
+    with pytest.raises(MediaError, match=r"messages\[0\]\.content\[1\]") as info:
+        find_media(messages, CONFIG)
+    assert words in str(info.value)
+    if block["type"] == "x-unknown":  # unknown blocks are refused whatever the policy
+        with pytest.raises(MediaError, match="unknown part type"):
+            find_media(messages, _passthrough(GuardConfig(seed=0, n_samples=3)))
+        return
+    found = find_media(messages, _passthrough(GuardConfig(seed=0, n_samples=3)))
+    assert found.slots == () and "passed through unsmoothed" in found.notes[0] and "content[1]" in found.notes[0]
 
 
 @pytest.mark.parametrize(("block", "expected"), [

@@ -88,7 +88,7 @@ class TestChatSmoothGuardIntegration(ChatModelIntegrationTests):
 
     @property
     def supports_pdf_inputs(self) -> bool:
-        return True
+        return False  # fail closed: a PDF cannot be smoothed, so it is refused (unsmoothable_media="error")
 
     @property
     def supports_image_tool_message(self) -> bool:
@@ -96,7 +96,7 @@ class TestChatSmoothGuardIntegration(ChatModelIntegrationTests):
 
     @property
     def supports_pdf_tool_message(self) -> bool:
-        return True
+        return False  # as supports_pdf_inputs; test_fail_closed.py checks the refusal and the pass-through
 
     @property
     def supports_anthropic_inputs(self) -> bool:

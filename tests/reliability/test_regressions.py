@@ -113,7 +113,7 @@ def test_langchain_nested_tool_result_image_is_smoothed() -> None:
 def test_langchain_deep_nesting_is_a_media_error_not_a_recursion_error() -> None:
     block: dict = {"type": "text", "text": "bottom"}
     for _ in range(5000):
-        block = {"type": "wrapper", "content": [block]}
+        block = {"type": "tool_result", "content": [block]}  # (an unknown "wrapper" type is refused at once)
     with pytest.raises(MediaError, match="nested more than"):
         find_media([HumanMessage(content=[block])], GuardConfig())
 

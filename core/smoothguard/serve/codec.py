@@ -1,13 +1,19 @@
 """OpenAI chat-completions bodies <-> :class:`~smoothguard.Media`: find the media, rebuild a body per variant.
 
-Media blocks read (and written back in the same dialect):
+What each content part is comes from :func:`smoothguard.content_parts.classify`, the rule every adapter shares.
+Image and audio parts the guard can smooth are read, and written back in their own shape; among them:
 
 * ``{"type": "image_url", "image_url": {"url": "data:image/png;base64,..." | "https://...", "detail": ...}}``,
-  also with ``"image_url": "<url>"`` as a plain string;
+  also with ``"image_url": "<url>"`` as a plain string, and without ``type`` (as vLLM reads it);
+* ``{"type": "input_image", "image_url": "data:..." | "https://..."}`` (the Responses API's shape);
 * ``{"type": "input_audio", "input_audio": {"data": "<base64>", "format": "wav"}}`` (only WAV can be smoothed);
-* ``{"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64,..." | "https://..."}}`` (vLLM's dialect).
+* ``{"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64,..." | "https://..."}}`` (vLLM's dialect);
+* Anthropic ``image`` (base64 / url source), Gemini ``inline_data`` images, LangChain v0/v1 image/audio parts.
 
-The client's body is never modified: rebuilt bodies share every untouched part and copy the rest.
+Media the guard cannot smooth (video, files, embeddings, provider file ids) are refused with a 400 unless the
+operator set ``unsmoothable_media="passthrough"``; unknown parts are always refused (fail closed); so is media
+nested inside another part (a tool result's content). The client's body is never modified: rebuilt bodies share
+every untouched part and copy the rest.
 """
 
 from __future__ import annotations
@@ -17,20 +23,19 @@ import binascii
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smoothguard.config import GuardConfig
+from smoothguard.content_parts import ContentPart, UnsupportedContent, check_part, classify, get_path, write_media
 from smoothguard.errors import MediaError
 from smoothguard.media import Media
 from smoothguard.serve.errors import ProxyError
 
-__all__ = ["MediaSlot", "answer_text", "candidate_body", "decode_slot", "encode_media", "find_media", "inline"]
+__all__ = ["FoundMedia", "MediaSlot", "answer_text", "candidate_body", "decode_slot", "encode_media", "find_media",
+           "inline"]
 
-#: content-block type -> media kind
-MEDIA_BLOCKS = {"image_url": "image", "input_audio": "audio", "audio_url": "audio"}
-#: media blocks the guard cannot smooth; refused rather than let through unguarded
-UNSUPPORTED_BLOCKS = {"video_url": "video", "file": "file", "input_file": "file"}
+_MAX_NESTING = 8  # levels of parts inside parts checked for media
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,10 @@ class MediaSlot:
     """Where one image or audio clip sits in the body, and how it was given.
 
     message / block: indices into ``messages`` and that message's ``content`` list.
-    type: the block type (``image_url``, ``input_audio``, ``audio_url``); kind: ``"image"`` or ``"audio"``.
-    source: ``"data"`` (inline: data URL or base64) or ``"url"`` (http(s), subject to ``remote_media``).
-    value: the data URL, base64 payload or http(s) URL. audio_format: ``input_audio``'s ``format``.
+    type: the part's type (``image_url``, ``input_image``, ``input_audio``, ``audio_url``, ...); kind: ``"image"`` or
+    ``"audio"``. source: ``"data"`` (inline: data URL or base64) or ``"url"`` (http(s), subject to
+    ``remote_media``). value: the data URL, base64 payload or http(s) URL. audio_format: ``input_audio``'s
+    ``format``. part: the part's classification (dialect, where the payload lives).
     """
 
     message: int
@@ -50,6 +56,7 @@ class MediaSlot:
     source: Literal["data", "url"]
     value: str
     audio_format: str | None = None
+    part: ContentPart | None = field(default=None, compare=False, repr=False)
 
     @property
     def param(self) -> str:
@@ -57,55 +64,90 @@ class MediaSlot:
         return f"messages[{self.message}].content[{self.block}]"
 
 
-def find_media(body: dict[str, Any]) -> list[MediaSlot]:
-    """Every media block in ``body["messages"]``, in order; a 400 :class:`ProxyError` for malformed ones."""
+class FoundMedia(list):
+    """The media slots of a body (a list of :class:`MediaSlot`), with ``notes`` on media passed through
+    unsmoothed (``unsmoothable_media="passthrough"``)."""
+
+    notes: list[str]
+
+    def __init__(self, slots: Sequence[MediaSlot] = (), notes: Sequence[str] = ()) -> None:
+        super().__init__(slots)
+        self.notes = list(notes)
+
+
+def find_media(body: dict[str, Any], config: GuardConfig | None = None) -> FoundMedia:
+    """Every smoothable media part in ``body["messages"]``, in order; a 400 :class:`ProxyError` for malformed
+    ones, unknown parts, and media the guard cannot smooth (unless ``config.unsmoothable_media`` is
+    ``"passthrough"``: then they are left in place and named in ``notes``)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ProxyError(400, "'messages' must be a non-empty list of chat messages", code="invalid_messages",
                          param="messages")
-    slots: list[MediaSlot] = []
+    found = FoundMedia()
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise ProxyError(400, f"messages[{i}] must be an object with 'role' and 'content'",
                              code="invalid_messages", param=f"messages[{i}]")
         content = message.get("content")
-        if not isinstance(content, list):
+        if content is None or isinstance(content, str):
             continue
+        if not isinstance(content, list):
+            raise ProxyError(400, f"messages[{i}].content must be a string or a list of content parts, not a "
+                             f"{type(content).__name__}", code="invalid_messages", param=f"messages[{i}].content")
         for j, block in enumerate(content):
-            if not isinstance(block, dict):
-                continue
-            kind = block.get("type")
-            if kind in UNSUPPORTED_BLOCKS:
-                raise ProxyError(400, f"the guard cannot smooth {kind!r} content ({UNSUPPORTED_BLOCKS[kind]}), and "
-                                 "does not let it through unguarded; send images as image_url or audio as WAV "
-                                 "input_audio", code="unsupported_media", param=f"messages[{i}].content[{j}]")
-            if kind in MEDIA_BLOCKS:
-                slots.append(_slot(i, j, kind, block))
-    return slots
+            place = f"messages[{i}].content[{j}]"
+            info = classify(block)
+            try:
+                if info.smoothable:
+                    found.append(_slot(i, j, info))
+                    continue
+                if note := check_part(info, place, config):
+                    found.notes.append(note)
+                if info.is_text and info.nested:
+                    _refuse_nested(get_path(block, info.nested), f"{place}.{'.'.join(info.nested)}", config,
+                                   found.notes, 1)
+            except UnsupportedContent as exc:
+                raise _proxy_error(exc, info) from None
+    return found
 
 
-def _slot(i: int, j: int, kind: str, block: dict[str, Any]) -> MediaSlot:
-    param = f"messages[{i}].content[{j}].{kind}"
-    inner = block.get(kind)
-    if kind == "input_audio":
-        if not isinstance(inner, dict) or not isinstance(inner.get("data"), str):
-            raise ProxyError(400, "input_audio must be an object with 'data' (base64) and 'format'",
-                             code="invalid_media", param=param)
-        fmt = str(inner.get("format", "wav")).lower()
-        return MediaSlot(i, j, kind, "audio", "data", inner["data"], audio_format=fmt)
-    url = inner.get("url") if isinstance(inner, dict) else inner
-    if not isinstance(url, str) or not url:
-        raise ProxyError(400, f"{kind} must hold a 'url' (a data: URL or an http(s) URL)", code="invalid_media",
-                         param=f"{param}.url")
-    head = url[:8].lower()
-    if head.startswith("data:"):
-        source = "data"
-    elif head.startswith(("http://", "https://")):
-        source = "url"
-    else:
-        raise ProxyError(400, f"{kind}.url must be a data: URL or an http(s) URL", code="invalid_media",
-                         param=f"{param}.url")
-    return MediaSlot(i, j, kind, MEDIA_BLOCKS[kind], source, url)  # type: ignore[arg-type]
+def _refuse_nested(content: Any, where: str, config: GuardConfig | None, notes: list[str], depth: int) -> None:
+    """Media nested inside a part (a tool result's content) cannot be rewritten here: refused like media the
+    guard cannot smooth, unless the policy passes those through."""
+    if not isinstance(content, list):
+        return
+    if depth > _MAX_NESTING:
+        raise ProxyError(400, f"{where}: content parts nested more than {_MAX_NESTING} levels deep cannot be "
+                         "checked for media; flatten them", code="invalid_messages", param=where)
+    for k, part in enumerate(content):
+        place = f"{where}[{k}]"
+        info = classify(part)
+        try:
+            if info.smoothable:
+                info = _nested(info)
+            if note := check_part(info, place, config):
+                notes.append(note)
+        except UnsupportedContent as exc:
+            raise _proxy_error(exc, info) from None
+        if info.is_text and info.nested:
+            _refuse_nested(get_path(part, info.nested), f"{place}.{'.'.join(info.nested)}", config, notes, depth + 1)
+
+
+def _nested(info: ContentPart) -> ContentPart:
+    return dataclasses.replace(info, reason="media nested inside another part; the proxy smooths top-level content "
+                               "parts only, so send it as a part of the message's own content")
+
+
+def _proxy_error(exc: UnsupportedContent, info: ContentPart) -> ProxyError:
+    param = exc.place
+    if exc.code == "invalid_media" and info.problem_path:
+        param += "." + ".".join(info.problem_path)
+    return ProxyError(400, str(exc), code=exc.code, param=param)
+
+
+def _slot(i: int, j: int, info: ContentPart) -> MediaSlot:
+    return MediaSlot(i, j, info.type, info.kind, "url" if info.source == "url" else "data",  # type: ignore[arg-type]
+                     info.value, audio_format=info.audio_format, part=info)
 
 
 def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) -> Media:
@@ -114,19 +156,27 @@ def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) 
     Raises :class:`MediaError` for anything that cannot be decoded or is too large.
     """
     limits = {"max_bytes": config.max_media_bytes}
+    base64_payload = (slot.part is not None and slot.part.source == "base64") or slot.type == "input_audio"
     if raw is not None:
         source: Any = raw
-    elif slot.type == "input_audio":
-        if slot.audio_format not in ("wav", "wave", "x-wav"):
-            raise MediaError(f"input_audio format {slot.audio_format!r} cannot be smoothed: only WAV is decoded; "
+    elif base64_payload and not (isinstance(slot.value, str) and slot.value[:5].lower() == "data:"):
+        if slot.kind == "audio" and (slot.audio_format or "wav") not in ("wav", "wave", "x-wav"):
+            raise MediaError(f"{slot.type} format {slot.audio_format!r} cannot be smoothed: only WAV is decoded; "
                              "send 16-bit PCM WAV")
-        if len(slot.value) // 4 * 3 > config.max_media_bytes + 3:
-            raise MediaError(f"input_audio data is about {len(slot.value) // 4 * 3} bytes, over "
+        mime = slot.part.mime if slot.part is not None else None
+        if slot.kind == "audio" and mime and mime.lower() not in ("audio/wav", "audio/x-wav", "audio/wave",
+                                                                  "audio/vnd.wave"):
+            raise MediaError(f"audio of type {mime!r} cannot be smoothed: only WAV is decoded; send 16-bit PCM WAV")
+        if not isinstance(slot.value, str):
+            raise MediaError(f"{slot.type} data must be base64 text, not {type(slot.value).__name__}")
+        compact = "".join(slot.value.split())
+        if len(compact) // 4 * 3 > config.max_media_bytes + 3:
+            raise MediaError(f"{slot.type} data is about {len(compact) // 4 * 3} bytes, over "
                              f"max_media_bytes={config.max_media_bytes}")
         try:
-            source = base64.b64decode("".join(slot.value.split()), validate=True)
+            source = base64.b64decode(compact, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise MediaError(f"input_audio data is not valid base64: {exc}") from None
+            raise MediaError(f"{slot.type} data is not valid base64: {exc}") from None
     else:
         source = slot.value
     if slot.kind == "image":
@@ -139,19 +189,24 @@ _MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": 
 
 
 def inline(body: dict[str, Any], slot: MediaSlot, raw: bytes, media: Media) -> tuple[dict[str, Any], MediaSlot]:
-    """``body`` with the URL of ``slot`` replaced by a data URL of ``raw`` (the bytes fetched from it, decoded as
-    ``media``), and the slot that now points at it. ``body`` is not modified."""
+    """``body`` with the URL of ``slot`` replaced by the bytes fetched from it (``raw``, decoded as ``media``),
+    inline in the part's own shape, and the slot that now points at them. ``body`` is not modified."""
     mime = "audio/wav" if media.kind == "audio" else _MIME.get(media.format, media.mime_type)
-    url = f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
+    block = _replace_block(body, slot, base64.b64encode(raw).decode("ascii"), mime)
     messages = list(body["messages"])
     message = dict(messages[slot.message])
     content = list(message["content"])
-    block = content[slot.block]
-    inner = block[slot.type]
-    content[slot.block] = {**block, slot.type: {**inner, "url": url} if isinstance(inner, dict) else url}
+    content[slot.block] = block
     message["content"] = content
     messages[slot.message] = message
-    return {**body, "messages": messages}, dataclasses.replace(slot, source="data", value=url)
+    info = classify(block)
+    return {**body, "messages": messages}, _slot(slot.message, slot.block, info)
+
+
+def _replace_block(body: dict[str, Any], slot: MediaSlot, data: str, mime: str) -> dict[str, Any]:
+    block = body["messages"][slot.message]["content"][slot.block]
+    info = slot.part if slot.part is not None else classify(block)
+    return write_media(block, info, data, mime)
 
 
 def encode_media(media: Media, image_format: str = "png") -> str:
@@ -164,11 +219,9 @@ def encode_media(media: Media, image_format: str = "png") -> str:
 
 def _encode_block(block: dict[str, Any], slot: MediaSlot, media: Media, image_format: str) -> dict[str, Any]:
     url = encode_media(media, image_format)
-    if slot.type == "input_audio":
-        payload = url.split(",", 1)[1]
-        return {**block, "input_audio": {**block["input_audio"], "data": payload, "format": "wav"}}
-    inner = block[slot.type]
-    return {**block, slot.type: {**inner, "url": url} if isinstance(inner, dict) else url}
+    header, data = url.split(",", 1)
+    info = slot.part if slot.part is not None else classify(block)
+    return write_media(block, info, data, header[5:].split(";", 1)[0])
 
 
 def candidate_body(body: dict[str, Any], slots: Sequence[MediaSlot], originals: Sequence[Media],

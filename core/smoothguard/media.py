@@ -843,28 +843,30 @@ def _wav_samples(body: bytes, code: int, channels: int, rate: int, bits: int,
 def fetch(url: str, kind: str, *, timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES) -> Media:
     """Download an http(s) ``url`` (at most ``max_bytes``, ``timeout`` in seconds) and decode it
     as ``kind`` (``"image"`` or ``"audio"``). Any failure raises :class:`MediaError` naming the URL.
+
+    The body is asked for uncompressed (``Accept-Encoding: identity``); a server that compresses it anyway with
+    gzip or deflate is decoded in bounded steps, so ``max_bytes`` caps the decoded bytes too (a decompression
+    bomb stops at the limit); other content encodings are refused.
     """
     import urllib.error
-    import urllib.parse
     import urllib.request
 
     if kind not in ("image", "audio"):
         raise MediaError(f"fetch kind must be 'image' or 'audio', not {kind!r}")
-    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise MediaError(f"fetch reads only http(s) URLs, not {_short(url)}")
+    _check_fetch_url(url, url)
 
     class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-            if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
-                raise MediaError(f"{_short(url)} redirects to a non-http(s) URL {_short(newurl)}")
+            _check_fetch_url(newurl, url)
             return super().redirect_request(req, fp, code, msg, headers, newurl)
 
     opener = urllib.request.build_opener(_HttpOnlyRedirects)
-    request = urllib.request.Request(url, headers={"User-Agent": "smoothguard"})
+    request = urllib.request.Request(url, headers={"User-Agent": "smoothguard", "Accept-Encoding": "identity"})
     try:
         with opener.open(request, timeout=timeout) as resp:
             content_type = resp.headers.get("Content-Type", "")
-            raw = _read_capped(resp, max_bytes + 1)
+            decoder = _BoundedDecoder(resp.headers.get("Content-Encoding"), max_bytes, _short(url))
+            raw = _read_capped(resp, decoder)
     except MediaError:
         raise
     except urllib.error.HTTPError as exc:
@@ -873,8 +875,6 @@ def fetch(url: str, kind: str, *, timeout: float = 10.0, max_bytes: int = DEFAUL
         raise MediaError(f"could not fetch {_short(url)}: {exc.reason}") from exc
     except Exception as exc:  # timeouts, resets, bad status lines, ...
         raise MediaError(f"could not fetch {_short(url)}: {exc}") from exc
-    if len(raw) > max_bytes:
-        raise MediaError(f"{_short(url)} is larger than max_bytes={max_bytes}")
     try:
         if kind == "image":
             return Media.image(raw, max_bytes=max_bytes)
@@ -884,14 +884,84 @@ def fetch(url: str, kind: str, *, timeout: float = 10.0, max_bytes: int = DEFAUL
         raise MediaError(f"{_short(url)}{served}: {exc}") from exc
 
 
-def _read_capped(resp: Any, limit: int) -> bytes:
-    """Read at most ``limit`` bytes from a response, in 64 KiB pieces."""
+def _check_fetch_url(url: str, first: str) -> None:
+    """MediaError unless ``url`` is a well-formed http(s) URL (``first``: the URL asked for, named in errors)."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise MediaError(f"malformed URL {_short(url)}: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        if url == first:
+            raise MediaError(f"fetch reads only http(s) URLs, not {_short(url)}")
+        raise MediaError(f"{_short(first)} redirects to a non-http(s) URL {_short(url)}")
+    if not parts.hostname:
+        raise MediaError(f"malformed URL {_short(url)}: it names no host")
+
+
+class _BoundedDecoder:
+    """Decodes a response body's ``Content-Encoding`` (identity, gzip, deflate) chunk by chunk, raising
+    :class:`MediaError` as soon as the *decoded* bytes pass ``max_bytes``: no step inflates more than
+    ``max_bytes + 1`` bytes, so a decompression bomb costs at most about ``max_bytes`` of memory. Other
+    encodings (br, zstd, ...) are refused: the request asked for ``identity``."""
+
+    def __init__(self, encoding: str | None, max_bytes: int, shown: str) -> None:
+        import zlib
+
+        self.max_bytes = max_bytes
+        self.shown = shown
+        self.total = 0
+        name = (encoding or "identity").strip().lower()
+        if name in ("", "identity"):
+            self._inflater: Any = None
+        elif name in ("gzip", "x-gzip"):
+            self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif name == "deflate":
+            self._inflater = zlib.decompressobj()
+            self._raw_deflate = True  # some servers send deflate without the zlib header
+        else:
+            raise MediaError(f"{shown} was served with Content-Encoding {encoding!r} although only 'identity' was "
+                             "asked for; compressed media bodies other than gzip/deflate are not decoded")
+        self._first = True
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The decoded bytes of ``chunk``; MediaError once more than ``max_bytes`` came out in all."""
+        import zlib
+
+        if self._inflater is None:
+            return [self._count(chunk)]
+        out: list[bytes] = []
+        data = chunk
+        while data:
+            try:
+                piece = self._inflater.decompress(data, self.max_bytes - self.total + 1)
+            except zlib.error as exc:
+                if self._first and getattr(self, "_raw_deflate", False):  # retry as raw deflate
+                    self._inflater, self._first = zlib.decompressobj(-zlib.MAX_WBITS), False
+                    continue
+                raise MediaError(f"{self.shown}: its compressed body is corrupt ({exc})") from None
+            self._first = False
+            out.append(self._count(piece))
+            data = self._inflater.unconsumed_tail
+            if self._inflater.eof:
+                break
+        return out
+
+    def _count(self, piece: bytes) -> bytes:
+        self.total += len(piece)
+        if self.total > self.max_bytes:
+            raise MediaError(f"{self.shown} is larger than max_bytes={self.max_bytes} (decoded)")
+        return piece
+
+
+def _read_capped(resp: Any, decoder: _BoundedDecoder) -> bytes:
+    """The decoded body of a response, read in 64 KiB pieces, at most ``decoder.max_bytes`` bytes of it."""
     parts: list[bytes] = []
-    total = 0
-    while total < limit:
-        part = resp.read(min(65536, limit - total))
+    while True:
+        part = resp.read(65536)
         if not part:
             break
-        parts.append(part)
-        total += len(part)
+        parts.extend(decoder.feed(part))
     return b"".join(parts)

@@ -191,7 +191,8 @@ def test_overrides_within_limits():
         ({"min_agreement": 0.1}, "smoothguard_override_not_allowed", "smoothguard.min_agreement"),
         ({"embedder": "evil/model"}, "smoothguard_override_not_allowed", "smoothguard.embedder"),
         ({"n_sample": 5}, "invalid_smoothguard_override", "smoothguard.n_sample"),
-        ({"seed": -1}, "invalid_smoothguard_override", "smoothguard"),
+        ({"seed": 1}, "smoothguard_override_not_allowed", "smoothguard.seed"),  # clients may not choose the noise
+        ({"adaptive": "yes"}, "invalid_smoothguard_override", "smoothguard"),
         ([1, 2], "invalid_smoothguard_override", "smoothguard"),
     ]
     for raw, code, param in cases:

@@ -359,7 +359,7 @@ def test_bad_requests_get_openai_style_errors(serve):
 def test_no_traceback_reaches_the_client(serve, monkeypatch, caplog):
     import smoothguard.serve.app as app_module
 
-    def broken(body):
+    def broken(body, config=None):
         raise RuntimeError("kaboom: internal detail")
 
     monkeypatch.setattr(app_module, "find_media", broken)

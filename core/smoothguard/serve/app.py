@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
+import ipaddress
 import json
 import logging
 import os
+import re
 import time
 import traceback
+import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -31,7 +35,7 @@ from starlette.routing import Route
 
 from smoothguard._version import __version__
 from smoothguard.config import GuardConfig
-from smoothguard.deadline import late_error, late_note, wait_tasks
+from smoothguard.deadline import late_error, late_note, seconds_left, wait_tasks
 from smoothguard.errors import GenerationError, GuardFlagged, MediaError
 from smoothguard.guard import SmoothGuard
 from smoothguard.image_resize import auto_rule
@@ -39,7 +43,7 @@ from smoothguard.media import Media
 from smoothguard.result import GuardResult
 from smoothguard.serve.codec import MediaSlot, answer_text, candidate_body, decode_slot, find_media, inline
 from smoothguard.serve.errors import ProxyError, Redactor
-from smoothguard.serve.settings import ServeSettings, apply_overrides
+from smoothguard.serve.settings import ServeSettings, apply_overrides, startup_warnings
 from smoothguard.serve.upstream import UpstreamClient, UpstreamError, fetch_bytes, http_error
 
 __all__ = ["ENV_VAR", "app_from_environment", "create_app"]
@@ -105,6 +109,9 @@ class Proxy:
         self.freeze_heap = freeze_heap
         self.settings = settings
         self.api_key = settings.resolve_api_key()
+        # the keys clients must present (none: no client authentication), as bytes for hmac.compare_digest
+        self._client_keys = tuple(key.encode("utf-8") for key in settings.resolve_client_keys())
+        self._secrets = (self.api_key, *settings.resolve_client_keys())
         self.ready = False
         self._transport = transport
         self._upstream: UpstreamClient | None = None
@@ -118,7 +125,7 @@ class Proxy:
             s = self.settings
             self._upstream = UpstreamClient(s.upstream, timeout=s.upstream_timeout, connect_timeout=s.connect_timeout,
                                             max_concurrency=s.max_upstream_concurrency, transport=self._transport,
-                                            fanout=s.http_client)
+                                            fanout=s.http_client, max_response_bytes=s.max_upstream_response_bytes)
         return self._upstream
 
     @property
@@ -140,6 +147,8 @@ class Proxy:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        for warning in startup_warnings(self.config, self.settings):
+            log.warning("%s", warning)
         if self.settings.warmup:
             start = time.perf_counter()
             await asyncio.to_thread(self._warm_up)
@@ -147,8 +156,9 @@ class Proxy:
         if self.freeze_heap:
             gc.freeze()
         self.ready = True
-        log.info("SmoothGuard proxy ready: upstream %s, n_samples=%d, sigma=%g", _safe_url(self.settings.upstream),
-                 self.config.n_samples, self.config.sigma)
+        log.info("SmoothGuard proxy ready: upstream %s, n_samples=%d, sigma=%g, client authentication %s",
+                 _safe_url(self.settings.upstream), self.config.n_samples, self.config.sigma,
+                 f"on ({len(self._client_keys)} keys)" if self._client_keys else "off")
         try:
             yield
         finally:
@@ -176,9 +186,10 @@ class Proxy:
     async def _handle(self, request: Request, handler: Any) -> Response:
         rid = "sg-" + uuid.uuid4().hex[:16]
         started = time.perf_counter()
-        redact = Redactor([self.api_key, _bearer_token(request.headers.get("authorization"))])
+        redact = Redactor([*self._secrets, _bearer_token(request.headers.get("authorization"))])
         info: dict[str, Any] = {"mode": "-"}
         try:
+            await self._authenticate(request)
             response = await handler(request, rid, redact, info)
         except ProxyError as exc:
             info["error"] = exc.code or exc.type
@@ -195,16 +206,40 @@ class Proxy:
                  redact(detail), time.perf_counter() - started)
         return response
 
+    async def _authenticate(self, request: Request) -> None:
+        """With client keys set, a 401 unless ``Authorization: Bearer <one of them>``. The token is compared with
+        every key, each in constant time, without stopping at a match: the time taken tells nothing about the
+        keys."""
+        if not self._client_keys:
+            return
+        scheme, _, token = (request.headers.get("authorization") or "").strip().partition(" ")
+        supplied = token.strip().encode("utf-8") if scheme.lower() == "bearer" else b""
+        match = False
+        for key in self._client_keys:
+            match |= hmac.compare_digest(supplied, key)
+        if supplied and match:
+            return
+        if request.method == "POST":
+            await _drain(request)  # read (and drop) the body, so that the client sees the 401
+        if supplied:
+            message = "Incorrect API key provided: the key is not one of this proxy's client keys."
+        else:
+            message = ("You didn't provide an API key. This proxy needs one of its client keys in an Authorization "
+                       "header using Bearer auth (Authorization: Bearer YOUR_KEY).")
+        raise ProxyError(401, message, type="invalid_request_error", code="invalid_api_key",
+                         headers={"www-authenticate": 'Bearer realm="smoothguard"'})
+
     async def _models(self, request: Request, rid: str, redact: Redactor, info: dict[str, Any]) -> Response:
         info["mode"] = "forward"
         return await self._forward("GET", "/models", None, self._headers(request), redact)
 
     async def _chat(self, request: Request, rid: str, redact: Redactor, info: dict[str, Any]) -> Response:
-        arrived = time.monotonic()
+        arrived = time.monotonic()  # time_budget counts from here: the proxy's own work is inside it
         raw = await _read_body(request, self.settings.max_body_bytes)
         try:
             # a large body (inline images) parses in a worker thread, so other requests' I/O goes on meanwhile
-            body = json.loads(raw) if len(raw) < _THREAD_PARSE_BYTES else await asyncio.to_thread(json.loads, raw)
+            body, bad_text = (_parse_body(raw) if len(raw) < _THREAD_PARSE_BYTES
+                              else await asyncio.to_thread(_parse_body, raw))
         except ValueError as exc:
             raise ProxyError(400, f"the request body is not valid JSON: {_json_reason(exc)}",
                              code="invalid_json") from None
@@ -213,11 +248,17 @@ class Proxy:
         if not isinstance(body, dict):
             raise ProxyError(400, "the request body must be a JSON object (a chat completion request)",
                              code="invalid_json")
+        if bad_text is not None:
+            raise ProxyError(400, f"invalid text: {bad_text} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                             "without its pair), which is not Unicode text; send valid UTF-8", code="invalid_text",
+                             param=bad_text)
         config = apply_overrides(self.config, body.get("smoothguard"), self.settings)
         headers = self._headers(request)
-        slots = find_media(body)
+        slots = find_media(body, config)
         if not slots:
             info["mode"] = "passthrough"
+            if slots.notes:  # unsmoothable media the operator lets through (unsmoothable_media="passthrough")
+                log.warning("request %s: forwarded unsmoothed: %s", rid, redact("; ".join(slots.notes)))
             if "smoothguard" in body:
                 raw = _dumps({k: v for k, v in body.items() if k != "smoothguard"})
             return await self._forward("POST", "/chat/completions", raw, headers, redact)
@@ -228,22 +269,34 @@ class Proxy:
             raise ProxyError(400, "n must be 1 for a guarded request: the guard answers with one voted choice",
                              code="unsupported_parameter", param="n")
         info["mode"] = "guarded"
-        body, guarded, originals, notes = await self._media(body, slots, config)
         deadline = None if config.time_budget is None else arrived + config.time_budget
+        if seconds_left(deadline) == 0:
+            raise _budget_spent(config.time_budget)
+        body, guarded, originals, notes = await self._media(body, slots, config, deadline)
+        notes = [*slots.notes, *notes]
         result, candidates = await self._guard(body, guarded, originals, config, headers, redact, rid, notes, info,
                                                deadline)
         meta = _meta(result, notes, rid)
-        if body.get("stream"):
-            return _stream_response(result, candidates, body, meta)
-        return _json(_completion(result, candidates, body, meta))
+        try:
+            if body.get("stream"):
+                return _stream_response(result, candidates, body, meta)
+            return _json(_completion(result, candidates, body, meta))
+        except (TypeError, KeyError, AttributeError, ValueError):
+            # the chosen completion is the upstream's: one the checks let through but that cannot be relayed is
+            # the upstream's fault, a 502, not a 500
+            log.error("request %s: the chosen completion could not be relayed:\n%s", rid,
+                      redact(traceback.format_exc()))
+            raise ProxyError(502, "the upstream's chosen reply is not a well-formed chat completion",
+                             type="upstream_error", code="upstream_bad_response") from None
 
     # -- media ----------------------------------------------------------------------------------------------
 
-    async def _media(self, body: dict[str, Any], slots: list[MediaSlot], config: GuardConfig
-                     ) -> tuple[dict[str, Any], list[MediaSlot], list[Media], list[str]]:
+    async def _media(self, body: dict[str, Any], slots: list[MediaSlot], config: GuardConfig,
+                     deadline: float | None = None) -> tuple[dict[str, Any], list[MediaSlot], list[Media], list[str]]:
         """Decode (and fetch) the media to smooth; URL media per ``remote_media``. Returns the body (fetched media
         inlined as data URLs, so every candidate, the original included, sends the same bytes), the slots smoothed,
-        their media, and notes for the client."""
+        their media, and notes for the client. With a ``deadline`` (``time.monotonic()``), no fetch or decoding
+        starts after it, and the request is answered 504 there even while one is still running."""
         fetch: list[MediaSlot] = []
         skipped: list[MediaSlot] = []
         for slot in slots:
@@ -253,6 +306,10 @@ class Proxy:
                 raise ProxyError(400, f"{slot.param}: this proxy does not accept remote media URLs; send the "
                                  f"{slot.kind} inline as a base64 data URL", code="remote_media_not_allowed",
                                  param=slot.param)
+            problem = _url_problem(slot.value)
+            if problem:  # parsed before any fetch: a malformed URL is the client's error, a 400
+                raise ProxyError(400, f"{slot.param}: {_short_url(slot.value)} is not a valid URL: {problem}",
+                                 code="invalid_media", param=slot.param)
             (skipped if config.remote_media == "passthrough" else fetch).append(slot)
 
         async def download(slot: MediaSlot) -> bytes:
@@ -261,22 +318,33 @@ class Proxy:
                                          max_bytes=config.max_media_bytes,
                                          allow_private=self.settings.allow_private_fetch)
             except MediaError as exc:
-                raise ProxyError(400, f"{slot.param}: {exc}", code="media_fetch_failed", param=slot.param) from None
+                message = _withhold_addresses(str(exc), slot.value)
+                raise ProxyError(400, f"{slot.param}: {message}", code="media_fetch_failed",
+                                 param=slot.param) from None
+            except ValueError as exc:  # a URL the fetch could not parse (a redirect's, say): still not a 500
+                raise ProxyError(400, f"{slot.param}: could not fetch {_short_url(slot.value)}: invalid URL "
+                                 f"({_withhold_addresses(str(exc), slot.value)})", code="media_fetch_failed",
+                                 param=slot.param) from None
 
-        raws = await asyncio.gather(*map(download, fetch))
+        if fetch:
+            raws = await _until(deadline, asyncio.gather(*map(download, fetch)), config.time_budget)
+        else:
+            raws = []
         fetched = {(s.message, s.block): raw for s, raw in zip(fetch, raws, strict=True)}
         guarded = [s for s in slots if s not in skipped]
 
         def decode_all() -> list[Media]:
             out = []
             for slot in guarded:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise _budget_spent(config.time_budget)  # start no decoding after the deadline
                 try:
                     out.append(decode_slot(slot, config, fetched.get((slot.message, slot.block))))
                 except MediaError as exc:
                     raise ProxyError(400, f"{slot.param}: {exc}", code="invalid_media", param=slot.param) from None
             return out
 
-        originals = await asyncio.to_thread(decode_all) if guarded else []
+        originals = await _until(deadline, asyncio.to_thread(decode_all), config.time_budget) if guarded else []
         for k, (slot, media) in enumerate(zip(guarded, originals, strict=True)):
             if (slot.message, slot.block) in fetched:
                 body, guarded[k] = inline(body, slot, fetched[(slot.message, slot.block)], media)
@@ -293,8 +361,9 @@ class Proxy:
                      config: GuardConfig, headers: dict[str, str], redact: Redactor, rid: str, notes: list[str],
                      info: dict[str, Any], deadline: float | None = None
                      ) -> tuple[GuardResult, dict[int, dict[str, Any]]]:
-        """Fan the candidates out, vote. With a ``deadline`` (``time.monotonic()``), candidates still running then
-        are cancelled and count as failed."""
+        """Fan the candidates out, vote. With a ``deadline`` (``time.monotonic()``), each candidate goes out as soon
+        as it is encoded, no encoding starts after the deadline, candidates still running then are cancelled and
+        count as failed, and a deadline that passes before the noisy copies were even drawn is a 504."""
         set_fields: dict[str, Any] = {"stream": False}
         if originals and self.settings.temperature is not None:
             set_fields["temperature"] = self.settings.temperature
@@ -303,10 +372,14 @@ class Proxy:
         per_request = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
         candidates: dict[int, dict[str, Any]] = {}
         asked = 0
+        entered = False  # whether the guard handed over its first round (the noise is drawn by then)
+
+        def encode_one(variant: list[Media]) -> bytes:
+            return _dumps(candidate_body(body, slots, originals, variant, set_fields=set_fields, drop_fields=drop,
+                                         image_format=image_format))
 
         def encode(variants: list[list[Media]]) -> list[bytes]:
-            return [_dumps(candidate_body(body, slots, originals, v, set_fields=set_fields, drop_fields=drop,
-                                          image_format=image_format)) for v in variants]
+            return [encode_one(v) for v in variants]
 
         async def call(index: int, payload: bytes) -> Any:
             try:
@@ -315,6 +388,7 @@ class Proxy:
                 else:
                     async with per_request:
                         data = await self.upstream.post_json("/chat/completions", payload, headers, redact)
+                _check_completion(data)
                 text = answer_text(data)
             except UpstreamError as exc:
                 return exc
@@ -329,22 +403,51 @@ class Proxy:
             return text
 
         async def agenerate(variants: list[list[Media]]) -> list[Any]:
-            nonlocal asked
+            nonlocal asked, entered
+            entered = True
             start, asked = asked, asked + len(variants)
-            payloads = await asyncio.to_thread(encode, variants)
             if deadline is None:
+                payloads = await asyncio.to_thread(encode, variants)
                 return list(await asyncio.gather(*(call(start + k, p) for k, p in enumerate(payloads))))
-            tasks = [asyncio.ensure_future(call(start + k, p)) for k, p in enumerate(payloads)]
-            await wait_tasks(tasks, deadline)  # the calls cancelled at the deadline release their slots
+            tasks: list[asyncio.Task[Any]] = []
+
+            async def send_each() -> None:  # encode one copy, send it, encode the next: none begun late
+                for k, variant in enumerate(variants):
+                    if time.monotonic() >= deadline:
+                        return
+                    payload = await asyncio.to_thread(encode_one, variant)
+                    tasks.append(asyncio.ensure_future(call(start + k, payload)))
+
+            sender = asyncio.ensure_future(send_each())
+            try:
+                await wait_tasks([sender], deadline)  # an encoding still running then is abandoned, not awaited
+                failure = None if sender.cancelled() else sender.exception()
+                if failure is not None:  # as without a deadline: an encoding that fails fails the round
+                    raise failure
+                await wait_tasks(tasks, deadline)  # the calls cancelled at the deadline release their slots
+            except BaseException:
+                for task in [sender, *tasks]:
+                    task.cancel()
+                raise
             over = _over_budget(config.time_budget)
+            unsent = _unsent(config.time_budget)
             outputs = [over if task.cancelled() else task.result() for task in tasks]
-            if dropped := sum(output is over for output in outputs):
+            outputs += [unsent] * (len(variants) - len(tasks))
+            if dropped := sum(output is over or output is unsent for output in outputs):
                 notes.append(late_note(config.time_budget, dropped))
             return outputs
 
+        guard = asyncio.ensure_future(SmoothGuard(config).arun(originals, agenerate, deadline=deadline,
+                                                               auto_resize=auto_rule(model_name=_model_name(body))))
         try:
-            result = await SmoothGuard(config).arun(originals, agenerate, deadline=deadline,
-                                                    auto_resize=auto_rule(model_name=_model_name(body)))
+            if deadline is not None:
+                # the noise is drawn in a worker thread before the first round is handed over: a deadline that
+                # passes meanwhile answers now (the thread finishes on its own; its copies are dropped)
+                await asyncio.wait({guard}, timeout=seconds_left(deadline))
+                if not guard.done() and not entered:
+                    guard.cancel()
+                    raise _budget_spent(config.time_budget)
+            result = await guard
         except GuardFlagged as exc:
             info.update(n=exc.result.n_used, agreement=f"{exc.result.agreement:.2f}", flagged=True)
             raise ProxyError(422, f"the guard flagged this request: {exc}", type="smoothguard_flagged",
@@ -352,6 +455,9 @@ class Proxy:
         except GenerationError as exc:
             info.update(n=asked, failed=len(exc.causes))
             raise _generation_error(exc, asked, redact, rid) from None
+        except BaseException:
+            guard.cancel()
+            raise
         info.update(n=result.n_used, failed=sum(not s.ok for s in result.samples),
                     agreement=f"{result.agreement:.2f}", flagged=result.flagged)
         return result, candidates
@@ -359,14 +465,15 @@ class Proxy:
     # -- forwarding -------------------------------------------------------------------------------------------
 
     def _headers(self, request: Request) -> dict[str, str]:
-        """Headers for the upstream: the operator key, else the client's ``Authorization``; plus the allow-list."""
+        """Headers for the upstream: the operator key, else the client's ``Authorization`` (never when clients
+        authenticate to the proxy itself: their keys are the proxy's, not the upstream's); plus the allow-list."""
         headers = {}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
-        elif "authorization" in request.headers:
+        elif "authorization" in request.headers and not self._client_keys:
             headers["authorization"] = request.headers["authorization"]
         for name in self.settings.forward_headers:
-            if name in request.headers:
+            if name in request.headers and name != "authorization":  # decided above, whatever the allow-list says
                 headers[name] = request.headers[name]
         return headers
 
@@ -383,10 +490,9 @@ class Proxy:
             return StreamingResponse(_relay(response, release), status_code=response.status_code,
                                      media_type=content_type, background=BackgroundTask(release))
         try:
-            content = await response.aread()
-        except httpx.HTTPError as exc:
-            raise ProxyError(502, f"the connection to the upstream failed ({type(exc).__name__})",
-                             type="upstream_error", code="upstream_connection_error") from None
+            content = await self.upstream.read(response)  # at most max_upstream_response_bytes
+        except UpstreamError as exc:
+            raise exc.to_proxy_error() from None
         finally:
             await release()
         if response.status_code >= 400:
@@ -442,6 +548,43 @@ _OVER_BUDGET = "time_budget_exceeded"
 def _over_budget(budget: float) -> UpstreamError:
     """What a candidate cancelled at the request's time budget counts as."""
     return UpstreamError(504, str(late_error(budget)), type="upstream_timeout", code=_OVER_BUDGET)
+
+
+def _unsent(budget: float) -> UpstreamError:
+    """What a candidate never sent, the budget spent before its copy was encoded, counts as."""
+    return UpstreamError(504, f"not sent: the time budget of {budget:g} s ran out before this copy was encoded",
+                         type="upstream_timeout", code=_OVER_BUDGET)
+
+
+def _budget_spent(budget: float | None) -> ProxyError:
+    """The answer when the time budget runs out before any candidate could be sent."""
+    return ProxyError(504, f"the time budget of {budget or 0:g} s was spent before any candidate could be sent to the "
+                      "model (reading, fetching, decoding and adding noise to the media took that long); send smaller "
+                      "media or raise time_budget", type="upstream_timeout", code=_OVER_BUDGET)
+
+
+async def _until(deadline: float | None, work: Awaitable[Any], budget: float | None) -> Any:
+    """``await work``, but a 504 :func:`_budget_spent` once ``deadline`` passes: ``work`` is then cancelled and not
+    waited for (a worker thread it runs finishes on its own, its result dropped)."""
+    if deadline is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds_left(deadline))
+    except BaseException:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise _budget_spent(budget)
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned task's outcome as seen (asyncio would log it otherwise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: str) -> ProxyError:
@@ -534,16 +677,22 @@ def _stream_response(result: GuardResult, candidates: dict[int, dict[str, Any]],
     if isinstance(options, dict) and options.get("include_usage") and full.get("usage"):
         events.append({**base, "choices": [], "usage": full["usage"]})
 
+    chunks = [b"data: " + _dumps(event) + b"\n\n" for event in events]  # now: a failure is an error, not a cut stream
+
     async def stream() -> AsyncIterator[bytes]:
-        for event in events:
-            yield b"data: " + _dumps(event) + b"\n\n"
+        for chunk in chunks:
+            yield chunk
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode("utf-8")
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (from the upstream: client text is checked): escape it, as JSON can
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True, default=_json_default).encode("ascii")
 
 
 def _json_default(obj: Any) -> Any:
@@ -567,6 +716,107 @@ def _json_reason(exc: ValueError) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
     return "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "unreadable"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _parse_body(raw: bytes) -> tuple[Any, str | None]:
+    """The JSON body, and where in it a lone surrogate sits (a ``"\\ud800"`` escape without its pair: no valid
+    text holds one), or None."""
+    body = json.loads(raw)
+    # only a \uD8xx-\uDFxx escape can put a surrogate in the parsed text (raw ones are invalid UTF-8, refused by
+    # json.loads): walk the body only when the bytes hold such an escape
+    if b"\\ud" in raw or b"\\uD" in raw:
+        return body, _lone_surrogate(body)
+    return body, None
+
+
+def _lone_surrogate(body: Any) -> str | None:
+    """Where the first string (or key) holding a lone surrogate is, as a parameter path; None when none does."""
+    stack: list[tuple[Any, str]] = [(body, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path or "the body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{path}.{_printable(key)}" if path else _printable(key)
+                if _SURROGATE.search(key):
+                    return where
+                stack.append((item, where))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """``text`` with surrogates escaped (so it can be sent back), shortened."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_completion(data: dict[str, Any]) -> None:
+    """ValueError when the completion's tool calls are malformed (the proxy relays them, so they must be objects
+    with a ``function`` object, as OpenAI's API writes them); :func:`answer_text` checks the rest."""
+    choices = data.get("choices")
+    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
+        return
+    message = choices[0].get("message")
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise ValueError(f"choices[0].message.tool_calls must be a list of tool calls, got {type(calls).__name__}")
+    for k, call in enumerate(calls):
+        where = f"choices[0].message.tool_calls[{k}]"
+        if not isinstance(call, dict):
+            raise ValueError(f"{where} must be an object, got {type(call).__name__}")
+        function = call.get("function")
+        if function is None:
+            continue
+        if not isinstance(function, dict):
+            raise ValueError(f"{where}.function must be an object, got {type(function).__name__}")
+        if function.get("name") is not None and not isinstance(function["name"], str):
+            raise ValueError(f"{where}.function.name must be a string")
+        arguments = function.get("arguments")
+        if arguments is not None and not isinstance(arguments, str | dict):
+            raise ValueError(f"{where}.function.arguments must be a string")
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable http(s) URL (a bad port, a malformed IPv6 literal, ...), or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- parsing the port raises for one out of range or not a number
+    except ValueError as exc:
+        return str(exc) or "it cannot be parsed"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "it needs an http(s) scheme and a host"
+    return None
+
+
+def _short_url(url: str, limit: int = 80) -> str:
+    return repr(url if len(url) <= limit else url[:limit] + "...")
+
+
+_ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.%]*[:.][0-9A-Fa-f:.%]*")
+
+
+def _withhold_addresses(text: str, url: str) -> str:
+    """``text`` (a fetch error) without the IP addresses a host name resolved to: a client learns nothing about
+    the internal network from a refused fetch. Addresses written in the client's own URL stay."""
+
+    def withhold(match: re.Match[str]) -> str:
+        token = match.group(0)
+        try:
+            ipaddress.ip_address(token.split("%", 1)[0])
+        except ValueError:
+            return token
+        return token if token in url else "an address withheld"
+
+    return _ADDRESS_LIKE.sub(withhold, text)
 
 
 def _bearer_token(value: str | None) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 from smoothguard.config import GuardConfig
 from smoothguard.errors import ConfigError
 from smoothguard.image_resize import parse_rule
-from smoothguard.serve.settings import ServeSettings, load_config_file
+from smoothguard.serve.settings import ServeSettings, load_config_file, startup_warnings
 
 __all__ = ["HELP", "add_serve_parser", "build_settings", "configure", "run"]
 
@@ -28,9 +28,11 @@ _GUARD_FLAGS = {"sigma": "sigma", "audio_sigma": "audio_sigma", "n_samples": "n_
                 "max_concurrency": "max_concurrency", "max_media_bytes": "max_media_bytes",
                 "adaptive": "adaptive", "time_budget": "time_budget", "image_resize": "image_resize"}
 # flag dest -> ServeSettings field
-_SERVE_FLAGS = {"upstream": "upstream", "api_key_env": "api_key_env", "max_body_bytes": "max_body_bytes",
-                "upstream_timeout": "upstream_timeout", "max_upstream_concurrency": "max_upstream_concurrency",
-                "image_format": "image_format", "http_client": "http_client"}
+_SERVE_FLAGS = {"upstream": "upstream", "api_key_env": "api_key_env", "client_keys_env": "client_keys_env",
+                "max_body_bytes": "max_body_bytes", "upstream_timeout": "upstream_timeout",
+                "max_upstream_concurrency": "max_upstream_concurrency",
+                "max_upstream_response_bytes": "max_upstream_response_bytes", "image_format": "image_format",
+                "http_client": "http_client"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,16 +49,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="TOML or JSON file: guard settings at the top level, serve settings in a [serve] table")
     net.add_argument("--api-key-env", metavar="VAR",
                      help="send the key in $VAR upstream instead of each client's Authorization header")
+    net.add_argument("--client-keys-env", metavar="VAR",
+                     help="require clients to send one of the comma-separated keys in $VAR as 'Authorization: "
+                     "Bearer KEY' (401 otherwise; /health stays open); client keys are never sent upstream")
+    for flag in ("--api-key", "--client-keys"):  # exact names, so argparse does not read them as the *-env flags
+        net.add_argument(flag, action=_NoKeysHere, nargs="?", help=argparse.SUPPRESS)
     net.add_argument("--temperature", type=_temperature, metavar="T|client",
                      help="temperature of every guarded candidate call (default 0); 'client' keeps the client's")
     net.add_argument("--max-body-bytes", type=int, metavar="BYTES", help="largest request body (default 32 MiB)")
     net.add_argument("--upstream-timeout", type=float, metavar="SECONDS",
                      help="seconds one upstream call may take (default 120)")
+    net.add_argument("--max-upstream-response-bytes", type=int, metavar="BYTES",
+                     help="largest upstream response body read (default 8 MiB; 502 upstream_response_too_large above)")
     net.add_argument("--max-upstream-concurrency", type=int, metavar="K",
                      help="upstream calls in flight at once from this process (default 512)")
     net.add_argument("--allow-override", metavar="KEYS",
                      help="comma-separated guard settings clients may set per request (default "
-                     "sigma,audio_sigma,n_samples,seed,adaptive; '' allows none)")
+                     "sigma,audio_sigma,n_samples,adaptive; '' allows none; adding seed lets clients fix the noise)")
     net.add_argument("--limit", action="append", default=[], metavar="KEY=LOW:HIGH",
                      help="bounds on a client override, e.g. --limit n_samples=3:16 (repeatable)")
     net.add_argument("--image-format", choices=["png", "source"],
@@ -70,12 +79,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="do not load the embedder at startup")
     net.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     net.add_argument("--print-config", action="store_true",
-                     help="print the effective settings as JSON (the API key left out) and exit")
+                     help="print the effective settings as JSON (the API key left out) and any startup warnings, "
+                     "and exit")
     guard = parser.add_argument_group("guard")
     guard.add_argument("--sigma", type=float, help="image noise std in normalised units (default 0.1)")
     guard.add_argument("--audio-sigma", type=float, help="audio noise std in [-1, 1] units (default 0.01)")
     guard.add_argument("--n-samples", type=int, help="candidates per request, the original included (default 11)")
-    guard.add_argument("--seed", type=int, help="fixed noise seed (default: fresh noise per request)")
+    guard.add_argument("--seed", type=int, help="fixed noise seed, for reproducible studies only: it makes the noise "
+                       "predictable (default: fresh noise per request)")
     guard.add_argument("--adaptive", action="store_true", default=None, help="stop early once the vote is settled")
     guard.add_argument("--min-agreement", type=float, help="winner share below which a request is flagged")
     guard.add_argument("--on-flag", choices=["answer", "refuse", "raise"],
@@ -136,7 +147,18 @@ def build_settings(args: argparse.Namespace) -> tuple[GuardConfig, ServeSettings
     config = GuardConfig.from_kwargs(**guard)
     settings = ServeSettings.from_mapping(serve)
     settings.resolve_api_key()  # fail at startup, not on the first request
+    settings.resolve_client_keys()
     return config, settings
+
+
+class _NoKeysHere(argparse.Action):
+    """``--api-key`` / ``--client-keys``: refused, without echoing the value (keys on a command line end up in
+    process listings and shell histories)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} is not accepted: keys never go on the command line; export the key(s) in an "
+                     f"environment variable and pass {option_string}-env VAR")
 
 
 def _image_resize(value: str) -> Any:
@@ -163,8 +185,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"smoothguard serve: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
+        warnings = startup_warnings(config, settings)
+        for warning in warnings:
+            print(f"smoothguard serve: warning: {warning}", file=sys.stderr)
         print(json.dumps({"guard": config.to_dict(), "serve": settings.to_dict(), "host": args.host,
-                          "port": args.port, "workers": args.workers}, indent=2))
+                          "port": args.port, "workers": args.workers, "warnings": warnings}, indent=2))
         return 0
     try:
         import httpx  # noqa: F401

@@ -10,6 +10,7 @@ import difflib
 import json
 import math
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ from smoothguard.errors import ConfigError
 from smoothguard.serve.errors import ProxyError
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_OVERRIDABLE", "NEVER_OVERRIDABLE", "ServeSettings", "apply_overrides",
-           "load_config_file"]
+           "load_config_file", "startup_warnings"]
 
 #: Guard settings a client may change per request (``"smoothguard": {...}`` in the body) unless the operator
-#: says otherwise.
-DEFAULT_OVERRIDABLE: tuple[str, ...] = ("sigma", "audio_sigma", "n_samples", "seed", "adaptive")
+#: says otherwise. Not ``seed``: a client that picks the seed knows the noise its request gets, and can craft an
+#: input against exactly those copies (an operator may still allow it; the startup then warns).
+DEFAULT_OVERRIDABLE: tuple[str, ...] = ("sigma", "audio_sigma", "n_samples", "adaptive")
 #: Settings no client may change: they pick what the server loads or fetches, or bound its resources.
 NEVER_OVERRIDABLE = frozenset({"embedder", "embedder_device", "max_media_bytes", "max_image_pixels", "remote_media",
                                "fetch_timeout", "max_concurrency"})
@@ -41,6 +43,7 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
     "time_budget": (0.1, 600.0),
 }
 _MIB = 1024 * 1024
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,19 @@ class ServeSettings:
         (``http://vllm:8000/v1``); a URL without a path gets ``/v1``.
     api_key: operator key sent upstream as ``Authorization: Bearer ...`` instead of the client's header;
         ``api_key_env`` names an environment variable to read it from at startup (preferred: the key then
-        never sits in a config file or a process listing). Neither: the client's header is forwarded.
+        never sits in a config file or a process listing). Neither: the client's header is forwarded (unless
+        ``client_keys_env`` is set: then no client header is ever forwarded).
+    client_keys_env: names an environment variable holding the keys clients must present, comma-separated, as
+        ``Authorization: Bearer <key>`` (401 ``invalid_api_key`` otherwise; ``GET /health`` stays open). Read at
+        startup; set but unset or empty stops the startup. These keys are the proxy's own: they never go upstream.
     temperature: sampling temperature of every guarded candidate call (0: greedy, so the copies differ only
         by the noise); None keeps the client's value. Text-only requests are forwarded untouched.
     max_body_bytes: largest request body accepted, in bytes (HTTP 413 above).
     max_media_items: most images + audio clips in one request.
     upstream_timeout: seconds one upstream call may take, all of it (HTTP 504 when every candidate times out).
+    max_upstream_response_bytes: largest upstream response body read, counted as it arrives (decompressed); a
+        call whose response runs past it fails with 502 ``upstream_response_too_large``. Streams relayed to the
+        client chunk by chunk (text-only ``stream: true``) are not buffered, and not counted.
     connect_timeout: seconds to open a connection to the upstream.
     max_upstream_concurrency: upstream calls in flight at once from this replica, all requests together;
         further calls wait. Per request, ``GuardConfig.max_concurrency`` bounds the fan-out too.
@@ -77,6 +87,7 @@ class ServeSettings:
     upstream: str
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str | None = None
+    client_keys_env: str | None = None
     temperature: float | None = 0.0
     max_body_bytes: int = 32 * _MIB
     max_media_items: int = 16
@@ -90,10 +101,11 @@ class ServeSettings:
     http_client: str = "httpx"
     allow_private_fetch: bool = False
     warmup: bool = True
+    max_upstream_response_bytes: int = 8 * _MIB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upstream", normalize_upstream(self.upstream))
-        for name in ("max_body_bytes", "max_media_items", "max_upstream_concurrency"):
+        for name in ("max_body_bytes", "max_media_items", "max_upstream_concurrency", "max_upstream_response_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -108,6 +120,12 @@ class ServeSettings:
                               f"got {self.temperature!r}")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
             raise ConfigError("api_key must be a non-empty string or None")
+        for name in ("api_key_env", "client_keys_env"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not _ENV_NAME.match(value)):
+                # not echoed: what sits here by mistake is most likely a key
+                raise ConfigError(f"{name} must be the name of an environment variable (letters, digits and _), "
+                                  "not a key: put the key(s) in a variable and name the variable here")
         if self.image_format not in ("png", "source"):
             raise ConfigError(f"image_format must be 'png' or 'source', got {self.image_format!r}")
         if self.http_client not in ("httpx", "aiohttp"):
@@ -180,6 +198,34 @@ class ServeSettings:
             return value
         return None
 
+    def resolve_client_keys(self) -> tuple[str, ...]:
+        """The keys clients must present (none: clients are not authenticated), read from the variable named by
+        ``client_keys_env``: comma-separated, blanks around each ignored. Set but unset or empty raises
+        :class:`ConfigError`: a proxy asked to authenticate its clients never runs open by mistake."""
+        if not self.client_keys_env:
+            return ()
+        keys = tuple(dict.fromkeys(k.strip() for k in os.environ.get(self.client_keys_env, "").split(",")
+                                   if k.strip()))
+        if not keys:
+            raise ConfigError(f"client_keys_env names ${self.client_keys_env}, which is unset or empty: export the "
+                              "keys clients must present there (comma-separated), or drop the setting to let every "
+                              "client in")
+        return keys
+
+
+def startup_warnings(config: GuardConfig, settings: ServeSettings) -> list[str]:
+    """What an operator should be told at startup about settings that weaken the guard (logged by the proxy and
+    printed by ``smoothguard serve --print-config``)."""
+    warnings = []
+    if config.seed is not None:
+        warnings.append(f"the guard's seed is fixed (seed={config.seed}): every request gets the same noise, so the "
+                        "noise is predictable and an attacker can craft inputs against those exact copies; a fixed "
+                        "seed is for reproducible studies only, never for a deployment (drop --seed / seed)")
+    if "seed" in settings.overridable:
+        warnings.append("clients may set 'seed' per request (overridable lists it): a client can then fix the noise "
+                        "its request gets and craft inputs against it; allow it for reproducible studies only")
+    return warnings
+
 
 def normalize_upstream(url: Any) -> str:
     """The upstream base URL without a trailing slash; ``/v1`` added when it has no path."""
@@ -207,8 +253,9 @@ def apply_overrides(config: GuardConfig, raw: Any, settings: ServeSettings) -> G
                              code="invalid_smoothguard_override", param=param)
         if key not in settings.overridable:
             allowed = ", ".join(settings.overridable) or "none"
-            raise ProxyError(400, f"this proxy does not let clients change {key!r}; settings clients may change: "
-                             f"{allowed}", code="smoothguard_override_not_allowed", param=param)
+            why = " (a seed chosen by the client would make the guard's noise predictable)" if key == "seed" else ""
+            raise ProxyError(400, f"this proxy does not let clients change {key!r}{why}; settings clients may "
+                             f"change: {allowed}", code="smoothguard_override_not_allowed", param=param)
         if key in settings.limits and value is not None:
             low, high = settings.limits[key]
             if isinstance(value, bool) or not isinstance(value, int | float):

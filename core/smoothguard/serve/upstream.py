@@ -24,6 +24,7 @@ import httpx
 
 from smoothguard._version import __version__
 from smoothguard.errors import MediaError
+from smoothguard.media import _BoundedDecoder
 from smoothguard.serve.errors import ProxyError, Redactor
 
 __all__ = ["UpstreamClient", "UpstreamError", "fetch_bytes"]
@@ -56,18 +57,34 @@ def _timeout_error(seconds: float) -> UpstreamError:
                          code="upstream_timeout")
 
 
+def _too_large(limit: int) -> UpstreamError:
+    return UpstreamError(502, f"the upstream's response is larger than this proxy's limit of {limit} bytes "
+                         "(max_upstream_response_bytes)", code="upstream_response_too_large")
+
+
+def _declared_too_large(length: Any, limit: int) -> bool:
+    """Whether a Content-Length header already says the body is over ``limit`` (a bad header proves nothing:
+    the running count still applies)."""
+    return isinstance(length, str) and length.strip().isdigit() and int(length) > limit
+
+
 class UpstreamClient:
     """Calls ``{base_url}/...`` with at most ``max_concurrency`` requests in flight (further calls wait).
 
     timeout: seconds one call may take in all; connect_timeout: seconds to connect.
     transport: an httpx transport to use instead of the network (tests).
     fanout: ``"httpx"`` or ``"aiohttp"``: the library :meth:`post_json` (the guarded fan-out) uses.
+    max_response_bytes: largest response body read (decompressed), counted chunk by chunk as it arrives, so an
+    oversize body is dropped after at most this much (and one chunk) was held: :class:`UpstreamError` 502
+    ``upstream_response_too_large``.
     """
 
     def __init__(self, base_url: str, *, timeout: float, connect_timeout: float, max_concurrency: int,
-                 transport: httpx.AsyncBaseTransport | None = None, fanout: str = "httpx") -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, fanout: str = "httpx",
+                 max_response_bytes: int = 8 * 1024 * 1024) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self.connect_timeout = connect_timeout
         self.max_concurrency = max_concurrency
         self.fanout = "httpx" if transport is not None else fanout
@@ -143,7 +160,7 @@ class UpstreamClient:
                 async with asyncio.timeout(self.timeout):
                     response = await self._pools[i].handle_async_request(request)
                     try:
-                        return response.status_code, await response.aread()
+                        return response.status_code, await self._read_httpx(response)
                     finally:
                         await response.aclose()
             except TimeoutError:
@@ -168,7 +185,7 @@ class UpstreamClient:
                 async with asyncio.timeout(self.timeout), self._session.post(
                         self.base_url + path, data=payload, allow_redirects=False,
                         headers={**headers, "content-type": "application/json"}) as response:
-                    return response.status, await response.read()
+                    return response.status, await self._read_aiohttp(response)
             except TimeoutError:
                 raise _timeout_error(self.timeout) from None
             except aiohttp.ClientConnectorError:
@@ -177,6 +194,43 @@ class UpstreamClient:
             except aiohttp.ClientError as exc:
                 raise UpstreamError(502, f"the connection to the upstream failed ({type(exc).__name__})",
                                     code="upstream_connection_error") from None
+
+    async def _read_httpx(self, response: httpx.Response) -> bytes:
+        """The body of an httpx response, at most ``max_response_bytes`` (counted while reading)."""
+        limit = self.max_response_bytes
+        if _declared_too_large(response.headers.get("content-length"), limit):
+            raise _too_large(limit)
+        parts, total = [], 0
+        async for chunk in response.aiter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _read_aiohttp(self, response: Any) -> bytes:
+        """The body of an aiohttp response, at most ``max_response_bytes`` (counted while reading)."""
+        limit = self.max_response_bytes
+        if _declared_too_large(response.headers.get("content-length"), limit):
+            raise _too_large(limit)
+        parts, total = [], 0
+        async for chunk in response.content.iter_any():
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def read(self, response: httpx.Response) -> bytes:
+        """The body of a response from :meth:`open`: at most ``max_response_bytes``, read within ``timeout``;
+        :class:`UpstreamError` otherwise (the caller still releases the response)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._read_httpx(response)
+        except TimeoutError:
+            raise _timeout_error(self.timeout) from None
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
 
     async def open(self, method: str, path: str, payload: bytes | None,
                    headers: dict[str, str]) -> tuple[httpx.Response, Callable[[], Awaitable[None]]]:
@@ -252,9 +306,12 @@ def http_error(status: int, content: bytes, redact: Redactor) -> UpstreamError:
             message = err
         elif isinstance(data.get("message"), str):  # vLLM's older {"object": "error", "message": ...}
             message, kind = data["message"], data.get("type")
+    limit = 1000
     if not message:
-        message = content[:300].decode("utf-8", "replace").strip() or "(no message)"
-    message = redact(message[:1000])
+        message, limit = content.decode("utf-8", "replace").strip(), 300
+    # redact the whole message first, then shorten: cut first, a key straddling the cut would lose its tail and
+    # no longer match, and its head would reach the client
+    message = redact(message)[:limit].rstrip() or "(no message)"
     if 400 <= status < 500:
         type_ = kind if isinstance(kind, str) and kind else _ERROR_TYPES.get(status, "invalid_request_error")
         return UpstreamError(status, f"upstream HTTP {status}: {message}", type=type_,
@@ -270,54 +327,84 @@ async def fetch_bytes(client: httpx.AsyncClient, url: str, *, timeout: float, ma
                       allow_private: bool, max_redirects: int = 5) -> bytes:
     """Download an http(s) ``url``: at most ``max_bytes`` bytes, ``timeout`` seconds in all, redirects followed
     only to http(s); unless ``allow_private``, every host must resolve to public addresses only. Any failure
-    raises :class:`MediaError` naming the URL (shortened)."""
+    raises :class:`MediaError` naming the URL (shortened) and never an address it resolved to.
+
+    The body is asked for uncompressed (``Accept-Encoding: identity``) and read raw: a server that compresses it
+    anyway with gzip or deflate is decoded in bounded steps, so ``max_bytes`` caps the decoded bytes too (a
+    decompression bomb stops at the limit, not in memory); other content encodings are refused."""
     shown = _short(url)
     try:
         async with asyncio.timeout(timeout):
             for _ in range(max_redirects + 1):
-                parts = urllib.parse.urlsplit(url)
-                if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-                    raise MediaError(f"{shown} leads to a non-http(s) URL")
+                host, port = _fetch_target(url, shown)
                 if not allow_private:
-                    await _require_public(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                                          shown)
-                async with client.stream("GET", url, headers={"user-agent": "smoothguard"}) as response:
+                    await _require_public(host, port, shown)
+                async with client.stream("GET", url, headers=_FETCH_HEADERS) as response:
                     if response.is_redirect and "location" in response.headers:
-                        url = urllib.parse.urljoin(url, response.headers["location"])
+                        try:
+                            url = urllib.parse.urljoin(url, response.headers["location"])
+                        except ValueError:
+                            raise MediaError(f"{shown} redirects to a malformed URL") from None
                         continue
                     if response.status_code >= 400:
                         raise MediaError(f"could not fetch {shown}: HTTP {response.status_code}")
                     length = response.headers.get("content-length", "")
                     if length.isdigit() and int(length) > max_bytes:
                         raise MediaError(f"{shown} is {length} bytes, over max_media_bytes={max_bytes}")
-                    return await _read_capped(response.aiter_bytes(), max_bytes, shown)
+                    decoder = _BoundedDecoder(response.headers.get("content-encoding"), max_bytes, shown)
+                    return await _read_decoded(response.aiter_raw(), decoder, max_bytes, shown)
             raise MediaError(f"{shown} redirects more than {max_redirects} times")
     except TimeoutError:
         raise MediaError(f"could not fetch {shown} within {timeout:g} s") from None
+    except httpx.InvalidURL:
+        raise MediaError(f"could not fetch {shown}: it is not a valid URL") from None
     except httpx.HTTPError as exc:
         raise MediaError(f"could not fetch {shown}: {type(exc).__name__}") from None
 
 
-async def _read_capped(chunks: AsyncIterator[bytes], max_bytes: int, shown: str) -> bytes:
-    parts, total = [], 0
-    async for chunk in chunks:
-        total += len(chunk)
-        if total > max_bytes:
-            raise MediaError(f"{shown} is larger than max_media_bytes={max_bytes}")
-        parts.append(chunk)
+_FETCH_HEADERS = {"user-agent": "smoothguard", "accept-encoding": "identity"}
+
+
+def _fetch_target(url: str, shown: str) -> tuple[str, int]:
+    """(host, port) of an http(s) ``url``; MediaError for any other scheme or a malformed URL (a port out of
+    range, a broken IPv6 literal)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise MediaError(f"{shown} is not a valid URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise MediaError(f"{shown} leads to a non-http(s) URL")
+    if not parts.hostname:
+        raise MediaError(f"{shown} is not a valid URL (it names no host)")
+    return parts.hostname, port or (443 if scheme == "https" else 80)
+
+
+async def _read_decoded(chunks: AsyncIterator[bytes], decoder: _BoundedDecoder, max_bytes: int,
+                        shown: str) -> bytes:
+    parts: list[bytes] = []
+    try:
+        async for chunk in chunks:
+            parts.extend(decoder.feed(chunk))
+    except MediaError as exc:
+        if decoder.total > max_bytes:
+            raise MediaError(f"{shown} is larger than max_media_bytes={max_bytes}") from None
+        raise exc from None
     return b"".join(parts)
 
 
 async def _require_public(host: str, port: int, shown: str) -> None:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, UnicodeError, ValueError):
         raise MediaError(f"could not fetch {shown}: the host name does not resolve") from None
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if not address.is_global:
-            raise MediaError(f"{shown} resolves to a non-public address ({address}); this proxy fetches only from "
-                             "public hosts (the operator can allow private ones with allow_private_fetch)")
+            # the address itself is not named: a refusal must not tell the client what an internal name resolves to
+            raise MediaError(f"{shown}: the host {host!r} resolves to a non-public address; this proxy fetches only "
+                             "from public hosts (the operator can allow private ones with allow_private_fetch)")
 
 
 def _short(url: str, limit: int = 80) -> str:

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from smoothguard import GuardConfig, Media
+from smoothguard import GuardConfig, Media, limits
 from smoothguard.content_parts import ContentPart, check_part, classify, get_path, write_media
 from smoothguard.errors import MediaError
 from smoothguard.media import fetch
@@ -100,13 +100,14 @@ def find_media(messages: Sequence[Any], config: GuardConfig, *, where: str = "me
     messages = tuple(messages)
     slots: list[MediaSlot] = []
     notes: list[str] = []
-    for i, message in enumerate(messages):
-        content = _content(message)
-        if isinstance(content, list):
-            _scan(content, i, (), (), f"{where}[{i}].content", config, slots, notes)
-        elif content is not None and not isinstance(content, str):
-            raise MediaError(f"{where}[{i}].content is a {type(content).__name__}, not text or a list of content "
-                             "blocks; the guard cannot tell whether it holds media")
+    with limits.request(config):
+        for i, message in enumerate(messages):
+            content = _content(message)
+            if isinstance(content, list):
+                _scan(content, i, (), (), f"{where}[{i}].content", config, slots, notes)
+            elif content is not None and not isinstance(content, str):
+                raise MediaError(f"{where}[{i}].content is a {type(content).__name__}, not text or a list of "
+                                 "content blocks; the guard cannot tell whether it holds media")
     return MessageMedia(messages, tuple(slots), tuple(notes))
 
 
@@ -186,9 +187,7 @@ def _decode_base64(value: Any, kind: Kind, config: GuardConfig) -> Media:
 
 
 def _decode(x: bytes | str, kind: Kind, config: GuardConfig) -> Media:
-    if kind == "image":
-        return Media.image(x, max_pixels=config.max_image_pixels, max_bytes=config.max_media_bytes)
-    return Media.audio(x, max_bytes=config.max_media_bytes)
+    return limits.decode(x, kind, config)
 
 
 def _remote(url: str, kind: Kind, label: str, config: GuardConfig, notes: list[str]) -> Media | None:
@@ -202,11 +201,9 @@ def _remote(url: str, kind: Kind, label: str, config: GuardConfig, notes: list[s
         notes.append(f"{label}: remote {kind} {_short(url)} was passed through unsmoothed "
                      "(remote_media='passthrough')")
         return None
-    media = fetch(url, kind, timeout=config.fetch_timeout, max_bytes=config.max_media_bytes)
-    if kind == "image" and media.width * media.height > config.max_image_pixels:
-        raise MediaError(f"image {_short(url)} is {media.width}x{media.height} pixels, over max_image_pixels="
-                         f"{config.max_image_pixels}")
-    return media
+    media = fetch(url, kind, timeout=config.fetch_timeout, max_bytes=config.max_media_bytes,
+                  max_pixels=limits.pixels_left(config))
+    return limits.admit(media, config)
 
 
 def _short(s: Any, limit: int = 60) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from smoothguard import GuardConfig, Media
+from smoothguard import GuardConfig, Media, limits
 from smoothguard.content_parts import classify
 from smoothguard.errors import MediaError
 from smoothguard_langchain.blocks import find_media, is_message_like, read_media_value, write_media_value
@@ -68,7 +68,13 @@ class InputMedia:
 
 
 def find_input_media(value: Any, config: GuardConfig, media_keys: Mapping[str, str] | None = None) -> InputMedia:
-    """Decode the media of ``value`` (see the module docstring). Raises ``MediaError`` naming the place."""
+    """Decode the media of ``value`` (see the module docstring), under one request's limits
+    (:mod:`smoothguard.limits`). Raises ``MediaError`` naming the place."""
+    with limits.request(config):
+        return _find_input_media(value, config, media_keys)
+
+
+def _find_input_media(value: Any, config: GuardConfig, media_keys: Mapping[str, str] | None) -> InputMedia:
     notes: list[str] = []
     if isinstance(value, dict):
         parts = []

@@ -55,10 +55,12 @@ class GuardSettings(BaseModel):
         "fetch", description="http(s) media: download and smooth, pass through unsmoothed, or refuse.")
     fetch_timeout: float = Field(10.0, description="Seconds allowed to fetch one remote medium.")
     max_media_bytes: int = Field(50 * 1024 * 1024, description="Largest encoded medium accepted, in bytes.")
-    max_image_pixels: int = Field(40_000_000, description="Largest image accepted, in pixels.")
+    max_image_pixels: int = Field(25_000_000, description="Largest image accepted, in pixels.")
     image_resize: str | int | tuple[int, int] = Field(
         "auto", description="Size at which image noise is drawn: 'auto' (the wrapped model's provider), 'openai', "
         "'anthropic', 'qwen2-vl', a longest side, a (width, height) bound, or 'none' (the source size).")
+    max_media_items: int = Field(8, description="Most images and audio clips in one request.")
+    max_request_pixels: int = Field(32_000_000, description="Most image pixels in one request, all images together.")
     unsmoothable_media: Literal["error", "passthrough"] = Field(
         "error", description="Media the guard cannot smooth (video, files, embeddings, file ids): refuse, or pass "
         "through unsmoothed (said in the notes).")

@@ -62,6 +62,7 @@ from llama_index.core.schema import BaseNode, ImageNode
 from smoothguard import GuardConfig, Media
 from smoothguard.content_parts import ContentPart, check_part
 from smoothguard.errors import MediaError
+from smoothguard.limits import MediaBudget
 from smoothguard.media import fetch
 
 __all__ = ["DocumentMedia", "MessageMedia", "block_part", "image_documents_to_blocks", "user_message"]
@@ -89,6 +90,7 @@ class _Reader:
 
     def __init__(self, config: GuardConfig) -> None:
         self.config = config
+        self.budget = MediaBudget(config)  # the request's media count and pixels
         self.media: list[Media] = []
         self.slots: list[_Slot] = []
         self.notes: list[str] = []
@@ -162,7 +164,9 @@ class _Reader:
 
         def download() -> Media:
             try:
-                return fetch(url, kind, timeout=self.config.fetch_timeout, max_bytes=self.config.max_media_bytes)
+                media = fetch(url, kind, timeout=self.config.fetch_timeout, max_bytes=self.config.max_media_bytes,
+                              max_pixels=self.budget.pixels_left())
+                return self.budget.admit(media)
             except MediaError as exc:
                 raise MediaError(f"{where}: {exc}") from None
 
@@ -170,11 +174,8 @@ class _Reader:
         self.notes.append(f"{where}: remote {kind} {_short(url)} fetched; the noisy copies were sent inline")
 
     def _decode(self, kind: str, source: Any, where: str, carrier: Any) -> Media:
-        cfg = self.config
         try:
-            if kind == "image":
-                return Media.image(source, max_pixels=cfg.max_image_pixels, max_bytes=cfg.max_media_bytes)
-            return Media.audio(source, max_bytes=cfg.max_media_bytes)
+            return self.budget.decode(source, kind)
         except MediaError as exc:
             raise MediaError(f"{where} ({type(carrier).__name__}{_describe(carrier)}): {exc}") from None
         except Exception as exc:  # never let a decoder's own error escape

@@ -68,7 +68,10 @@ class GuardConfig:
         remote_media: http(s) media: ``"fetch"`` (size/time limits), ``"passthrough"`` (not smoothed), ``"error"``.
         fetch_timeout: seconds allowed to fetch one remote medium.
         max_media_bytes: largest encoded medium accepted, in bytes.
-        max_image_pixels: largest image accepted, in pixels (decompression-bomb guard).
+        max_image_pixels: largest image accepted, in pixels (read from the header, before decoding).
+        max_media_items: most images and audio clips in one request.
+        max_request_pixels: most image pixels in one request, all images together (checked before each image is
+            decoded, so a request's decoded images stay under this x 12 bytes of float32).
         image_resize: the size at which image noise is drawn for a remote model (:mod:`smoothguard.image_resize`):
             ``"auto"`` (the wrapped model's provider; in-process backends add the noise after their own
             processor), ``"openai"``, ``"anthropic"``, ``"qwen2-vl"``, a longest side (int), a ``(width, height)``
@@ -104,10 +107,12 @@ class GuardConfig:
     remote_media: Literal["fetch", "passthrough", "error"] = "fetch"
     fetch_timeout: float = 10.0
     max_media_bytes: int = 50 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = 25_000_000
     time_budget: float | None = None  # new fields go last, so that the fields before them keep their positions
     image_resize: str | int | tuple[int, int] = "auto"
     unsmoothable_media: Literal["error", "passthrough"] = "error"
+    max_media_items: int = 8
+    max_request_pixels: int = 32_000_000
 
     def __post_init__(self) -> None:
         _number(self, "sigma", low=0.0)
@@ -123,6 +128,8 @@ class GuardConfig:
         _integer(self, "n_clusters", low=2)
         _integer(self, "max_media_bytes", low=1)
         _integer(self, "max_image_pixels", low=1)
+        _integer(self, "max_media_items", low=1)
+        _integer(self, "max_request_pixels", low=1)
         _integer(self, "seed", low=0, optional=True)
         _integer(self, "quorum", low=1, optional=True)
         _integer(self, "max_concurrency", low=1, optional=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from smoothguard import limits
 from smoothguard.aggregate import Verdict, aggregate
 from smoothguard.certify import clopper_pearson_lower, smoothing_radius
 from smoothguard.config import GuardConfig
@@ -118,7 +119,9 @@ class SmoothGuard:
     def _request(self, media: Sequence[Media], channel_std: Sequence[float] | None, tensor_noise: bool | str,
                  deadline: float | None, auto_resize: str | None, sites: Sequence[NoiseSite] | None = None
                  ) -> _Request:
-        return _Request(self.config, _as_media_list(media), channel_std, tensor_noise,
+        media = _as_media_list(media)
+        limits.check(media, self.config)  # max_media_items, max_image_pixels, max_request_pixels
+        return _Request(self.config, media, channel_std, tensor_noise,
                         deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites)
 
     def deadline_from_now(self) -> float | None:
@@ -428,6 +431,6 @@ def _collect_media(images: Sequence[Any] | Any, audio: Sequence[Any] | Any, conf
     def items(x: Any) -> list[Any]:
         return [x] if isinstance(x, (str, bytes, Media)) or not isinstance(x, Sequence) else list(x)
 
-    limits = {"max_bytes": config.max_media_bytes}
-    return ([Media.image(x, max_pixels=config.max_image_pixels, **limits) for x in items(images)]
-            + [Media.audio(x, **limits) for x in items(audio)])
+    with limits.request(config):
+        return ([limits.decode(x, "image", config) for x in items(images)]
+                + [limits.decode(x, "audio", config) for x in items(audio)])

@@ -840,9 +840,11 @@ def _wav_samples(body: bytes, code: int, channels: int, rate: int, bits: int,
 # ---------------------------------------------------------------------------- network
 
 
-def fetch(url: str, kind: str, *, timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES) -> Media:
+def fetch(url: str, kind: str, *, timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES,
+          max_pixels: int = DEFAULT_MAX_PIXELS) -> Media:
     """Download an http(s) ``url`` (at most ``max_bytes``, ``timeout`` in seconds) and decode it
-    as ``kind`` (``"image"`` or ``"audio"``). Any failure raises :class:`MediaError` naming the URL.
+    as ``kind`` (``"image"`` of at most ``max_pixels``, or ``"audio"``). Any failure raises :class:`MediaError`
+    naming the URL.
 
     The body is asked for uncompressed (``Accept-Encoding: identity``); a server that compresses it anyway with
     gzip or deflate is decoded in bounded steps, so ``max_bytes`` caps the decoded bytes too (a decompression
@@ -877,7 +879,7 @@ def fetch(url: str, kind: str, *, timeout: float = 10.0, max_bytes: int = DEFAUL
         raise MediaError(f"could not fetch {_short(url)}: {exc}") from exc
     try:
         if kind == "image":
-            return Media.image(raw, max_bytes=max_bytes)
+            return Media.image(raw, max_bytes=max_bytes, max_pixels=max_pixels)
         return Media.audio(raw, max_bytes=max_bytes)
     except MediaError as exc:
         served = f" (served as {content_type})" if content_type else ""

@@ -319,9 +319,9 @@ def test_time_budget_has_no_effect_on_fast_requests(serve):
 
 
 def test_bad_requests_get_openai_style_errors(serve):
-    with OpenAIStub() as stub, serve(stub.base_url, max_body_bytes=4096, max_media_items=2,
-                                     config=GuardConfig(n_samples=3, max_media_bytes=2000,
-                                                        max_image_pixels=4096)) as proxy:
+    with OpenAIStub() as stub, serve(stub.base_url, max_body_bytes=4096,
+                                     config=GuardConfig(n_samples=3, max_media_bytes=2000, max_image_pixels=4096,
+                                                        max_media_items=2)) as proxy:
         cases = {
             "oversize body": (post(proxy, {"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]}),
                               413, "request_too_large"),

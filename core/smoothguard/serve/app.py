@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from smoothguard import limits
 from smoothguard._version import __version__
 from smoothguard.config import GuardConfig
 from smoothguard.deadline import late_error, late_note, seconds_left, wait_tasks
@@ -262,9 +263,9 @@ class Proxy:
             if "smoothguard" in body:
                 raw = _dumps({k: v for k, v in body.items() if k != "smoothguard"})
             return await self._forward("POST", "/chat/completions", raw, headers, redact)
-        if len(slots) > self.settings.max_media_items:
+        if len(slots) > config.max_media_items:
             raise ProxyError(400, f"the request holds {len(slots)} images/audio clips; this proxy accepts at most "
-                             f"{self.settings.max_media_items}", code="too_many_media", param="messages")
+                             f"{config.max_media_items} (max_media_items)", code="too_many_media", param="messages")
         if body.get("n") not in (None, 1):
             raise ProxyError(400, "n must be 1 for a guarded request: the guard answers with one voted choice",
                              code="unsupported_parameter", param="n")
@@ -334,15 +335,16 @@ class Proxy:
         guarded = [s for s in slots if s not in skipped]
 
         def decode_all() -> list[Media]:
-            out = []
-            for slot in guarded:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise _budget_spent(config.time_budget)  # start no decoding after the deadline
-                try:
-                    out.append(decode_slot(slot, config, fetched.get((slot.message, slot.block))))
-                except MediaError as exc:
-                    raise ProxyError(400, f"{slot.param}: {exc}", code="invalid_media", param=slot.param) from None
-            return out
+            with limits.request(config):  # the request's pixel budget, checked before each image is decoded
+                return [decode(slot) for slot in guarded]
+
+        def decode(slot: MediaSlot) -> Media:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _budget_spent(config.time_budget)  # start no decoding after the deadline
+            try:
+                return decode_slot(slot, config, fetched.get((slot.message, slot.block)))
+            except MediaError as exc:
+                raise ProxyError(400, f"{slot.param}: {exc}", code="invalid_media", param=slot.param) from None
 
         originals = await _until(deadline, asyncio.to_thread(decode_all), config.time_budget) if guarded else []
         for k, (slot, media) in enumerate(zip(guarded, originals, strict=True)):

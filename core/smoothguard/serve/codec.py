@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from smoothguard import limits
 from smoothguard.config import GuardConfig
 from smoothguard.content_parts import ContentPart, UnsupportedContent, check_part, classify, get_path, write_media
 from smoothguard.errors import MediaError
@@ -151,11 +152,11 @@ def _slot(i: int, j: int, info: ContentPart) -> MediaSlot:
 
 
 def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) -> Media:
-    """The slot's media, decoded under the config's size limits (``raw``: bytes fetched for a URL slot).
+    """The slot's media, decoded under the config's size limits and the request's (:mod:`smoothguard.limits`;
+    ``raw``: bytes fetched for a URL slot).
 
     Raises :class:`MediaError` for anything that cannot be decoded or is too large.
     """
-    limits = {"max_bytes": config.max_media_bytes}
     base64_payload = (slot.part is not None and slot.part.source == "base64") or slot.type == "input_audio"
     if raw is not None:
         source: Any = raw
@@ -179,9 +180,7 @@ def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) 
             raise MediaError(f"{slot.type} data is not valid base64: {exc}") from None
     else:
         source = slot.value
-    if slot.kind == "image":
-        return Media.image(source, max_pixels=config.max_image_pixels, **limits)
-    return Media.audio(source, **limits)
+    return limits.decode(source, slot.kind, config)
 
 
 _MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif", "bmp": "image/bmp",

@@ -30,15 +30,16 @@ __all__ = ["DEFAULT_LIMITS", "DEFAULT_OVERRIDABLE", "NEVER_OVERRIDABLE", "ServeS
 DEFAULT_OVERRIDABLE: tuple[str, ...] = ("sigma", "audio_sigma", "n_samples", "adaptive")
 #: Settings no client may change: they pick what the server loads or fetches, or bound its resources.
 NEVER_OVERRIDABLE = frozenset({"embedder", "embedder_device", "max_media_bytes", "max_image_pixels", "remote_media",
+                               "max_media_items", "max_request_pixels", "unsmoothable_media", "image_resize",
                                "fetch_timeout", "max_concurrency"})
 #: Inclusive [low, high] bounds on per-request overrides. The lower bounds keep a client from switching the
 #: defense off (sigma 0, a single candidate); the upper bounds cap the cost of one request.
 DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
     "sigma": (0.05, 0.5),
     "audio_sigma": (0.001, 0.1),
-    "n_samples": (3, 32),
-    "adaptive_round": (1, 32),
-    "quorum": (1, 32),
+    "n_samples": (3, 16),
+    "adaptive_round": (1, 16),
+    "quorum": (1, 16),
     "min_agreement": (0.0, 1.0),
     "time_budget": (0.1, 600.0),
 }
@@ -62,7 +63,6 @@ class ServeSettings:
     temperature: sampling temperature of every guarded candidate call (0: greedy, so the copies differ only
         by the noise); None keeps the client's value. Text-only requests are forwarded untouched.
     max_body_bytes: largest request body accepted, in bytes (HTTP 413 above).
-    max_media_items: most images + audio clips in one request.
     upstream_timeout: seconds one upstream call may take, all of it (HTTP 504 when every candidate times out).
     max_upstream_response_bytes: largest upstream response body read, counted as it arrives (decompressed); a
         call whose response runs past it fails with 502 ``upstream_response_too_large``. Streams relayed to the
@@ -90,7 +90,6 @@ class ServeSettings:
     client_keys_env: str | None = None
     temperature: float | None = 0.0
     max_body_bytes: int = 32 * _MIB
-    max_media_items: int = 16
     upstream_timeout: float = 120.0
     connect_timeout: float = 10.0
     max_upstream_concurrency: int = 512
@@ -105,7 +104,7 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upstream", normalize_upstream(self.upstream))
-        for name in ("max_body_bytes", "max_media_items", "max_upstream_concurrency", "max_upstream_response_bytes"):
+        for name in ("max_body_bytes", "max_upstream_concurrency", "max_upstream_response_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,121 @@
+"""What one request may decode: a bound on its media count and on its image pixels, checked before decoding.
+
+Every adapter decodes a request's media one after the other while it reads the request. Within a
+:meth:`MediaBudget.active` block, :func:`decode` gives each image at most ``min(max_image_pixels, pixels the
+request has left)`` (read from the header, before the pixels are decoded) and refuses a medium past
+``max_media_items``, so a request's decoded memory stays under ``max_request_pixels`` x 12 bytes (float32 RGB)
+whatever it sends. Outside a block each call is a request of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from smoothguard.config import GuardConfig
+from smoothguard.errors import MediaError
+from smoothguard.media import Media
+
+__all__ = ["MediaBudget", "admit", "check", "decode", "pixels_left", "request"]
+
+
+class MediaBudget:
+    """The media one request has decoded so far, against ``config``'s ``max_media_items``, ``max_image_pixels``
+    and ``max_request_pixels``."""
+
+    def __init__(self, config: GuardConfig) -> None:
+        self.config = config
+        self.items = 0
+        self.pixels = 0
+
+    def pixels_left(self) -> int:
+        """The most pixels the next image may have (at least 1, so that the error names the request's limit)."""
+        c = self.config
+        return max(1, min(c.max_image_pixels, c.max_request_pixels - self.pixels))
+
+    def decode(self, x: Any, kind: str) -> Media:
+        """``Media.image(x)`` / ``Media.audio(x)`` under the limits; :class:`MediaError` saying which one."""
+        c = self.config
+        self._count()
+        if kind != "image":
+            return self._spent(Media.audio(x, max_bytes=c.max_media_bytes))
+        try:
+            media = Media.image(x, max_pixels=self.pixels_left(), max_bytes=c.max_media_bytes)
+        except MediaError as exc:
+            if "max_pixels" in str(exc) and self.pixels_left() < c.max_image_pixels:
+                raise MediaError(f"the request's images hold more than max_request_pixels={c.max_request_pixels} "
+                                 f"pixels in all ({self.pixels} before this one, which is larger than what is "
+                                 "left); send fewer or smaller images") from None
+            raise
+        return self._spent(media)
+
+    def admit(self, media: Media) -> Media:
+        """Count a medium decoded elsewhere (a fetched one, decoded under :meth:`pixels_left`)."""
+        self._count()
+        if media.kind == "image" and media.width * media.height > self.pixels_left():
+            raise MediaError(f"image is {media.width}x{media.height} pixels, over what this request has left "
+                             f"(max_image_pixels={self.config.max_image_pixels}, "
+                             f"max_request_pixels={self.config.max_request_pixels})")
+        return self._spent(media)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[MediaBudget]:
+        """Within the block, :func:`decode` and :func:`pixels_left` count against this budget."""
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
+    def _count(self) -> None:
+        if self.items >= self.config.max_media_items:
+            raise MediaError(f"the request holds more than max_media_items={self.config.max_media_items} images "
+                             "and audio clips; send fewer, or raise the limit")
+
+    def _spent(self, media: Media) -> Media:
+        self.items += 1
+        if media.kind == "image":
+            self.pixels += media.width * media.height
+        return media
+
+
+_ACTIVE: ContextVar[MediaBudget | None] = ContextVar("smoothguard_media_budget", default=None)
+
+
+@contextlib.contextmanager
+def request(config: GuardConfig) -> Iterator[MediaBudget]:
+    """The scope of one request's decoding: a new budget, or the one already active (a request read in parts)."""
+    budget = _ACTIVE.get()
+    if budget is not None:
+        yield budget
+        return
+    with MediaBudget(config).active() as budget:
+        yield budget
+
+
+def _budget(config: GuardConfig) -> MediaBudget:
+    return _ACTIVE.get() or MediaBudget(config)
+
+
+def decode(x: Any, kind: str, config: GuardConfig) -> Media:
+    """Decode one image or clip under the active request's budget (or ``config``'s limits alone)."""
+    return _budget(config).decode(x, kind)
+
+
+def admit(media: Media, config: GuardConfig) -> Media:
+    """Count a medium decoded elsewhere (fetched) against the active request's budget."""
+    return _budget(config).admit(media)
+
+
+def check(media: Sequence[Media], config: GuardConfig) -> None:
+    """:class:`MediaError` when ``media`` (already decoded) exceed a request's limits."""
+    budget = MediaBudget(config)
+    for item in media:
+        budget.admit(item)
+
+
+def pixels_left(config: GuardConfig) -> int:
+    """The most pixels the active request's next image may have (for fetches, which decode themselves)."""
+    return _budget(config).pixels_left()

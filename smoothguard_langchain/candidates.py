@@ -131,13 +131,14 @@ class Candidates:
         self.late += 1
         return late_error(self.budget)
 
-    def _rebuild_all(self, variants: list[list[Media]]) -> list[Any]:
-        """One inner input per variant. The PNG/WAV encoding runs on all cores (zlib releases the GIL)."""
+    def _rebuild_all(self, variants: Sequence[list[Media]]) -> list[Any]:
+        """One inner input per variant. Drawing the noise (the variants are lazy: each worker reads its own) and
+        the PNG/WAV encoding run on all cores, and at most one noisy copy per core is held at once."""
         workers = min(len(variants), os.cpu_count() or 1)
         if workers <= 1:
             return [self.rebuild(v) for v in variants]
         with ThreadPoolExecutor(workers, thread_name_prefix="smoothguard-encode") as pool:
-            return list(pool.map(self.rebuild, variants))
+            return list(pool.map(lambda k: self.rebuild(variants[k]), range(len(variants))))
 
     def _keep(self, outputs: list[Any], n: int) -> list[Any]:
         if len(outputs) != n:  # keep candidate indices aligned; the core reports the miscount
@@ -177,7 +178,8 @@ def run_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates, no
     """
     deadline = candidates.limit_time(guard) if media else None
     with _guard_outcome(media, candidates, notes):
-        result = guard.run(media, candidates.generate, deadline=deadline, auto_resize=candidates.auto_resize)
+        result = guard.run(media, candidates.generate, deadline=deadline, auto_resize=candidates.auto_resize,
+                           lazy=True)
     return add_notes(result, [*notes, *candidates.notes()])
 
 
@@ -186,7 +188,8 @@ async def arun_guard(guard: SmoothGuard, media: list[Media], candidates: Candida
     """Async :func:`run_guard` (``guard.arun`` over ``candidates.agenerate``)."""
     deadline = candidates.limit_time(guard) if media else None
     with _guard_outcome(media, candidates, notes):
-        result = await guard.arun(media, candidates.agenerate, deadline=deadline, auto_resize=candidates.auto_resize)
+        result = await guard.arun(media, candidates.agenerate, deadline=deadline, auto_resize=candidates.auto_resize,
+                                  lazy=True)
     return add_notes(result, [*notes, *candidates.notes()])
 
 

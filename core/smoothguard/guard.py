@@ -23,7 +23,7 @@ from smoothguard.config import GuardConfig
 from smoothguard.errors import GenerationError, GuardFlagged
 from smoothguard.image_resize import target_size
 from smoothguard.media import Media
-from smoothguard.noise import TensorNoise, make_variants, pixel_sigma
+from smoothguard.noise import LazyVariants, TensorNoise, make_variants, pixel_sigma
 from smoothguard.result import GuardResult, NoiseSite, Sample
 
 __all__ = ["Generate", "SmoothGuard"]
@@ -77,8 +77,8 @@ class SmoothGuard:
     # -- whole requests -----------------------------------------------------------------------------------
 
     def run(self, media: Sequence[Media], generate: Generate, *, channel_std: Sequence[float] | None = None,
-            tensor_noise: bool | str = False, deadline: float | None = None, auto_resize: str | None = None
-            ) -> GuardResult:
+            tensor_noise: bool | str = False, deadline: float | None = None, auto_resize: str | None = None,
+            lazy: bool = False) -> GuardResult:
         """Guard one request: ``generate(variants)`` answers a list of variants (one str or exception each).
 
         Without media, ``generate([[]])`` is called once and its answer passed through unguarded.
@@ -90,20 +90,25 @@ class SmoothGuard:
         of the wrapped model; adapters pass it). Without it, "auto" draws the noise at the source size, since a
         bare ``generate`` does not say what its model resizes to; the notes say so for images larger than
         OpenAI's input size.
+        ``lazy=True``: ``variants`` is a :class:`~smoothguard.noise.LazyVariants` that draws each copy when it is
+        read and keeps none, so a ``generate`` that encodes and sends the copies one by one holds one noisy copy at
+        a time (the fan-out adapters and the proxy do); read each once.
         ``deadline``: the ``time.monotonic()`` instant at which ``time_budget`` runs out (default: now +
         ``time_budget``). No adaptive round starts after it (the first always runs); a ``generate`` that fans
         out is the one to stop waiting for slow candidates then (:meth:`deadline_from_now` gives callers theirs).
         Raises :class:`GenerationError` when fewer candidates than the quorum are answered, and
         :class:`GuardFlagged` when flagged under ``on_flag="raise"``.
         """
-        return self._drive(self._request(media, channel_std, tensor_noise, deadline, auto_resize), generate)
+        return self._drive(self._request(media, channel_std, tensor_noise, deadline, auto_resize, lazy=lazy),
+                           generate)
 
     async def arun(self, media: Sequence[Media], generate: Callable[..., Any], *,
                    channel_std: Sequence[float] | None = None, tensor_noise: bool | str = False,
-                   deadline: float | None = None, auto_resize: str | None = None) -> GuardResult:
+                   deadline: float | None = None, auto_resize: str | None = None, lazy: bool = False) -> GuardResult:
         """:meth:`run` for an async ``generate`` (a sync one also works). Resizing, noise, embedding and
         clustering run in worker threads, so the event loop stays free."""
-        return await self._arun(self._request(media, channel_std, tensor_noise, deadline, auto_resize), generate)
+        return await self._arun(self._request(media, channel_std, tensor_noise, deadline, auto_resize, lazy=lazy),
+                                generate)
 
     async def _arun(self, request: _Request, generate: Callable[..., Any]) -> GuardResult:
         while (variants := await asyncio.to_thread(request.next_round)) is not None:
@@ -117,12 +122,14 @@ class SmoothGuard:
         return await asyncio.to_thread(request.finish)
 
     def _request(self, media: Sequence[Media], channel_std: Sequence[float] | None, tensor_noise: bool | str,
-                 deadline: float | None, auto_resize: str | None, sites: Sequence[NoiseSite] | None = None
-                 ) -> _Request:
+                 deadline: float | None, auto_resize: str | None, sites: Sequence[NoiseSite] | None = None, *,
+                 lazy: bool = False) -> _Request:
         media = _as_media_list(media)
         limits.check(media, self.config)  # max_media_items, max_image_pixels, max_request_pixels
-        return _Request(self.config, media, channel_std, tensor_noise,
-                        deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites)
+        request = _Request(self.config, media, channel_std, tensor_noise,
+                           deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites)
+        request.lazy = lazy
+        return request
 
     def deadline_from_now(self) -> float | None:
         """``time.monotonic()`` + ``time_budget`` (seconds), or None without a budget."""
@@ -196,6 +203,7 @@ class _Request:
         self.sites: tuple[NoiseSite, ...] = tuple(sites) if sites is not None else ()
         self.notes: list[str] = []
         self.noisy_media: list[Media] | None = None  # the media at the size the noise is drawn at
+        self.lazy = False  # variants as a LazyVariants (each copy drawn when read)
         self.round: list[int] = []
         self.outputs: list[Any] = []
         self.timings = {"perturb": 0.0, "generate": 0.0, "aggregate": 0.0}
@@ -244,7 +252,10 @@ class _Request:
         start = time.perf_counter()
         media = self._at_noise_size()
         if self.tensor_noise == "all":
-            variants = [list(media) for _ in indices]
+            variants: Variants = [list(media) for _ in indices]
+        elif self.lazy:  # each copy drawn when the model's caller reads it, and dropped once it is sent
+            variants = LazyVariants(media, list(indices), entropy=self.entropy, image_std=self.image_std,
+                                    audio_std=self.config.audio_sigma, include_original=self.config.include_original)
         else:
             variants = make_variants(media, list(indices), entropy=self.entropy, image_std=self.image_std,
                                      audio_std=self.config.audio_sigma, include_original=self.config.include_original)

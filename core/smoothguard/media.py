@@ -495,6 +495,8 @@ def _read_source(x: str | os.PathLike, kind: Kind, max_bytes: int) -> bytes:
         raise MediaError(f"{kind} file not found: {_short(path)}{hint}") from exc
     except OSError as exc:
         raise MediaError(f"could not read {kind} file {_short(path)}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a NUL byte or a lone surrogate: no file system can name it
+        raise MediaError(f"{kind} path {_short(path)} is not a valid file name ({exc})") from None
 
 
 def _decode_data_url(url: str, kind: Kind, max_bytes: int) -> bytes:

@@ -18,7 +18,8 @@ import numpy as np
 from smoothguard.config import CLIP_STD
 from smoothguard.media import Media
 
-__all__ = ["TensorNoise", "add_audio_noise", "add_image_noise", "make_variants", "pixel_sigma", "variant_rng"]
+__all__ = ["LazyVariants", "TensorNoise", "add_audio_noise", "add_image_noise", "make_variants", "pixel_sigma",
+           "variant_rng"]
 
 
 def pixel_sigma(sigma: float, space: str = "normalized", channel_std: Sequence[float] | None = None) -> np.ndarray:
@@ -79,21 +80,8 @@ def make_variants(
     does not depend on it.
     """
     indices = list(indices)
-
-    def noisy(index: int) -> list[Media]:
-        if index == 0 and include_original:
-            return list(media)
-        rng = variant_rng(entropy, index)
-        out = []
-        for item in media:
-            if item.kind == "image" and image_std is None:
-                out.append(item)
-            elif item.kind == "image":  # written lossless whatever the source format: the noise arrives exactly
-                out.append(Media._make("image", add_image_noise(item.data, image_std, rng), "png"))
-            else:
-                out.append(Media._make("audio", add_audio_noise(item.data, audio_std, rng), item.format,
-                                       sample_rate=item.sample_rate, wav_subtype=item.wav_subtype))
-        return out
+    noisy = LazyVariants(media, indices, entropy=entropy, image_std=image_std, audio_std=audio_std,
+                         include_original=include_original).variant
 
     if workers is None:
         values = sum(item.data.size for item in media) * len(indices)
@@ -105,6 +93,45 @@ def make_variants(
         return [noisy(index) for index in indices]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smoothguard-noise") as pool:
         return list(pool.map(noisy, indices))
+
+
+class LazyVariants(Sequence[list[Media]]):
+    """The variants ``indices`` of ``media`` (as :func:`make_variants`), each drawn when it is read and not kept.
+
+    A consumer that reads each variant once (encodes it, sends it, drops it) holds one noisy copy at a time
+    instead of all of them: for 15 copies of 32 MP of images, 0.4 GB of float32 instead of 5.8 GB. Reading a
+    variant again draws it again, identically (its generator is seeded by ``(entropy, index)``).
+    """
+
+    def __init__(self, media: Sequence[Media], indices: Sequence[int], *, entropy: int, image_std: np.ndarray | None,
+                 audio_std: float, include_original: bool = True) -> None:
+        self.media, self.indices = list(media), list(indices)
+        self.entropy, self.image_std, self.audio_std = entropy, image_std, audio_std
+        self.include_original = include_original
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self.variant(index) for index in self.indices[k]]
+        return self.variant(self.indices[k])
+
+    def variant(self, index: int) -> list[Media]:
+        """The media of variant ``index`` (the call's own index, not a position in this sequence)."""
+        if index == 0 and self.include_original:
+            return list(self.media)
+        rng = variant_rng(self.entropy, index)
+        out = []
+        for item in self.media:
+            if item.kind == "image" and self.image_std is None:
+                out.append(item)
+            elif item.kind == "image":  # written lossless whatever the source format: the noise arrives exactly
+                out.append(Media._make("image", add_image_noise(item.data, self.image_std, rng), "png"))
+            else:
+                out.append(Media._make("audio", add_audio_noise(item.data, self.audio_std, rng), item.format,
+                                       sample_rate=item.sample_rate, wav_subtype=item.wav_subtype))
+        return out
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import traceback
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -380,8 +381,14 @@ class Proxy:
             return _dumps(candidate_body(body, slots, originals, variant, set_fields=set_fields, drop_fields=drop,
                                          image_format=image_format))
 
-        def encode(variants: list[list[Media]]) -> list[bytes]:
-            return [encode_one(v) for v in variants]
+        def encode(variants: Sequence[list[Media]]) -> list[bytes]:
+            """Every candidate's body, on all cores; each worker draws its own copy (the variants are lazy), so
+            at most one noisy copy per core is held at once."""
+            workers = min(len(variants), os.cpu_count() or 1)
+            if workers <= 1:
+                return [encode_one(v) for v in variants]
+            with ThreadPoolExecutor(workers, thread_name_prefix="smoothguard-encode") as pool:
+                return list(pool.map(lambda k: encode_one(variants[k]), range(len(variants))))
 
         async def call(index: int, payload: bytes) -> Any:
             try:
@@ -439,8 +446,9 @@ class Proxy:
                 notes.append(late_note(config.time_budget, dropped))
             return outputs
 
+        auto_resize = auto_rule(model_name=_model_name(body))
         guard = asyncio.ensure_future(SmoothGuard(config).arun(originals, agenerate, deadline=deadline,
-                                                               auto_resize=auto_rule(model_name=_model_name(body))))
+                                                               auto_resize=auto_resize, lazy=True))
         try:
             if deadline is not None:
                 # the noise is drawn in a worker thread before the first round is handed over: a deadline that

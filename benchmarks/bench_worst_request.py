@@ -50,7 +50,7 @@ noisy copy, ~2.7 bytes per pixel upstream for a noisy PNG as base64):
 * ``C33MP``: 400 after decoding 28 MP: ~0.5-1 s CPU, ~340 MB peak.
 
 Run: ``python benchmarks/bench_worst_request.py [--cases A8 B8 ...]`` (about 3 minutes on 2 cores; the ``A``
-cases need ~10 GB of free memory). Measured figures: docs/serving.md, "The worst request the defaults allow".
+cases need ~5 GB of free memory). Measured figures: docs/serving.md, "The worst request the defaults allow".
 """
 
 from __future__ import annotations

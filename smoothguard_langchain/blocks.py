@@ -202,7 +202,7 @@ def _remote(url: str, kind: Kind, label: str, config: GuardConfig, notes: list[s
                      "(remote_media='passthrough')")
         return None
     media = fetch(url, kind, timeout=config.fetch_timeout, max_bytes=config.max_media_bytes,
-                  max_pixels=limits.pixels_left(config))
+                  max_pixels=limits.pixels_left(config), allow_private=config.allow_private_fetch)
     return limits.admit(media, config)
 
 

@@ -60,6 +60,8 @@ class GuardSettings(BaseModel):
         "auto", description="Size at which image noise is drawn: 'auto' (the wrapped model's provider), 'openai', "
         "'anthropic', 'qwen2-vl', a longest side, a (width, height) bound, or 'none' (the source size).")
     max_media_items: int = Field(8, description="Most images and audio clips in one request.")
+    allow_private_fetch: bool = Field(False, description="Let remote_media='fetch' download from non-public "
+                                      "addresses (off: no SSRF into the internal network).")
     max_request_pixels: int = Field(32_000_000, description="Most image pixels in one request, all images together.")
     unsmoothable_media: Literal["error", "passthrough"] = Field(
         "error", description="Media the guard cannot smooth (video, files, embeddings, file ids): refuse, or pass "

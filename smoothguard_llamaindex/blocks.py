@@ -165,7 +165,7 @@ class _Reader:
         def download() -> Media:
             try:
                 media = fetch(url, kind, timeout=self.config.fetch_timeout, max_bytes=self.config.max_media_bytes,
-                              max_pixels=self.budget.pixels_left())
+                              max_pixels=self.budget.pixels_left(), allow_private=self.config.allow_private_fetch)
                 return self.budget.admit(media)
             except MediaError as exc:
                 raise MediaError(f"{where}: {exc}") from None

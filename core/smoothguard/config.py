@@ -67,6 +67,10 @@ class GuardConfig:
     Media
         remote_media: http(s) media: ``"fetch"`` (size/time limits), ``"passthrough"`` (not smoothed), ``"error"``.
         fetch_timeout: seconds allowed to fetch one remote medium.
+        allow_private_fetch: let ``remote_media="fetch"`` download from loopback, private, link-local and other
+            non-public addresses. Off by default: an application that passes its users' URLs would otherwise
+            fetch its own internal network for them (SSRF). Every redirect hop is checked, and the connection goes
+            to the address that was checked.
         max_media_bytes: largest encoded medium accepted, in bytes.
         max_image_pixels: largest image accepted, in pixels (read from the header, before decoding).
         max_media_items: most images and audio clips in one request.
@@ -113,6 +117,7 @@ class GuardConfig:
     unsmoothable_media: Literal["error", "passthrough"] = "error"
     max_media_items: int = 8
     max_request_pixels: int = 32_000_000
+    allow_private_fetch: bool = False
 
     def __post_init__(self) -> None:
         _number(self, "sigma", low=0.0)
@@ -133,7 +138,7 @@ class GuardConfig:
         _integer(self, "seed", low=0, optional=True)
         _integer(self, "quorum", low=1, optional=True)
         _integer(self, "max_concurrency", low=1, optional=True)
-        for name in ("include_original", "adaptive"):
+        for name in ("include_original", "adaptive", "allow_private_fetch"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name, choices in _CHOICES.items():

@@ -850,34 +850,40 @@ def _wav_samples(body: bytes, code: int, channels: int, rate: int, bits: int,
 
 
 def fetch(url: str, kind: str, *, timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES,
-          max_pixels: int = DEFAULT_MAX_PIXELS) -> Media:
-    """Download an http(s) ``url`` (at most ``max_bytes``, ``timeout`` in seconds) and decode it
+          max_pixels: int = DEFAULT_MAX_PIXELS, allow_private: bool = False) -> Media:
+    """Download an http(s) ``url`` (at most ``max_bytes``, ``timeout`` seconds in all) and decode it
     as ``kind`` (``"image"`` of at most ``max_pixels``, or ``"audio"``). Any failure raises :class:`MediaError`
     naming the URL.
 
+    Unless ``allow_private``, every host on the way (each redirect hop) must resolve to public addresses only, and
+    the connection goes to the address that was checked (a name that answers differently the second time, DNS
+    rebinding, cannot move it); refusals name the host, never the address. Environment proxies are not used.
     The body is asked for uncompressed (``Accept-Encoding: identity``); a server that compresses it anyway with
     gzip or deflate is decoded in bounded steps, so ``max_bytes`` caps the decoded bytes too (a decompression
     bomb stops at the limit); other content encodings are refused.
     """
+    import time
     import urllib.error
     import urllib.request
 
     if kind not in ("image", "audio"):
         raise MediaError(f"fetch kind must be 'image' or 'audio', not {kind!r}")
     _check_fetch_url(url, url)
+    deadline = time.monotonic() + timeout
 
     class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
             _check_fetch_url(newurl, url)
             return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _HttpOnlyRedirects,
+                                         *_pinned_handlers(allow_private, url, deadline))
     request = urllib.request.Request(url, headers={"User-Agent": "smoothguard", "Accept-Encoding": "identity"})
     try:
         with opener.open(request, timeout=timeout) as resp:
             content_type = resp.headers.get("Content-Type", "")
             decoder = _BoundedDecoder(resp.headers.get("Content-Encoding"), max_bytes, _short(url))
-            raw = _read_capped(resp, decoder)
+            raw = _read_capped(resp, decoder, deadline, url, timeout)
     except MediaError:
         raise
     except urllib.error.HTTPError as exc:
@@ -910,6 +916,61 @@ def _check_fetch_url(url: str, first: str) -> None:
         raise MediaError(f"{_short(first)} redirects to a non-http(s) URL {_short(url)}")
     if not parts.hostname:
         raise MediaError(f"malformed URL {_short(url)}: it names no host")
+
+
+def _pinned_handlers(allow_private: bool, first: str, deadline: float) -> list[Any]:
+    """urllib handlers whose connections go to an address resolved and checked once per hop (public only, unless
+    ``allow_private``), each connect within what is left of ``deadline``."""
+    import http.client
+    import socket
+    import time
+    import urllib.request
+
+    def connect(host: str, port: int, timeout: Any, source: Any) -> socket.socket:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MediaError(f"could not fetch {_short(first)}: out of time")
+        address = _resolve_checked(host, port, allow_private, first)
+        wait = left if not isinstance(timeout, (int, float)) else min(timeout, left)
+        return socket.create_connection((address, port), wait, source)
+
+    class _PinnedHTTP(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = connect(self.host, self.port, self.timeout, self.source_address)
+
+    class _PinnedHTTPS(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            sock = connect(self.host, self.port, self.timeout, self.source_address)
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+    class _HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(_PinnedHTTP, req)
+
+    class _HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(_PinnedHTTPS, req, context=self._context)
+
+    return [_HTTP(), _HTTPS()]
+
+
+def _resolve_checked(host: str, port: int, allow_private: bool, first: str) -> str:
+    """One address of ``host``; unless ``allow_private``, MediaError when any of its addresses is not public (the
+    message names the host, not the address)."""
+    import ipaddress
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        raise MediaError(f"could not fetch {_short(first)}: the host name {host!r} does not resolve") from None
+    addresses = [str(info[4][0]) for info in infos]
+    if not allow_private:
+        for address in addresses:
+            if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
+                raise MediaError(f"{_short(first)}: the host {host!r} resolves to a non-public address; only public "
+                                 "hosts are fetched (allow_private_fetch=True allows private ones)")
+    return addresses[0]
 
 
 class _BoundedDecoder:
@@ -967,10 +1028,15 @@ class _BoundedDecoder:
         return piece
 
 
-def _read_capped(resp: Any, decoder: _BoundedDecoder) -> bytes:
-    """The decoded body of a response, read in 64 KiB pieces, at most ``decoder.max_bytes`` bytes of it."""
+def _read_capped(resp: Any, decoder: _BoundedDecoder, deadline: float, url: str, timeout: float) -> bytes:
+    """The decoded body of a response, read in 64 KiB pieces, at most ``decoder.max_bytes`` bytes of it, before
+    ``deadline`` (``time.monotonic()``)."""
+    import time
+
     parts: list[bytes] = []
     while True:
+        if time.monotonic() > deadline:
+            raise MediaError(f"could not fetch {_short(url)} within {timeout:g} s")
         part = resp.read(65536)
         if not part:
             break

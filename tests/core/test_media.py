@@ -713,21 +713,24 @@ def server() -> Iterator[str]:
 
 
 def test_fetch(server: str) -> None:
-    img = fetch(f"{server}/a.png", "image")
+    local = {"allow_private": True}  # the test server is on 127.0.0.1
+    img = fetch(f"{server}/a.png", "image", **local)
     assert img.format == "png" and np.allclose(img.data, 200 / 255)
-    snd = fetch(f"{server}/a.wav", "audio")
+    snd = fetch(f"{server}/a.wav", "audio", **local)
     assert snd.sample_rate == 8000 and snd.n_frames == 80
     with pytest.raises(MediaError, match=r"a\.png.*max_bytes=20"):
-        fetch(f"{server}/a.png", "image", max_bytes=20)
+        fetch(f"{server}/a.png", "image", max_bytes=20, **local)
     with pytest.raises(MediaError, match=r"/missing.*HTTP 404"):
-        fetch(f"{server}/missing", "image")
+        fetch(f"{server}/missing", "image", **local)
     with pytest.raises(MediaError, match=r"/page.*text/html"):
-        fetch(f"{server}/page", "image")
+        fetch(f"{server}/page", "image", **local)
+    with pytest.raises(MediaError, match=r"'127\.0\.0\.1' resolves to a non-public address"):
+        fetch(f"{server}/a.png", "image")  # by default: no fetching into the local network
 
 
 def test_fetch_errors() -> None:
     with pytest.raises(MediaError, match=r"127\.0\.0\.1:9"):
-        fetch("http://127.0.0.1:9/x.png", "image", timeout=2)
+        fetch("http://127.0.0.1:9/x.png", "image", timeout=2, allow_private=True)
     with pytest.raises(MediaError, match="http"):
         fetch("file:///etc/passwd", "image")
     with pytest.raises(MediaError, match="kind"):

@@ -16,7 +16,7 @@ from smoothguard.errors import MediaError
 from smoothguard_langchain.blocks import find_media
 from smoothguard_langchain.inputs import find_input_media
 
-CONFIG = GuardConfig(seed=0, n_samples=3)
+CONFIG = GuardConfig(seed=0, n_samples=3, allow_private_fetch=True)  # the tests' media server is on 127.0.0.1
 
 
 def _message(block: dict) -> HumanMessage:

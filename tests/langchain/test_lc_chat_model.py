@@ -356,7 +356,7 @@ def test_bad_media_and_remote_policies_through_the_model(media_server):
     meta = reply.response_metadata["smoothguard"]
     assert meta["passthrough"] and any("passed through unsmoothed" in n for n in meta["notes"])
     fetched = FakeVLM()
-    reply = ChatSmoothGuard(model=fetched, n_samples=3, seed=0).invoke(
+    reply = ChatSmoothGuard(model=fetched, n_samples=3, seed=0, allow_private_fetch=True).invoke(
         _ask({"type": "image_url", "image_url": {"url": url}}))
     assert reply.content.startswith("The image is bright") and len(fetched.inputs) == 3
 

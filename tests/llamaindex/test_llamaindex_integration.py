@@ -137,7 +137,8 @@ def server():
 def test_remote_media_policies(server):
     url = f"{server}/bright.jpg"
     inner = PixelLLM()
-    response = SmoothGuardLLM(llm=inner, n_samples=4, seed=0, max_concurrency=1).chat(user(ImageBlock(url=url)))
+    response = SmoothGuardLLM(llm=inner, n_samples=4, seed=0, max_concurrency=1,
+                              allow_private_fetch=True).chat(user(ImageBlock(url=url)))
     assert response.message.content == BRIGHT and len(inner.calls) == 4
     assert inner.calls[0]["forms"] == ["url"] and all(c["forms"] == ["bytes"] for c in inner.calls[1:])
     assert inner.calls[0]["mimes"] == ["image/jpeg"] and all(c["mimes"] == ["image/png"] for c in inner.calls[1:])
@@ -153,7 +154,7 @@ def test_remote_media_policies(server):
     with pytest.raises(MediaError, match=r"blocks\[1\]: remote image .*remote_media='error'"):
         SmoothGuardLLM(llm=PixelLLM(), remote_media="error").chat(user(ImageBlock(url=url)))
     with pytest.raises(MediaError, match=r"blocks\[1\]: could not fetch .*missing.png.*404"):
-        SmoothGuardLLM(llm=PixelLLM()).chat(user(ImageBlock(url=f"{server}/missing.png")))
+        SmoothGuardLLM(llm=PixelLLM(), allow_private_fetch=True).chat(user(ImageBlock(url=f"{server}/missing.png")))
 
 
 def test_noise_defeats_a_brittle_trigger():

@@ -70,7 +70,7 @@ from smoothguard_langchain import ChatSmoothGuard  # noqa: E402
 from smoothguard_llamaindex import SmoothGuardLLM  # noqa: E402
 
 N = 3
-CONFIG = GuardConfig(n_samples=N, seed=0)
+CONFIG = GuardConfig(n_samples=N, seed=0, allow_private_fetch=True)  # the media server is on 127.0.0.1
 ANSWER = "A fine picture."
 
 
@@ -331,7 +331,7 @@ def _lc_invoke(part: Any, guard: ChatSmoothGuard, inner: FakeVLM) -> Any:
 def test_langchain(case: Case, media_server: str) -> None:
     part = case.build(media_server, "langchain")
     inner = FakeVLM(answer_fn=lambda messages: ANSWER)
-    guard = ChatSmoothGuard(model=inner, n_samples=N, seed=0)
+    guard = ChatSmoothGuard(model=inner, n_samples=N, seed=0, allow_private_fetch=True)
     if case.langchain == R:
         with pytest.raises(MediaError) as info:
             _lc_invoke(part, guard, inner)
@@ -557,7 +557,7 @@ def test_media_fetch_stops_a_decompression_bomb(kind: str, bomb_server: tuple[st
     server, asked = bomb_server
     if kind == "zstd":
         _bomb("zstd")
-    error, peak = _peak(lambda: fetch(f"{server}/{kind}.png", "image", timeout=30, max_bytes=LIMIT))
+    error, peak = _peak(lambda: fetch(f"{server}/{kind}.png", "image", timeout=30, max_bytes=LIMIT, allow_private=True))
     assert isinstance(error, MediaError), error
     assert peak < 3 * LIMIT, f"peak {peak} bytes"
     assert (f"max_bytes={LIMIT}" in str(error)) if kind != "zstd" else "Content-Encoding" in str(error)
@@ -584,7 +584,7 @@ def test_a_compressed_small_image_is_still_read() -> None:
             return await fetch_bytes(client, url, timeout=10, max_bytes=LIMIT, allow_private=True)
 
     with _serve(Deflated) as server:
-        assert fetch(f"{server}/a.png", "image", max_bytes=LIMIT).width == 16
+        assert fetch(f"{server}/a.png", "image", max_bytes=LIMIT, allow_private=True).width == 16
         assert asyncio.run(download(f"{server}/a.png")) == PNG
 
 
@@ -622,3 +622,42 @@ def test_malformed_urls_are_media_errors_in_both_downloaders(url: str) -> None:
 def test_payload_helper_reads_nested_parts() -> None:
     part = {"type": "tool_result", "content": [{"type": "image_url", "image_url": PNG_URL}]}
     assert _payload(part, ("content", 0)) == PNG_URL and get_path(part, ("content",)) == part["content"]
+
+
+# -- SSRF in the adapters' downloader: private addresses refused by default, the checked address pinned ---------
+
+
+def test_the_adapters_refuse_private_addresses_by_default(media_server: str) -> None:
+    url = f"{media_server}/cat.png"
+    inner = FakeVLM(answer_fn=lambda messages: ANSWER)
+    with pytest.raises(MediaError, match="non-public address") as info:
+        ChatSmoothGuard(model=inner, n_samples=N, seed=0).invoke(
+            [HumanMessage(content=[{"type": "text", "text": "What?"}, {"type": "image_url", "image_url": url}])])
+    assert inner.inputs == [] and "allow_private_fetch" in str(info.value)
+    pixel = PixelLLM()
+    with pytest.raises(MediaError, match="non-public address"):
+        SmoothGuardLLM(llm=pixel, n_samples=N, seed=0).chat([_li_message(ImageBlock(url=url))])
+    assert pixel.calls == []
+
+
+def test_fetch_connects_to_the_address_it_checked(media_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name is resolved once per hop, checked, and the connection goes to that address: a second resolution
+    (where DNS rebinding would answer differently) never happens."""
+    import socket
+
+    port = int(media_server.rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1", "203.0.113.9"])  # the second answer would be another host: it must not be asked
+
+    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebind.test":
+            return real(next(answers), *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    assert fetch(f"http://rebind.test:{port}/cat.png", "image", timeout=10, allow_private=True).width == 16
+    assert next(answers) == "203.0.113.9"  # resolved exactly once
+    answers = iter(["127.0.0.1"])
+    with pytest.raises(MediaError, match=r"'rebind\.test' resolves to a non-public address") as info:
+        fetch(f"http://rebind.test:{port}/cat.png", "image", timeout=10)
+    assert "127.0.0.1" not in str(info.value)

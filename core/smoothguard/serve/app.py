@@ -318,7 +318,7 @@ class Proxy:
             try:
                 return await fetch_bytes(self.fetcher, slot.value, timeout=config.fetch_timeout,
                                          max_bytes=config.max_media_bytes,
-                                         allow_private=self.settings.allow_private_fetch)
+                                         allow_private=self.settings.allow_private_fetch or config.allow_private_fetch)
             except MediaError as exc:
                 message = _withhold_addresses(str(exc), slot.value)
                 raise ProxyError(400, f"{slot.param}: {message}", code="media_fetch_failed",

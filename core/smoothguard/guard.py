@@ -126,10 +126,8 @@ class SmoothGuard:
                  lazy: bool = False) -> _Request:
         media = _as_media_list(media)
         limits.check(media, self.config)  # max_media_items, max_image_pixels, max_request_pixels
-        request = _Request(self.config, media, channel_std, tensor_noise,
-                           deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites)
-        request.lazy = lazy
-        return request
+        return _Request(self.config, media, channel_std, tensor_noise,
+                        deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites, lazy)
 
     def deadline_from_now(self) -> float | None:
         """``time.monotonic()`` + ``time_budget`` (seconds), or None without a budget."""
@@ -190,7 +188,7 @@ class _Request:
 
     def __init__(self, config: GuardConfig, media: list[Media], channel_std: Sequence[float] | None = None,
                  tensor_noise: bool | str = False, deadline: float | None = None, auto_resize: str | None = None,
-                 sites: Sequence[NoiseSite] | None = None) -> None:
+                 sites: Sequence[NoiseSite] | None = None, lazy: bool = False) -> None:
         self.config = config
         self.deadline = deadline
         self.media = media
@@ -203,7 +201,7 @@ class _Request:
         self.sites: tuple[NoiseSite, ...] = tuple(sites) if sites is not None else ()
         self.notes: list[str] = []
         self.noisy_media: list[Media] | None = None  # the media at the size the noise is drawn at
-        self.lazy = False  # variants as a LazyVariants (each copy drawn when read)
+        self.lazy = lazy  # variants as a LazyVariants (each copy drawn when read)
         self.round: list[int] = []
         self.outputs: list[Any] = []
         self.timings = {"perturb": 0.0, "generate": 0.0, "aggregate": 0.0}

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from smoothguard.errors import ConfigError
 from smoothguard.image_resize import check_rule
+from smoothguard.media import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 __all__ = ["CLIP_STD", "DEFAULT_EMBEDDER", "GuardConfig"]
 
@@ -110,8 +111,8 @@ class GuardConfig:
     refusal_message: str = DEFAULT_REFUSAL
     remote_media: Literal["fetch", "passthrough", "error"] = "fetch"
     fetch_timeout: float = 10.0
-    max_media_bytes: int = 50 * 1024 * 1024
-    max_image_pixels: int = 25_000_000
+    max_media_bytes: int = DEFAULT_MAX_BYTES
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     time_budget: float | None = None  # new fields go last, so that the fields before them keep their positions
     image_resize: str | int | tuple[int, int] = "auto"
     unsmoothable_media: Literal["error", "passthrough"] = "error"

@@ -31,10 +31,10 @@ from smoothguard.errors import MediaError
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_SECONDS", "Media", "fetch"]
 
-DEFAULT_MAX_PIXELS = 40_000_000
-"""Largest image accepted, in pixels (width * height)."""
+DEFAULT_MAX_PIXELS = 25_000_000
+"""Largest image accepted, in pixels (width * height); also ``GuardConfig.max_image_pixels``'s default."""
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
-"""Largest encoded input accepted, in bytes."""
+"""Largest encoded input accepted, in bytes; also ``GuardConfig.max_media_bytes``'s default."""
 DEFAULT_MAX_SECONDS = 600.0
 """Longest audio clip accepted, in seconds."""
 

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageFile
 
 import smoothguard.media as media_module
+from smoothguard import GuardConfig
 from smoothguard.errors import MediaError
 from smoothguard.media import Media, fetch
 
@@ -748,6 +749,6 @@ def test_module_never_imports_torch() -> None:
 
 
 def test_constants() -> None:
-    assert media_module.DEFAULT_MAX_PIXELS == 40_000_000
+    assert media_module.DEFAULT_MAX_PIXELS == 25_000_000 == GuardConfig().max_image_pixels
     assert media_module.DEFAULT_MAX_BYTES == 50 * 1024 * 1024
     assert media_module.DEFAULT_MAX_SECONDS == 600.0

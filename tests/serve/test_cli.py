@@ -101,3 +101,15 @@ def test_wired_into_the_smoothguard_command(monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         smoothguard.cli.main(["serve", "--help"])
     assert info.value.code == 0 and "--upstream" in capsys.readouterr().out
+
+
+def test_image_resize_from_the_config_file_and_the_flag(tmp_path, capsys):
+    path = tmp_path / "serve.toml"
+    path.write_text('image_resize = [1024, 768]\nallow_private_fetch = true\n[serve]\nupstream = "http://h:1/v1"\n')
+    config, _ = cli.build_settings(parse("--config", str(path)))
+    assert config.image_resize == (1024, 768) and config.allow_private_fetch
+    for flag, rule in (("768", 768), ("1024x768", (1024, 768)), ("qwen2-vl", "qwen2-vl"), ("none", "none")):
+        assert cli.build_settings(parse("--config", str(path), "--image-resize", flag))[0].image_resize == rule
+    with pytest.raises(SystemExit):
+        parse("--upstream", "http://h", "--image-resize", "huge")
+    assert "image_resize must be one of" in capsys.readouterr().err

@@ -21,6 +21,7 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -957,7 +958,6 @@ def _pinned_handlers(allow_private: bool, first: str, deadline: float) -> list[A
 def _resolve_checked(host: str, port: int, allow_private: bool, first: str) -> str:
     """One address of ``host``; unless ``allow_private``, MediaError when any of its addresses is not public (the
     message names the host, not the address)."""
-    import ipaddress
     import socket
 
     try:
@@ -966,11 +966,19 @@ def _resolve_checked(host: str, port: int, allow_private: bool, first: str) -> s
         raise MediaError(f"could not fetch {_short(first)}: the host name {host!r} does not resolve") from None
     addresses = [str(info[4][0]) for info in infos]
     if not allow_private:
-        for address in addresses:
-            if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
-                raise MediaError(f"{_short(first)}: the host {host!r} resolves to a non-public address; only public "
-                                 "hosts are fetched (allow_private_fetch=True allows private ones)")
+        require_public(host, addresses, _short(first))
     return addresses[0]
+
+
+def require_public(host: str, addresses: Sequence[str], shown: str) -> None:
+    """MediaError when any of ``host``'s resolved ``addresses`` is not public (loopback, private, link-local, ...).
+    The message names the host, never an address: a refusal must not tell what an internal name resolves to."""
+    import ipaddress
+
+    for address in addresses:
+        if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
+            raise MediaError(f"{shown}: the host {host!r} resolves to a non-public address; only public hosts are "
+                             "fetched (allow_private_fetch allows private ones)")
 
 
 class _BoundedDecoder:
@@ -992,11 +1000,10 @@ class _BoundedDecoder:
             self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif name == "deflate":
             self._inflater = zlib.decompressobj()
-            self._raw_deflate = True  # some servers send deflate without the zlib header
         else:
             raise MediaError(f"{shown} was served with Content-Encoding {encoding!r} although only 'identity' was "
                              "asked for; compressed media bodies other than gzip/deflate are not decoded")
-        self._first = True
+        self._raw_deflate_retry = name == "deflate"  # some servers send deflate without the zlib header
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The decoded bytes of ``chunk``; MediaError once more than ``max_bytes`` came out in all."""
@@ -1010,11 +1017,11 @@ class _BoundedDecoder:
             try:
                 piece = self._inflater.decompress(data, self.max_bytes - self.total + 1)
             except zlib.error as exc:
-                if self._first and getattr(self, "_raw_deflate", False):  # retry as raw deflate
-                    self._inflater, self._first = zlib.decompressobj(-zlib.MAX_WBITS), False
+                if self._raw_deflate_retry:  # the first chunk failed as zlib: retry it as raw deflate
+                    self._inflater, self._raw_deflate_retry = zlib.decompressobj(-zlib.MAX_WBITS), False
                     continue
                 raise MediaError(f"{self.shown}: its compressed body is corrupt ({exc})") from None
-            self._first = False
+            self._raw_deflate_retry = False
             out.append(self._count(piece))
             data = self._inflater.unconsumed_tail
             if self._inflater.eof:

@@ -11,7 +11,6 @@ and auth are not needed here and cost about 15% of the CPU time of a call.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import math
 import socket
@@ -24,7 +23,7 @@ import httpx
 
 from smoothguard._version import __version__
 from smoothguard.errors import MediaError
-from smoothguard.media import _BoundedDecoder
+from smoothguard.media import _BoundedDecoder, require_public
 from smoothguard.serve.errors import ProxyError, Redactor
 
 __all__ = ["UpstreamClient", "UpstreamError", "fetch_bytes"]
@@ -197,24 +196,18 @@ class UpstreamClient:
 
     async def _read_httpx(self, response: httpx.Response) -> bytes:
         """The body of an httpx response, at most ``max_response_bytes`` (counted while reading)."""
-        limit = self.max_response_bytes
-        if _declared_too_large(response.headers.get("content-length"), limit):
-            raise _too_large(limit)
-        parts, total = [], 0
-        async for chunk in response.aiter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise _too_large(limit)
-            parts.append(chunk)
-        return b"".join(parts)
+        return await self._read_capped(response.headers.get("content-length"), response.aiter_bytes())
 
     async def _read_aiohttp(self, response: Any) -> bytes:
         """The body of an aiohttp response, at most ``max_response_bytes`` (counted while reading)."""
+        return await self._read_capped(response.headers.get("content-length"), response.content.iter_any())
+
+    async def _read_capped(self, length: Any, chunks: AsyncIterator[bytes]) -> bytes:
         limit = self.max_response_bytes
-        if _declared_too_large(response.headers.get("content-length"), limit):
+        if _declared_too_large(length, limit):
             raise _too_large(limit)
         parts, total = [], 0
-        async for chunk in response.content.iter_any():
+        async for chunk in chunks:
             total += len(chunk)
             if total > limit:
                 raise _too_large(limit)
@@ -399,12 +392,7 @@ async def _require_public(host: str, port: int, shown: str) -> None:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError, ValueError):
         raise MediaError(f"could not fetch {shown}: the host name does not resolve") from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if not address.is_global:
-            # the address itself is not named: a refusal must not tell the client what an internal name resolves to
-            raise MediaError(f"{shown}: the host {host!r} resolves to a non-public address; this proxy fetches only "
-                             "from public hosts (the operator can allow private ones with allow_private_fetch)")
+    require_public(host, [str(info[4][0]) for info in infos], shown)
 
 
 def _short(url: str, limit: int = 80) -> str:

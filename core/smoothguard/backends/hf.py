@@ -213,11 +213,12 @@ class HFVisionLanguageModel:
         for media in variants:
             self._check_media(media)
         counts = [len(media) for media in variants]
-        inputs = self._processed(prompt, variants, counts, tensor_noise, indices)
+        inputs, copies = self._processed(prompt, variants, counts, tensor_noise, indices)
         device, dtype = self.device, getattr(self.model, "dtype", None)
-        for key, value in inputs.items():
-            if torch.is_tensor(value):
-                inputs[key] = value.to(device)
+        inputs = type(inputs)({k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()})
+        if copies:  # one clean sample: sent to the device once, repeated there (a copy: the cached one stays clean)
+            inputs = type(inputs)({k: v.repeat(copies, *[1] * (v.dim() - 1)) if torch.is_tensor(v) else v
+                                   for k, v in inputs.items()})
         if self.family.modality == "image" and any(counts):
             views = pixel_slices(self.family, inputs, counts)
             if tensor_noise is not None:
@@ -252,17 +253,17 @@ class HFVisionLanguageModel:
     # -- internals -------------------------------------------------------------------------------------------
 
     def _processed(self, prompt: str, variants: list[list[Media]], counts: list[int],
-                   tensor_noise: TensorNoise | None, indices: list[int]) -> Any:
-        """The processor's output (CPU tensors) for ``variants``; noisy waveforms for audio with ``tensor_noise``."""
+                   tensor_noise: TensorNoise | None, indices: list[int]) -> tuple[Any, int]:
+        """The processor's output (CPU tensors) for ``variants``, and how many times to repeat it: variants that are
+        the same media objects give the one clean sample (cached) and their number; others give every sample
+        (noisy waveforms for audio with ``tensor_noise``) and 0."""
         first = variants[0] if variants else []
         same = all(len(v) == len(first) and all(a is b for a, b in zip(v, first, strict=True)) for v in variants)
         if self.family.modality == "image" and same and first:
-            one = self._clean_sample(prompt, first)
-            return type(one)({k: v.repeat(len(variants), *[1] * (v.dim() - 1)) if hasattr(v, "repeat") else v
-                              for k, v in one.items()})
+            return self._clean_sample(prompt, first), len(variants)
         texts = [self._prompt(prompt, n) for n in counts]
         with self._text_lock:
-            return self._process(texts, variants, counts, tensor_noise, indices)
+            return self._process(texts, variants, counts, tensor_noise, indices), 0
 
     def _clean_sample(self, prompt: str, media: list[Media]) -> Any:
         """The processor's output for one sample of ``media``, computed once per request (the last one is kept)."""

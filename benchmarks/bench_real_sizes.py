@@ -68,6 +68,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from http_upstream import HttpUpstream, serve
 
 SETTINGS = ("none", "auto")
 MB = 1e6
@@ -304,37 +305,13 @@ def breakdown(url: str, repeats: int = 3) -> None:
 # -- 3. the proxy -----------------------------------------------------------------------------------------------
 
 
-class _Recorder(asyncio.Protocol):
-    """A minimal HTTP/1.1 upstream: records each POST body's length and first image, answers after ``latency``."""
+class _Recorder(HttpUpstream):
+    """The upstream: records each POST body's length and first image, answers after ``latency``."""
 
     latency = 0.05
     sizes: list[list[Any]] = []  # noqa: RUF012 (one process, one list)
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buffer = bytearray()
-        self.head: list[str] | None = None
-        self.length = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            if self.head is None:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                self.head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-                self.length = next((int(line.split(":", 1)[1]) for line in self.head[1:]
-                                    if line.lower().startswith("content-length:")), 0)
-                del self.buffer[:end + 4]
-            if len(self.buffer) < self.length:
-                return
-            body = bytes(self.buffer[:self.length])
-            del self.buffer[:self.length]
-            head, self.head = self.head, None
-            asyncio.get_running_loop().create_task(self.respond(head[0], body))
-
-    async def respond(self, request_line: str, body: bytes) -> None:
+    async def respond(self, request_line: str, body: bytearray) -> None:
         if request_line.startswith("GET") and "/sizes" in request_line:
             reply: Any = list(_Recorder.sizes)
             _Recorder.sizes.clear()
@@ -347,9 +324,7 @@ class _Recorder(asyncio.Protocol):
                      "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28}}
         else:
             reply = {"object": "list", "data": [{"id": "bench", "object": "model"}]}
-        payload = json.dumps(reply).encode()
-        self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                             + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        self.reply(json.dumps(reply).encode())
 
 
 def _first_image(body: bytes) -> tuple[str, int, int]:
@@ -364,12 +339,7 @@ def _first_image(body: bytes) -> tuple[str, int, int]:
 
 
 def run_recorder(port: int) -> None:
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Recorder, "127.0.0.1", port, backlog=256)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    serve(_Recorder, port)
 
 
 def wait_health(url: str, timeout: float = 240.0) -> None:

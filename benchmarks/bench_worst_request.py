@@ -78,6 +78,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from http_upstream import HttpUpstream, serve
 
 MB = 1e6
 MIB = 1024 * 1024
@@ -173,39 +174,12 @@ _ANSWER = json.dumps({
     "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}).encode()
 
 
-class _Recorder(asyncio.Protocol):
-    """A minimal HTTP/1.1 upstream: records each POST body's length and the (format, width, height) of every
-    data-URL image in it, answers a fixed completion after ``latency`` seconds."""
+class _Recorder(HttpUpstream):
+    """The upstream: records each POST body's length and the (format, width, height) of every data-URL image in
+    it, answers a fixed completion after ``latency`` seconds."""
 
     latency = 0.01
     bodies: list[list[Any]] = []  # noqa: RUF012 (one process, one list)
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buffer = bytearray()
-        self.head: list[str] | None = None
-        self.body = bytearray()
-        self.length = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            if self.head is None:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                self.head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-                self.length = next((int(line.split(":", 1)[1]) for line in self.head[1:]
-                                    if line.lower().startswith("content-length:")), 0)
-                del self.buffer[:end + 4]
-            take = min(len(self.buffer), self.length - len(self.body))
-            self.body += self.buffer[:take]
-            del self.buffer[:take]
-            if len(self.body) < self.length:
-                return
-            head, body = self.head, self.body
-            self.head, self.body = None, bytearray()
-            asyncio.get_running_loop().create_task(self.respond(head[0], body))
 
     async def respond(self, request_line: str, body: bytearray) -> None:
         if request_line.startswith("GET") and "/bodies" in request_line:
@@ -218,8 +192,7 @@ class _Recorder(asyncio.Protocol):
             payload = _ANSWER
         else:
             payload = json.dumps({"object": "list", "data": [{"id": "worst", "object": "model"}]}).encode()
-        self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                             + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        self.reply(payload)
 
 
 def _image_size(body: bytearray, at: int) -> list[Any]:
@@ -230,12 +203,7 @@ def _image_size(body: bytearray, at: int) -> list[Any]:
 
 
 def run_recorder(port: int) -> None:
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Recorder, "127.0.0.1", port, backlog=256)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    serve(_Recorder, port)
 
 
 # -- measuring the proxy ----------------------------------------------------------------------------------------

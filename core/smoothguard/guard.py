@@ -129,6 +129,16 @@ class SmoothGuard:
         return _Request(self.config, media, channel_std, tensor_noise,
                         deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites, lazy)
 
+    def warmup(self) -> SmoothGuard:
+        """Load what the vote needs (the sentence embedder, the VADER lexicon) now, quietly, instead of on the
+        first request (which otherwise pays for it: a few seconds on CPU). Idempotent; returns ``self``."""
+        from smoothguard.aggregate.embed import get_embedder
+        from smoothguard.aggregate.vote import sentiment_scores
+
+        get_embedder(self.config.embedder, self.config.embedder_device).load()
+        sentiment_scores(["ok"])
+        return self
+
     def deadline_from_now(self) -> float | None:
         """``time.monotonic()`` + ``time_budget`` (seconds), or None without a budget."""
         budget = self.config.time_budget

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,8 @@ class Embedder:
 
             source = resolve_embedder(self.name)
             try:
-                self._model = SentenceTransformer(source, device=self.device)
+                with _quiet_progress():
+                    self._model = SentenceTransformer(source, device=self.device)
             except Exception as exc:
                 raise ConfigError(
                     f"could not load the embedder {self.name!r} (from {source!r}): {exc}. Give a local "
@@ -102,6 +104,23 @@ class Embedder:
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(rows)
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No "Loading weights" progress bar on stderr while the embedder loads (transformers' own switch)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def get_embedder(name: str = DEFAULT_EMBEDDER, device: str | None = None) -> Embedder:

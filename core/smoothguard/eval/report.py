@@ -12,8 +12,12 @@ Metrics: POPE accuracy, precision, recall, f1, yes_ratio (+ confusion counts, by
 MM-SafetyBench asr, n, unparsed (+ asr_upper, safe, unsafe, failed, by_category per scenario);
 LLaVA-Bench relative_score, model_score, reference_score, n, unparsed (+ by_category).
 
-The plot draws utility (POPE accuracy and F1, LLaVA-Bench relative score / 100) and attack success rate
-against sigma, one panel each; the undefended model (sigma 0) is the dashed line. It is drawn with
+Every run's metrics also hold ``refusals``, ``refusal_rate`` and ``over_refusal`` (the refusal rate on benign
+inputs: POPE, LLaVA-Bench; None on MM-SafetyBench); endpoint runs add ``calls``, ``retries`` and
+``failed_calls`` (HTTP calls that failed after their retries) to ``cost``.
+
+The plot draws utility (POPE accuracy and F1, LLaVA-Bench relative score / 100), attack success rate and
+over-refusal against sigma, one panel each; the undefended model (sigma 0) is the dashed line. It is drawn with
 matplotlib's Agg canvas directly, so no pyplot backend is switched.
 """
 
@@ -25,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ATTACK_METRICS", "UTILITY_METRICS", "combine", "load_summary", "markdown_table", "plot_roc",
-           "plot_sweep", "write_report"]
+__all__ = ["ATTACK_METRICS", "REFUSAL_METRICS", "UTILITY_METRICS", "combine", "load_summary", "markdown_table",
+           "plot_roc", "plot_sweep", "write_report"]
 
 #: benchmark -> [(metric, label, scale)] drawn in the utility panel (value x scale).
 UTILITY_METRICS: dict[str, list[tuple[str, str, float]]] = {
@@ -35,15 +39,21 @@ UTILITY_METRICS: dict[str, list[tuple[str, str, float]]] = {
 }
 #: benchmark -> [(metric, label, scale)] drawn in the attack-success panel.
 ATTACK_METRICS: dict[str, list[tuple[str, str, float]]] = {"mmsafety": [("asr", "attack success rate", 1.0)]}
+#: benchmark -> [(metric, label, scale)] drawn in the over-refusal panel (refusals on benign inputs).
+REFUSAL_METRICS: dict[str, list[tuple[str, str, float]]] = {
+    "pope": [("over_refusal", "POPE over-refusal", 1.0)],
+    "llavabench": [("over_refusal", "LLaVA-Bench over-refusal", 1.0)],
+}
 
 _COLUMNS: dict[str, list[tuple[str, str]]] = {
     "pope": [("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
-             ("yes_ratio", "yes-ratio"), ("answered", "answered"), ("failed", "failed")],
-    "mmsafety": [("asr", "ASR"), ("asr_upper", "ASR if unparsed unsafe"), ("n", "judged"),
-                 ("unparsed", "unparsed"), ("failed", "failed")],
+             ("yes_ratio", "yes-ratio"), ("over_refusal", "over-refusal"), ("answered", "answered"),
+             ("failed", "failed")],
+    "mmsafety": [("asr", "ASR"), ("asr_upper", "ASR if unparsed unsafe"), ("refusal_rate", "refusal rate"),
+                 ("n", "judged"), ("unparsed", "unparsed"), ("failed", "failed")],
     "llavabench": [("relative_score", "relative %"), ("model_score", "model x10"),
-                   ("reference_score", "reference x10"), ("answered", "answered"), ("unparsed", "unparsed"),
-                   ("failed", "failed")],
+                   ("reference_score", "reference x10"), ("over_refusal", "over-refusal"), ("answered", "answered"),
+                   ("unparsed", "unparsed"), ("failed", "failed")],
 }
 _MAIN = {"pope": "accuracy", "mmsafety": "asr", "llavabench": "relative_score"}
 
@@ -99,14 +109,17 @@ def markdown_table(summary: dict[str, Any]) -> str:
              f"seed {summary.get('seed')}; guard: clustering {guard.get('clustering')}, safety_weight "
              f"{guard.get('safety_weight')}, include_original {guard.get('include_original')}, "
              f"sigma_space {guard.get('sigma_space')}", ""]
-    header = ["σ", "N", *[title for _, title in columns], "calls/item", "s/item", "agreement", "flagged"]
+    http = any("retries" in (run.get("cost") or {}) for run in summary["runs"])  # an endpoint run
+    header = ["σ", "N", *[title for _, title in columns], "calls/item", "s/item", "agreement", "flagged",
+              *(["retries", "failed calls"] if http else [])]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in summary["runs"]:
         m, cost, stab = run["metrics"], run.get("cost") or {}, run.get("stability") or {}
         digits = {"relative_score": 1, "model_score": 1, "reference_score": 1}
         cells = [_label(run), str(run["n_samples"]), *[_fmt(m.get(k), digits.get(k, 3)) for k, _ in columns],
                  _fmt(cost.get("calls_per_item"), 1), _fmt(cost.get("seconds_per_item"), 3),
-                 _fmt(stab.get("mean_agreement")), _fmt(stab.get("flagged_rate"))]
+                 _fmt(stab.get("mean_agreement")), _fmt(stab.get("flagged_rate")),
+                 *([_fmt(cost.get("retries")), _fmt(cost.get("failed_calls"))] if http else [])]
         lines.append("| " + " | ".join(cells) + " |")
     main = _MAIN.get(bench)
     categories = sorted({c for run in summary["runs"] for c in (run["metrics"].get("by_category") or {})})
@@ -126,7 +139,8 @@ def plot_sweep(summaries: Sequence[dict[str, Any]], path: str | Path, *, title: 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = [(name, table) for name, table in (("utility", UTILITY_METRICS), ("attack success", ATTACK_METRICS))
+    panels = [(name, table) for name, table in (("utility", UTILITY_METRICS), ("attack success", ATTACK_METRICS),
+                                                ("over-refusal", REFUSAL_METRICS))
               if any(s["benchmark"] in table for s in summaries)]
     if not panels:
         panels = [("utility", UTILITY_METRICS)]
@@ -139,9 +153,10 @@ def plot_sweep(summaries: Sequence[dict[str, Any]], path: str | Path, *, title: 
             for metric, label, scale in table.get(summary["benchmark"], []):
                 _draw_metric(ax, summary, metric, label, scale, colours)
         ax.set_xlabel("σ (guard noise std)")
-        ax.set_ylabel("attack success rate" if panel == "attack success" else "score")
+        ax.set_ylabel({"attack success": "attack success rate", "over-refusal": "refusals on benign inputs"}
+                      .get(panel, "score"))
         ax.set_title(panel)
-        ax.set_ylim(-0.02, 1.05 if panel == "attack success" else None)
+        ax.set_ylim(-0.02, 1.05 if panel in ("attack success", "over-refusal") else None)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower left" if panel == "utility" else "best")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from smoothguard.eval.errors import EvalError
+from smoothguard.eval.metrics import BENIGN_BENCHMARKS, refusals
 from smoothguard.eval.readers import Dataset, EvalItem
 
 __all__ = ["AnswerLog", "EvalRunner", "RunSpec", "item_seed", "read_answers", "run_eval", "sweep_specs"]
@@ -253,66 +254,142 @@ class EvalRunner:
     # -- answering ------------------------------------------------------------------------------------------
 
     def answer(self, spec: RunSpec, log: AnswerLog) -> None:
-        """Ask every item of the dataset not yet answered in ``spec``'s run, logging each answer as it comes."""
+        """Ask every item of the dataset not yet answered in ``spec``'s run, logging each answer as it comes.
+
+        The progress bar counts model calls (calls/s and an ETA; guarded items count ``n_samples`` until they
+        say how many they used). An endpoint backend (:class:`~smoothguard.eval.endpoint.EndpointModel`) gets
+        several items in flight at once, its calls bounded by its ``concurrency``; records are logged in the
+        order items finish.
+        """
         todo = [item for item in self.dataset if not self._done(log.get(spec.key, item.id))]
         if not todo:
             return
-        bar = _progress(total=len(self.dataset), initial=len(self.dataset) - len(todo),
+        per_item = spec.n_samples
+        bar = _progress(total=len(self.dataset) * per_item, initial=(len(self.dataset) - len(todo)) * per_item,
                         desc=f"{self.dataset.benchmark} {spec.key}", disable=not self.progress)
         failures: list[str] = []
+        finished = [0]
+
+        def logged(record: dict[str, Any]) -> None:
+            log.append(record)
+            used = per_item if record["error"] is not None else int(record.get("n_used") or per_item)
+            if used < per_item:  # adaptive early stop: fewer calls than the bar planned
+                bar.total -= per_item - used
+            bar.update(min(used, per_item))
+            finished[0] += 1
+            if record["error"] is not None:
+                failures.append(record["error"])
+                if len(failures) == _FAIL_FAST == finished[0]:
+                    raise EvalError(f"the first {_FAIL_FAST} items of run {spec.key} all failed; the model "
+                                    f"or data is broken. First error: {failures[0]}")
+
         try:
-            for k, item in enumerate(todo):
-                record = self.answer_one(spec, item)
-                log.append(record)
-                bar.update(1)
-                if record["error"] is not None:
-                    failures.append(record["error"])
-                    if len(failures) == _FAIL_FAST == k + 1:
-                        raise EvalError(f"the first {_FAIL_FAST} items of run {spec.key} all failed; the model "
-                                        f"or data is broken. First error: {failures[0]}")
+            if _is_endpoint(self.backend):
+                import asyncio
+
+                asyncio.run(self._answer_concurrently(spec, todo, logged))
+            else:
+                for item in todo:
+                    logged(self.answer_one(spec, item))
         finally:
             bar.close()
+
+    async def _answer_concurrently(self, spec: RunSpec, todo: Sequence[EvalItem],
+                                   logged: Callable[[dict[str, Any]], None]) -> None:
+        """Items in flight together: enough to keep ``concurrency`` calls busy, twice over (so the next item's
+        noise and encoding overlap the calls of the last), each logged as soon as it is answered."""
+        import asyncio
+
+        backend = self.backend
+        in_flight = asyncio.Semaphore(max(2, 2 * math.ceil(backend.concurrency / spec.n_samples)))
+
+        async def one(item: EvalItem) -> None:
+            async with in_flight:
+                record = await self.aanswer_one(spec, item)
+            logged(record)
+
+        async with backend.session():
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    for item in todo:
+                        tasks.create_task(one(item))
+            except* EvalError as group:  # fail fast: the first such error, not the group
+                raise group.exceptions[0] from None
 
     def _done(self, record: Mapping[str, Any] | None) -> bool:
         return record is not None and not (self.retry_errors and record.get("error") is not None)
 
     def answer_one(self, spec: RunSpec, item: EvalItem) -> dict[str, Any]:
         """The log record of one item in one run (its generation errors are recorded, not raised)."""
-        from smoothguard import Media, SmoothGuard
+        from smoothguard import SmoothGuard
 
+        record, start = self._new_record(spec, item)
+        try:
+            image = self._image(item)
+            if not spec.defended:
+                record["n_used"] = 1
+                record["answer"] = _one_answer(self.backend.generate(item.prompt, [[image]]))
+            else:
+                result = SmoothGuard(self._config(spec, record["seed"])).ask(self.backend, item.prompt,
+                                                                             images=[image])
+                _store_result(record, result)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # one item's failure is recorded and counted apart, the run goes on
+            _store_error(record, exc, spec)
+        record["seconds"] = time.perf_counter() - start
+        return record
+
+    async def aanswer_one(self, spec: RunSpec, item: EvalItem) -> dict[str, Any]:
+        """:meth:`answer_one` against an endpoint backend: the undefended run is one call; the guarded run is
+        :meth:`SmoothGuard.arun` with the noise drawn at the endpoint's ``image_resize`` size, its N calls
+        fanned out by the backend. The record also counts the item's HTTP ``calls``, ``retries`` and
+        ``failed_calls`` (calls that failed after their retries)."""
+        import asyncio
+
+        from smoothguard import SmoothGuard
+        from smoothguard.eval.endpoint import item_counter
+
+        record, start = self._new_record(spec, item)
+        counter = item_counter()
+        try:
+            image = await asyncio.to_thread(self._image, item)
+            if not spec.defended:
+                record["n_used"] = 1
+                record["answer"] = _one_answer(await self.backend.agenerate(item.prompt, [[image]]))
+            else:
+                prompt = item.prompt
+                result = await SmoothGuard(self._config(spec, record["seed"])).arun(
+                    [image], lambda variants: self.backend.agenerate(prompt, variants),
+                    auto_resize=self.backend.resize_rule, lazy=True)
+                _store_result(record, result)
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # one item's failure is recorded and counted apart, the run goes on
+            _store_error(record, exc, spec)
+        record.update(calls=counter["calls"], retries=counter["retries"], failed_calls=counter["failed_calls"],
+                      seconds=time.perf_counter() - start)
+        return record
+
+    def _new_record(self, spec: RunSpec, item: EvalItem) -> tuple[dict[str, Any], float]:
         seed = item_seed(self.seed, item.id)
         setting = {k: v for k, v in spec.to_dict().items() if k != "key"}
         record: dict[str, Any] = {"run": spec.key, "id": item.id, **setting, "prompt": item.prompt, "seed": seed,
                                   "answer": None, "error": None, "n_used": 0, "agreement": None, "flagged": None,
                                   "candidates": None}
-        start = time.perf_counter()
-        try:
-            image = Media.image(item.image)
-            if self.image_transform is not None:
-                image = Media.image(self.image_transform(item, image))
-            if not spec.defended:
-                record["n_used"] = 1
-                outputs = self.backend.generate(item.prompt, [[image]])
-                if isinstance(outputs, str) or len(outputs) != 1:
-                    raise EvalError(f"generate returned {outputs!r} for one variant; it must return a list of one")
-                if isinstance(outputs[0], BaseException):
-                    raise outputs[0]
-                record["answer"] = str(outputs[0]).strip()
-            else:
-                config = self.base_config.replace(sigma=spec.sigma, n_samples=spec.n_samples,
-                                                  adaptive=spec.adaptive, seed=seed)
-                result = SmoothGuard(config).ask(self.backend, item.prompt, images=[image])
-                record.update(answer=result.answer, n_used=result.n_used, agreement=result.agreement,
-                              flagged=result.flagged, refused=result.refused,
-                              candidates=[s.answer for s in result.samples])
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # one item's failure is recorded and counted apart, the run goes on
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            if getattr(exc, "answers", None) is not None:  # GenerationError: what did arrive
-                record["candidates"] = [exc.answers.get(i) for i in range(spec.n_samples)]
-        record["seconds"] = time.perf_counter() - start
-        return record
+        return record, time.perf_counter()
+
+    def _image(self, item: EvalItem) -> Any:
+        from smoothguard import Media
+
+        image = Media.image(item.image)
+        if self.image_transform is not None:
+            image = Media.image(self.image_transform(item, image))
+        return image
+
+    def _config(self, spec: RunSpec, seed: int) -> Any:
+        return self.base_config.replace(sigma=spec.sigma, n_samples=spec.n_samples, adaptive=spec.adaptive,
+                                        seed=seed)
 
     # -- scoring --------------------------------------------------------------------------------------------
 
@@ -336,9 +413,13 @@ class EvalRunner:
         metrics["missing"] = len(records) - len(done)
         answered = [r for r in done.values() if r["error"] is None]
         agreements = [r["agreement"] for r in answered if r.get("agreement") is not None]
+        metrics.update(refusals(answers, benign=benchmark in BENIGN_BENCHMARKS))
         cost = {"model_calls": sum(int(r.get("n_used") or 0) for r in done.values()),
                 "calls_per_item": _mean([r.get("n_used") or 0 for r in done.values()]),
                 "seconds_per_item": _mean([r.get("seconds", 0.0) for r in done.values()])}
+        if any("calls" in r for r in done.values()):  # an endpoint run: its HTTP calls, retries and failures
+            cost.update({name: sum(int(r.get(name) or 0) for r in done.values())
+                         for name in ("calls", "retries", "failed_calls")})
         stability = {"mean_agreement": _mean(agreements),
                      "flagged_rate": _mean([bool(r.get("flagged")) for r in answered]) if agreements else None}
         return {**spec.to_dict(), "metrics": metrics, "cost": cost, "stability": stability}
@@ -390,7 +471,7 @@ class EvalRunner:
                     todo.append(item_id)
                 else:
                     out[item_id] = cached
-            bar = _progress(total=len(todo), desc=f"judging {spec.key}", disable=not self.progress or not todo)
+            bar = _progress("item", total=len(todo), desc=f"judging {spec.key}", disable=not self.progress or not todo)
             for start in range(0, len(todo), 32):  # in chunks, so a killed judging run keeps its progress
                 chunk = todo[start:start + 32]
                 for item_id, judgement in zip(chunk, call(chunk), strict=True):
@@ -427,10 +508,35 @@ def read_answers(out: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
     return runs
 
 
-def _progress(**kwargs: Any) -> Any:
+def _progress(unit: str = "call", **kwargs: Any) -> Any:
     from tqdm import tqdm
 
-    return tqdm(unit="item", dynamic_ncols=True, **kwargs)
+    return tqdm(unit=unit, dynamic_ncols=True, **kwargs)
+
+
+def _is_endpoint(backend: Any) -> bool:
+    """Whether ``backend`` answers over HTTP with its own concurrency (an EndpointModel or alike)."""
+    return all(hasattr(backend, name) for name in ("agenerate", "session", "concurrency", "resize_rule"))
+
+
+def _one_answer(outputs: Any) -> str:
+    """The one answer of an undefended call, or its exception raised."""
+    if isinstance(outputs, str) or len(outputs) != 1:
+        raise EvalError(f"generate returned {outputs!r} for one variant; it must return a list of one")
+    if isinstance(outputs[0], BaseException):
+        raise outputs[0]
+    return str(outputs[0]).strip()
+
+
+def _store_result(record: dict[str, Any], result: Any) -> None:
+    record.update(answer=result.answer, n_used=result.n_used, agreement=result.agreement, flagged=result.flagged,
+                  refused=result.refused, candidates=[s.answer for s in result.samples])
+
+
+def _store_error(record: dict[str, Any], exc: BaseException, spec: RunSpec) -> None:
+    record["error"] = f"{type(exc).__name__}: {exc}"
+    if getattr(exc, "answers", None) is not None:  # GenerationError: what did arrive
+        record["candidates"] = [exc.answers.get(i) for i in range(spec.n_samples)]
 
 
 def _guard_summary(config: Any) -> dict[str, Any]:

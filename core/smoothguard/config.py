@@ -45,8 +45,14 @@ class GuardConfig:
         n_samples: candidates in all, the original included (paper: 10 noisy + 1 original).
         include_original: candidate 0 is the untouched input.
         seed: None draws fresh noise per call; an int makes variants, clustering and the answer reproducible.
-        adaptive: answer in rounds of ``adaptive_round`` candidates and stop once the leading cluster's
-            one-sided Clopper-Pearson lower bound at ``confidence`` exceeds 1/2 (``n_samples`` is the cap).
+        adaptive: answer in rounds of ``adaptive_round`` candidates (``n_samples`` is the cap) and stop once the
+            winning cluster holds a majority of the noisy candidates' answers at ``confidence``, by a rule whose
+            chance of stopping on a cluster with a true share <= 1/2 is at most ``1 - confidence`` over all its
+            looks and whichever cluster leads (:mod:`smoothguard.consensus`). With the defaults a stop needs all
+            7 noisy candidates of the first round of 8 to agree; otherwise the request goes on to ``n_samples``.
+        adaptive_round: candidates per adaptive round (default 8: with the original and confidence 0.95, the
+            fewest that can stop validly after one round while keeping part of ``1 - confidence`` for the end).
+        confidence: level of the adaptive stop and of ``GuardResult.consensus_lower_bound``.
         quorum: candidates that must be answered for a verdict; None means a majority of those attempted.
         max_concurrency: upper bound on concurrent model calls for adapters that fan out; None: unbounded.
         time_budget: seconds a request waits for its candidates, from its start. Adapters that fan out cancel
@@ -96,7 +102,7 @@ class GuardConfig:
     include_original: bool = True
     seed: int | None = None
     adaptive: bool = False
-    adaptive_round: int = 5
+    adaptive_round: int = 8
     confidence: float = 0.95
     quorum: int | None = None
     max_concurrency: int | None = None

@@ -18,13 +18,13 @@ import numpy as np
 
 from smoothguard import limits
 from smoothguard.aggregate import Verdict, aggregate
-from smoothguard.certify import clopper_pearson_lower, smoothing_radius
 from smoothguard.config import GuardConfig
+from smoothguard.consensus import Look, look_schedule, majority_lower_bound, smoothing_radius
 from smoothguard.errors import GenerationError, GuardFlagged
 from smoothguard.image_resize import target_size
 from smoothguard.media import Media
 from smoothguard.noise import LazyVariants, TensorNoise, make_variants, pixel_sigma
-from smoothguard.result import GuardResult, NoiseSite, Sample
+from smoothguard.result import CertifyResult, GuardResult, NoiseSite, Sample
 
 __all__ = ["Generate", "SmoothGuard"]
 
@@ -170,6 +170,25 @@ class SmoothGuard:
                                                                                        tensor_noise=noise))
         return await self._arun(request, lambda variants: backend.agenerate(prompt, variants))
 
+    def certify(self, backend: Any, prompt: str, *, images: Sequence[Any] = (), audio: Sequence[Any] | Any = (),
+                n0: int = 10, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+                threshold: float | None = None) -> CertifyResult:
+        """Cohen et al.'s CERTIFY with the answer clusters as classes: the answer and its certified L2 radius.
+
+        Chooses the cluster A on ``n0`` noisy copies, fixes the rule "is an answer in A?" from them, answers
+        ``n`` fresh noisy copies through ``backend.generate`` (``batch_size`` per call) and bounds A's share
+        ``p_lower`` (one-sided Clopper-Pearson at ``1 - alpha``). With probability at least ``1 - alpha`` over the
+        noise, if it returns A with radius ``R = sigma * Phi^-1(p_lower)``, then for every perturbation of L2 norm
+        below ``R`` (in the units of ``sigma``, at the size the noise is drawn at) more than half of the noisy
+        copies are still answered inside A. Abstains (``abstained=True``, a value) when ``p_lower <= 1/2``.
+        The guarantee is about the cluster (answer texts and an embedding ball), not the text's meaning, and
+        about the smoothed model, not one call; details in :mod:`smoothguard.certify`.
+        """
+        from smoothguard.certify import certify
+
+        return certify(self, backend, prompt, images=images, audio=audio, n0=n0, n=n, alpha=alpha,
+                       batch_size=batch_size, threshold=threshold)
+
     def _backend_request(self, backend: Any, prompt: str, media: list[Media]) -> _Request:
         channel_std = getattr(backend, "pixel_std", None)
         if getattr(backend, "adds_noise", False) and self.config.image_resize != "none":
@@ -303,12 +322,27 @@ class _Request:
                                     "it must return one answer (or exception) per variant, in order")
             outputs = [error] * len(variants)
         self.outputs.extend(outputs)
-        if self.config.adaptive and not self.passthrough and len(self.outputs) < self.config.n_samples:
-            answered = [a.strip() for a in self.outputs if _failure(a) is None]
-            if len(answered) >= self._quorum():
-                verdict = self._aggregate(answered)
-                leader = verdict.clusters[verdict.winner].size
-                self.settled = clopper_pearson_lower(leader, len(answered), self.config.confidence) > 0.5
+        look = self._look()
+        if self.config.adaptive and not self.passthrough and look is not None and not look.final:
+            ok = [i for i, a in enumerate(self.outputs) if _failure(a) is None]
+            if len(ok) >= self._quorum():
+                verdict = self._aggregate([self.outputs[i].strip() for i in ok])
+                self.settled = self._bound(verdict, ok, look) > 0.5  # a valid stop: smoothguard.consensus
+
+    def _look(self) -> Look | None:
+        """The planned look at the current number of candidates (None between looks or at a dropped one)."""
+        c = self.config
+        schedule = look_schedule(c.n_samples, c.confidence, adaptive=c.adaptive, adaptive_round=c.adaptive_round,
+                                 include_original=c.include_original)
+        return next((look for look in schedule if look.calls == len(self.outputs)), None)
+
+    def _bound(self, verdict: Verdict, ok: Sequence[int], look: Look | None) -> float:
+        """The winner's majority bound at ``look`` over the noisy candidates (the original not counted)."""
+        if look is None:
+            return 0.0
+        members = [ok[m] for m in verdict.clusters[verdict.winner].members]
+        noisy = sum(1 for i in members if not (i == 0 and self.config.include_original))
+        return majority_lower_bound(noisy, look.noisy, look.alpha)
 
     def _quorum(self) -> int:
         attempted = len(self.outputs)
@@ -360,7 +394,7 @@ class _Request:
                     score=c.score)
             for c in verdict.clusters
         )
-        lower = clopper_pearson_lower(clusters[verdict.winner].size, len(ok), config.confidence)
+        lower = self._bound(verdict, ok, self._look())
         sigma = config.sigma if any(m.kind == "image" for m in self.media) else config.audio_sigma
         return self._result(answer=verdict.answer, samples=tuple(samples), clusters=clusters,
                             winner=verdict.winner, representative=ok[verdict.representative],

@@ -8,7 +8,7 @@ from typing import Any
 from smoothguard.aggregate import Cluster
 from smoothguard.config import GuardConfig
 
-__all__ = ["GuardResult", "NoiseSite", "Sample"]
+__all__ = ["CertifyResult", "GuardResult", "NoiseSite", "Sample"]
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,17 @@ class GuardResult:
     samples: every candidate, in candidate order (candidate 0 is the original when ``include_original``).
     clusters: the clusters found; ``members`` are candidate indices.
     winner / representative: the winning cluster's label and the candidate index of the chosen answer.
-    agreement: the winning cluster's share of the answered candidates, in [0, 1].
-    consensus_lower_bound: one-sided Clopper-Pearson lower bound (at ``config.confidence``) on that share.
-    radius: ``sigma * Phi^-1(consensus_lower_bound)`` (0 when the bound is <= 1/2): the randomized-smoothing
-        radius in the units of ``sigma``, a heuristic for generated text.
+    agreement: the winning cluster's share of the answered candidates, in [0, 1] (the plug-in share, no
+        guarantee).
+    consensus_lower_bound: a lower bound on the winner's true share among *noisy* answers (the original is not
+        counted), valid at ``config.confidence`` whichever cluster won and, in adaptive mode, over every look
+        (:mod:`smoothguard.consensus`); it is reported only when it shows a majority (> 1/2), else 0. None for a
+        passthrough. It treats the clusters found as fixed classes: a statement about the clustering, not about
+        the meaning of the text.
+    radius: ``sigma * Phi^-1(consensus_lower_bound)`` (0 when the bound is 0), in the units of ``sigma``: the L2
+        radius Cohen et al.'s theorem gives for that bound, under the same assumption, at the size the noise was
+        drawn at. It is not a certificate: the clusters are refitted with every answer; use
+        :meth:`SmoothGuard.certify` (fresh candidates, a membership rule fixed in advance) for one.
     flagged: agreement < ``config.min_agreement``. refused: the answer was replaced by the refusal message.
     passthrough: the request had no image or audio and was answered by one unguarded call.
     n_used: model calls made. timings: seconds per stage (perturb, generate, aggregate, total).
@@ -122,4 +129,50 @@ class GuardResult:
             "notes": list(self.notes),
             "noise": [site.to_dict() for site in self.noise],
             "config": self.config.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class CertifyResult:
+    """The outcome of :meth:`SmoothGuard.certify` (Cohen et al.'s CERTIFY over answer clusters).
+
+    answer: the representative answer of the cluster chosen on the ``n0`` selection candidates, or None when
+        the run abstained. abstained: the lower bound ``p_lower`` did not exceed 1/2 (a value, not an error).
+    radius: certified L2 radius ``sigma * Phi^-1(p_lower)`` in the units of ``sigma`` (``unit``); 0 when abstained.
+    p_lower: one-sided Clopper-Pearson lower bound at ``1 - alpha`` on the probability that a noisy copy's answer
+        falls in the chosen cluster, from ``count`` of the ``n`` estimation candidates.
+    count: estimation candidates whose answer the fixed rule assigned to the cluster; failed: estimation
+        candidates whose call failed (counted outside the cluster).
+    n0, n, alpha, sigma: the run's settings; unit: ``"normalized"`` (sigma in the model's normalised units, as
+        ``sigma_space="normalized"``), ``"pixel"`` ([0, 1] pixels) or ``"waveform"`` (audio only).
+    selection: the selection candidates' answers (None where one failed); top_answers: the most frequent
+        estimation answers as ``(answer, count, in_cluster)``, at most 10.
+    n_used: model calls made (n0 + n). timings: seconds (select, estimate, total). notes: caveats of this run.
+    """
+
+    answer: str | None
+    abstained: bool
+    radius: float
+    p_lower: float
+    count: int
+    failed: int
+    n0: int
+    n: int
+    alpha: float
+    sigma: float
+    unit: str
+    selection: tuple[str | None, ...] = ()
+    top_answers: tuple[tuple[str, int, bool], ...] = ()
+    n_used: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (no media bytes)."""
+        return {
+            "answer": self.answer, "abstained": self.abstained, "radius": self.radius, "p_lower": self.p_lower,
+            "count": self.count, "failed": self.failed, "n0": self.n0, "n": self.n, "alpha": self.alpha,
+            "sigma": self.sigma, "unit": self.unit, "selection": list(self.selection),
+            "top_answers": [list(t) for t in self.top_answers], "n_used": self.n_used,
+            "timings": dict(self.timings), "notes": list(self.notes),
         }

@@ -58,8 +58,9 @@ def test_result_fields_and_to_dict():
     result = SmoothGuard(seed=0).run([Media.image(triggered_image(False))], brittle_model)
     assert isinstance(result, GuardResult)
     assert result.answer == BENIGN and result.agreement == 1.0 and len(result.clusters) == 1
-    assert result.consensus_lower_bound == pytest.approx(0.05 ** (1 / 11))
-    assert result.radius == pytest.approx(0.1 * 0.7114, abs=1e-3)
+    # 10 noisy of 10 agree (the original is not counted); one look at alpha 0.05, split over the winner's choice
+    assert result.consensus_lower_bound == pytest.approx(0.025 ** (1 / 10))
+    assert result.radius == pytest.approx(0.1 * 0.5009, abs=1e-3)
     assert set(result.timings) == {"perturb", "generate", "aggregate", "total"}
     data = result.to_dict()
     text = json.dumps(data)
@@ -179,7 +180,7 @@ def test_text_only_request_is_one_passthrough_call():
 def test_adaptive_stops_early_on_easy_inputs_and_continues_on_hard_ones():
     image = Media.image(triggered_image(False))
     easy = SmoothGuard(adaptive=True, seed=0).run([image], lambda v: ["A grey square."] * len(v))
-    assert easy.n_used == 5 and easy.consensus_lower_bound > 0.5
+    assert easy.n_used == 8 and easy.consensus_lower_bound > 0.5  # 7 noisy of 7 agree: the first valid look
     hard = SmoothGuard(adaptive=True, seed=0).run([image], split_model)
     assert hard.n_used == 11
 

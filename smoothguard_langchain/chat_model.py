@@ -13,17 +13,29 @@ under ``response_metadata["smoothguard_usage"]``. A request without image or aud
 
 Streaming yields the chosen answer as **one final chunk** (and one ``on_llm_new_token`` event): the vote needs
 every candidate's full answer, so there are no earlier tokens to stream. Candidate runs are tagged ``nostream``
-(LangGraph's ``stream_mode="messages"`` skips them), but ``astream_events`` reports their events like any child
-run's; filter on the ``smoothguard:sample:<i>`` tags to hide them.
+and are run without stream consumers: ``astream_events``, ``astream_log`` and LangGraph's
+``stream_mode="messages"`` see the guard's run and its chosen answer only, never an unvoted candidate's tokens.
+Tracers and ordinary callback handlers see every candidate as a child run tagged ``smoothguard:sample:<i>``.
 
 Tool calls: ``bind_tools`` binds the tools on the inner model, and candidates that call tools are compared by
-the JSON of their calls; ``with_structured_output`` works on top.
+the JSON of their calls. ``with_structured_output(schema, method=..., strict=...)`` is the inner model's own
+(a ``json_schema`` response format for ``ChatOpenAI`` by default), with the guard in place of the model.
+
+Conventions kept: candidates go out at temperature 0 where the inner model has a ``temperature`` setting and
+its provider accepts 0 (otherwise a warning says the decoding cannot be made greedy); ``config={"configurable":
+...}`` reaches a configurable inner model; token usage is reported once per call to the provider (callback
+handlers count the candidate runs, the guard's own run carries none), while the message ``invoke`` returns
+carries the total of all candidates as ``usage_metadata``; ``get_num_tokens*`` are the inner model's (one
+call's count); ``warmup()`` loads the embedder ahead of traffic; and the guard serialises with
+``langchain_core.load.dumps`` / ``loads`` when its inner model does (``valid_namespaces=["smoothguard_langchain"]``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -40,10 +52,16 @@ from smoothguard import GuardResult
 from smoothguard.errors import ConfigError, MediaError
 from smoothguard_langchain.blocks import find_media
 from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
-from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard
-from smoothguard_langchain.settings import GuardSettings
+from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, chat_model, run_guard
+from smoothguard_langchain.settings import CONFIG_FIELDS, GuardSettings
 
 __all__ = ["ChatSmoothGuard"]
+
+#: The ``configurable`` of the config given to the guard's own ``invoke``/``ainvoke`` (langchain-core does not
+#: pass it to ``_generate``), forwarded to every candidate call.
+_CONFIGURABLE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "smoothguard_configurable", default=None)
+_warned_no_temperature: set[type] = set()
 
 
 class ChatSmoothGuard(GuardSettings, BaseChatModel):
@@ -85,6 +103,32 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
             model = model.bound
         return model
 
+    @property
+    def model_name(self) -> str:
+        """The inner model's name (``model_name``, ``model`` or ``model_id``; else its class name): what code that
+        reads a chat model's name (``create_agent``'s structured-output strategy, tracers) expects."""
+        inner = self._inner
+        for attr in ("model_name", "model", "model_id"):
+            value = getattr(inner, attr, None)
+            if isinstance(value, str) and value:
+                return value
+        return inner.get_name()
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """True: ``dumps``/``loads`` round-trip the guard when its inner model serialises too."""
+        return True
+
+    def to_json(self) -> Any:
+        """langchain-core's serialised form, without the guard settings left at their defaults."""
+        data = super().to_json()
+        kwargs = data.get("kwargs") if isinstance(data, dict) else None
+        if isinstance(kwargs, dict):
+            fields = type(self).model_fields
+            data["kwargs"] = {k: v for k, v in kwargs.items()
+                              if not (k in CONFIG_FIELDS and v == fields[k].default) and not (k == "stop" and not v)}
+        return data
+
     def _resolve_model_profile(self) -> Any:
         """The inner model's profile (capabilities such as image inputs or tool calling): the guard has them too."""
         return getattr(self._inner, "profile", None)
@@ -116,6 +160,27 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
         return params
 
     # -- generation ---------------------------------------------------------------------------------------
+
+    def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        """langchain-core's ``invoke``, with ``config["configurable"]`` forwarded to the candidates and the total
+        usage of all candidates on the returned message (callback handlers already counted the candidates)."""
+        token = _CONFIGURABLE.set(dict((config or {}).get("configurable") or {}) or None)
+        try:
+            message = super().invoke(input, config, stop=stop, **kwargs)
+        finally:
+            _CONFIGURABLE.reset(token)
+        return _with_total_usage(message)
+
+    async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+                      stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        """Async :meth:`invoke`."""
+        token = _CONFIGURABLE.set(dict((config or {}).get("configurable") or {}) or None)
+        try:
+            message = await super().ainvoke(input, config, stop=stop, **kwargs)
+        finally:
+            _CONFIGURABLE.reset(token)
+        return _with_total_usage(message)
 
     def generate(self, messages: list[list[BaseMessage]], *args: Any, **kwargs: Any) -> LLMResult:
         """langchain-core's ``generate``, after checking that langchain-core can read every content block."""
@@ -210,15 +275,67 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
         guarded = self.model_copy(update={"model": inner})
         return guarded.bind(ls_structured_output_format=ls_format) if ls_format is not None else guarded.bind()
 
+    def with_structured_output(self, schema: dict[str, Any] | type, *, include_raw: bool = False,
+                               **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
+        """The inner model's own ``with_structured_output(schema, method=..., strict=..., include_raw=...)``, with
+        the guard in place of the model: the request format is the provider's (e.g. ``ChatOpenAI``'s
+        ``json_schema`` response format), and the candidates vote on their raw answers (JSON text or tool calls).
+        Falls back to langchain-core's tool-calling implementation when the inner model is not a chat model."""
+        inner = self.model
+        if isinstance(inner, BaseChatModel):
+            structured = inner.with_structured_output(schema, include_raw=include_raw, **kwargs)
+            swapped = _swap_model(structured, inner, self._guarding)
+            if swapped is not structured:
+                return swapped
+        return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+
+    def _guarding(self, runnable: Runnable[Any, Any]) -> Runnable[Any, Any]:
+        """This guard around ``runnable`` (the inner model or a binding of it), keeping a binding's structured-output
+        tracing hint on the guard's run too."""
+        guarded = self.model_copy(update={"model": runnable})
+        hint = getattr(runnable, "kwargs", {}).get("ls_structured_output_format")
+        return guarded.bind(ls_structured_output_format=hint) if hint is not None else guarded
+
+    # -- token counting (the inner model's: one call's count) -----------------------------------------------
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """The inner model's tokenisation of ``text``."""
+        return self._counting_model().get_token_ids(text)
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens in ``text`` for the inner model (one call; the guard makes ``n_samples`` such calls)."""
+        return self._counting_model().get_num_tokens(text)
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
+        """Tokens of ``messages`` (and ``tools``) for the inner model, as one call sends them."""
+        model = self._counting_model()
+        if tools is None:
+            return model.get_num_tokens_from_messages(messages)
+        return model.get_num_tokens_from_messages(messages, tools=tools)
+
+    def _counting_model(self) -> Any:
+        inner = chat_model(self.model)
+        if inner is None:
+            raise NotImplementedError(f"the guarded {self.model.get_name()} is not a chat model, so the guard "
+                                      "cannot count its tokens; count them on the model itself")
+        return inner
+
     # -- helpers ------------------------------------------------------------------------------------------
 
     def _call_kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         stop = stop if stop is not None else self.stop
-        return {**kwargs, "stop": stop} if stop else dict(kwargs)
+        out = {**kwargs, "stop": stop} if stop else dict(kwargs)
+        if "temperature" not in out and _greedy_temperature(chat_model(self.model)):
+            out["temperature"] = 0
+        return out
 
     def _child_config(self, run_manager: Any, index: int, width: int, is_async: bool) -> dict[str, Any]:
-        return {"callbacks": child_manager(run_manager, index, is_async=is_async),
-                "max_concurrency": self.max_concurrency or width}
+        config: dict[str, Any] = {"callbacks": child_manager(run_manager, index, is_async=is_async),
+                                  "max_concurrency": self.max_concurrency or width}
+        configurable = _CONFIGURABLE.get()
+        if configurable:
+            config["configurable"] = configurable
+        return config
 
     def _result(self, result: GuardResult, candidates: Candidates) -> ChatResult:
         if result.refused:
@@ -226,7 +343,78 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
         else:
             message = _as_ai_message(candidates.chosen(result))
         message = annotate_message(message, result, candidates.outputs)
+        # The guard's run reports no usage of its own: the candidate runs already did (counted once each).
+        if isinstance(message, AIMessage) and message.usage_metadata is not None:
+            message = message.model_copy(update={"usage_metadata": None})
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _with_total_usage(message: Any) -> Any:
+    """``message`` carrying the summed usage of every candidate (``response_metadata["smoothguard_usage"]``) as its
+    ``usage_metadata``: what the guarded call cost, on the message the caller gets back."""
+    total = (getattr(message, "response_metadata", None) or {}).get("smoothguard_usage")
+    if isinstance(message, AIMessage) and total and message.usage_metadata is None:
+        return message.model_copy(update={"usage_metadata": dict(total)})
+    return message
+
+
+def _greedy_temperature(model: Any) -> bool:
+    """Whether candidates should be sent ``temperature=0``: the inner chat model has a ``temperature`` setting and
+    its provider takes 0 (``ChatOpenAI``'s own validator drops it for reasoning models such as gpt-5 and o1).
+    Warns once per model class when greedy decoding cannot be requested."""
+    if model is None:
+        return False
+    fields = getattr(type(model), "model_fields", {})
+    if "temperature" not in fields:
+        if type(model) not in _warned_no_temperature:
+            _warned_no_temperature.add(type(model))
+            warnings.warn(f"ChatSmoothGuard cannot ask {type(model).__name__} for greedy decoding (it has no "
+                          "`temperature` setting): candidates use the model's own decoding, so set it to greedy "
+                          "there if it samples", UserWarning, stacklevel=4)
+        return False
+    if getattr(model, "temperature", None) == 0:
+        return False  # already greedy: nothing to add
+    validate = getattr(type(model), "validate_temperature", None)
+    name = getattr(model, "model_name", None) or getattr(model, "model", None)
+    if callable(validate) and isinstance(name, str):
+        try:
+            checked = validate({"model": name, "model_name": name, "temperature": 0})
+        except Exception:
+            return False
+        if isinstance(checked, dict) and checked.get("temperature") != 0:
+            return False  # the provider takes no temperature 0 for this model
+    return True
+
+
+def _swap_model(node: Any, inner: Any, wrap: Any, depth: int = 0) -> Any:
+    """``node`` (a runnable built around ``inner``) with ``inner``, and every binding directly over it, replaced by
+    ``wrap(that runnable)``; the same object when nothing was replaced."""
+    from langchain_core.runnables import RunnableBinding
+    from pydantic import BaseModel
+
+    if node is inner or (isinstance(node, RunnableBinding) and node.bound is inner):
+        return wrap(node)
+    if depth > 16 or not isinstance(node, BaseModel):
+        return node
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, Runnable):
+            return _swap_model(value, inner, wrap, depth + 1)
+        if isinstance(value, list | tuple):
+            items = [swap(v) for v in value]
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
+        if isinstance(value, dict):
+            new = {k: swap(v) for k, v in value.items()}
+            return value if all(new[k] is value[k] for k in value) else new
+        return value
+
+    changes = {}
+    for name in type(node).model_fields:
+        value = getattr(node, name, None)
+        swapped = swap(value)
+        if swapped is not value:
+            changes[name] = swapped
+    return node.model_copy(update=changes) if changes else node
 
 
 def _check_blocks(batch: Sequence[Sequence[BaseMessage]]) -> None:

@@ -1,21 +1,24 @@
 """GuardSettings: every GuardConfig setting as a pydantic field, validated by GuardConfig itself.
 
 The LangChain wrappers are pydantic models, so each guard setting is a field (``configurable_fields``,
-``model_copy`` and ``with_config`` work on them). Values are checked by :class:`smoothguard.GuardConfig` before
-pydantic sees them, so an invalid setting is a :class:`~smoothguard.errors.ConfigError` at construction, with
-the same message as everywhere else in SmoothGuard.
+``model_copy`` and ``with_config`` work on them). The fields are generated from ``dataclasses.fields(GuardConfig)``
+(type, default, and the description from GuardConfig's docstring), so a new setting needs no change here.
+Values are checked by :class:`smoothguard.GuardConfig` before pydantic sees them, so an invalid setting is a
+:class:`~smoothguard.errors.ConfigError` at construction, with the same message as everywhere else in SmoothGuard.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, ClassVar, Literal
+import inspect
+import re
+import typing
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from smoothguard import GuardConfig, SmoothGuard
-from smoothguard.config import DEFAULT_EMBEDDER, DEFAULT_REFUSAL
 from smoothguard.errors import ConfigError
 
 __all__ = ["CONFIG_FIELDS", "GuardSettings"]
@@ -24,48 +27,35 @@ __all__ = ["CONFIG_FIELDS", "GuardSettings"]
 CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GuardConfig))
 
 
-class GuardSettings(BaseModel):
-    """Mixin: the guard settings as fields. Meanings, units and defaults are those of :class:`GuardConfig`."""
+def _descriptions() -> dict[str, str]:
+    """``name: text`` entries of GuardConfig's docstring (continuation lines joined), by setting name."""
+    out: dict[str, str] = {}
+    name = None
+    for line in inspect.cleandoc(GuardConfig.__doc__ or "").splitlines():
+        match = re.match(r"^ {4}(\w+): (.*)$", line)
+        if match and match.group(1) in CONFIG_FIELDS:
+            name = match.group(1)
+            out[name] = match.group(2).strip()
+        elif name and line.startswith(" " * 8):
+            out[name] += " " + line.strip()
+        else:
+            name = None
+    return out
 
-    sigma: float = Field(0.1, description="Image noise std in normalised input units (paper band 0.1-0.2).")
-    sigma_space: Literal["normalized", "pixel"] = Field("normalized", description="Unit of `sigma`.")
-    channel_std: tuple[float, float, float] | None = Field(
-        None, description="Per-channel (R, G, B) std converting `sigma` to pixels; None: CLIP's.")
-    audio_sigma: float = Field(0.01, description="Waveform noise std in [-1, 1] full-scale units.")
-    n_samples: int = Field(11, description="Candidates in all, the original included.")
-    include_original: bool = Field(True, description="Candidate 0 is the untouched input.")
-    seed: int | None = Field(None, description="None: fresh noise per call; an int: reproducible variants.")
-    adaptive: bool = Field(False, description="Ask in rounds and stop once the winner is settled.")
-    adaptive_round: int = Field(5, description="Candidates per adaptive round.")
-    confidence: float = Field(0.95, description="Confidence of the Clopper-Pearson bound (adaptive stop, radius).")
-    quorum: int | None = Field(None, description="Answered candidates needed; None: a majority of those asked.")
-    max_concurrency: int | None = Field(None, description="Most concurrent inner calls; None: all at once.")
-    time_budget: float | None = Field(None, description="Seconds to wait for the candidates; later ones are left "
-                                      "out of the vote. None: wait for all.")
-    embedder: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers model name or path.")
-    embedder_device: str | None = Field(None, description="Device of the embedder ('cpu', 'cuda', ...).")
-    clustering: Literal["kmeans", "agglomerative"] = Field("kmeans", description="How answers are grouped.")
-    n_clusters: int = Field(2, description="k for k-means.")
-    cluster_threshold: float = Field(0.1, description="Cosine distance under which two clusters are one answer.")
-    safety_weight: float = Field(0.15, description="Weight of the benign score in the vote; 0: plain majority.")
-    min_agreement: float = Field(0.5, description="Winner share below which the result is flagged.")
-    on_flag: Literal["answer", "refuse", "raise"] = Field("answer", description="What a flagged result does.")
-    refusal_message: str = Field(DEFAULT_REFUSAL, description="The answer under on_flag='refuse'.")
-    remote_media: Literal["fetch", "passthrough", "error"] = Field(
-        "fetch", description="http(s) media: download and smooth, pass through unsmoothed, or refuse.")
-    fetch_timeout: float = Field(10.0, description="Seconds allowed to fetch one remote medium.")
-    max_media_bytes: int = Field(50 * 1024 * 1024, description="Largest encoded medium accepted, in bytes.")
-    max_image_pixels: int = Field(25_000_000, description="Largest image accepted, in pixels.")
-    image_resize: str | int | tuple[int, int] = Field(
-        "auto", description="Size at which image noise is drawn: 'auto' (the wrapped model's provider), 'openai', "
-        "'anthropic', 'qwen2-vl', a longest side, a (width, height) bound, or 'none' (the source size).")
-    max_media_items: int = Field(8, description="Most images and audio clips in one request.")
-    allow_private_fetch: bool = Field(False, description="Let remote_media='fetch' download from non-public "
-                                      "addresses (off: no SSRF into the internal network).")
-    max_request_pixels: int = Field(32_000_000, description="Most image pixels in one request, all images together.")
-    unsmoothable_media: Literal["error", "passthrough"] = Field(
-        "error", description="Media the guard cannot smooth (video, files, embeddings, file ids): refuse, or pass "
-        "through unsmoothed (said in the notes).")
+
+def _generated_fields() -> type[BaseModel]:
+    hints = typing.get_type_hints(GuardConfig)
+    docs = _descriptions()
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(GuardConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        fields[f.name] = (hints[f.name], Field(default, description=docs.get(f.name, f"See GuardConfig.{f.name}.")))
+    return create_model("GuardConfigFields", __base__=BaseModel, __doc__="GuardConfig's settings as fields.",
+                        **fields)
+
+
+class GuardSettings(_generated_fields()):  # type: ignore[misc]
+    """Mixin: the guard settings as fields. Meanings, units and defaults are those of :class:`GuardConfig`."""
 
     #: Keyword arguments accepted for drop-in compatibility and ignored with a warning (subclasses extend it).
     _tolerated: ClassVar[frozenset[str]] = frozenset()
@@ -79,6 +69,12 @@ class GuardSettings(BaseModel):
     def guard_config(self) -> GuardConfig:
         """The settings as one validated :class:`GuardConfig`."""
         return GuardConfig(**{name: getattr(self, name) for name in CONFIG_FIELDS})
+
+    def warmup(self) -> Any:
+        """Load the embedder and the sentiment lexicon now (quietly), so the first guarded request does not pay
+        for them (3-15 s on CPU). Returns ``self``, e.g. ``guard = ChatSmoothGuard(model=llm).warmup()``."""
+        self._guard().warmup()
+        return self
 
     def _guard(self) -> SmoothGuard:
         """A guard for one request. Cheap: the embedder is shared process-wide, so nothing heavy is rebuilt."""

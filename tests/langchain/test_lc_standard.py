@@ -42,6 +42,12 @@ class TestChatSmoothGuardUnit(ChatModelUnitTests):
     def chat_model_params(self) -> dict[str, Any]:
         return _params()
 
+    @pytest.mark.xfail(reason="loads(allowed_objects='all') admits only the classes in langchain-core's own mapping, "
+                       "which a third-party package is not in; test_lc_serialise round-trips ChatSmoothGuard with "
+                       "allowed_objects=[ChatSmoothGuard, ...]", strict=True)
+    def test_serdes(self, *args: Any, **kwargs: Any) -> None:
+        super().test_serdes(*args, **kwargs)
+
 
 class _OfflineHttpx:
     """Stands in for the suite's ``httpx`` module: ``get(url)`` answers from memory."""

@@ -11,7 +11,7 @@ LlamaIndex's ``SmoothGuardLLM`` around the recording ``PixelLLM`` (its typed blo
 and never forwarded as one unguarded call carrying the original bytes. Media the guard cannot smooth go through
 (one call, said in the notes) only under ``unsmoothable_media="passthrough"``.
 
-Also here: the media downloaders against a decompression bomb (``fetch_bytes``, ``media.fetch``), SSRF refusals
+Also here: the media downloaders against a decompression bomb (``media.download``, ``media.fetch``), SSRF refusals
 that name the host but not the address it resolved to, and malformed URLs (a port out of range, a broken IPv6
 literal) refused as ``MediaError`` / 400, never a ``ValueError`` or a 500.
 """
@@ -26,6 +26,7 @@ import io
 import json
 import sys
 import threading
+import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -62,10 +63,9 @@ from pydantic import BaseModel  # noqa: E402
 from smoothguard import GuardConfig, Media  # noqa: E402
 from smoothguard.content_parts import classify, get_path  # noqa: E402
 from smoothguard.errors import ConfigError, MediaError  # noqa: E402
-from smoothguard.media import fetch  # noqa: E402
+from smoothguard.media import download, fetch  # noqa: E402
 from smoothguard.serve import create_app  # noqa: E402
 from smoothguard.serve.codec import find_media as proxy_find_media  # noqa: E402
-from smoothguard.serve.upstream import fetch_bytes  # noqa: E402
 from smoothguard_langchain import ChatSmoothGuard  # noqa: E402
 from smoothguard_llamaindex import SmoothGuardLLM  # noqa: E402
 
@@ -529,26 +529,16 @@ def _peak(run: Callable[[], Any]) -> tuple[BaseException | None, int]:
 
 
 @pytest.mark.parametrize("kind", ["gzip", "deflate", "zstd"])
-def test_proxy_fetch_stops_a_decompression_bomb(kind: str, bomb_server: tuple[str, list[str]]) -> None:
+def test_download_stops_a_decompression_bomb(kind: str, bomb_server: tuple[str, list[str]]) -> None:
+    """The one downloader (the proxy's, through ``download``): the limit named as the caller's setting."""
     server, asked = bomb_server
     if kind == "zstd":
         _bomb("zstd")  # skips without zstandard
-
-    async def download() -> None:
-        async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
-            tracemalloc.start()
-            tracemalloc.reset_peak()
-            try:
-                with pytest.raises(MediaError) as info:
-                    await fetch_bytes(client, f"{server}/{kind}.png", timeout=30, max_bytes=LIMIT, allow_private=True)
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
-        assert peak < 3 * LIMIT, f"peak {peak} bytes"
-        message = str(info.value)
-        assert (f"max_media_bytes={LIMIT}" in message) if kind != "zstd" else "Content-Encoding" in message
-
-    asyncio.run(download())
+    error, peak = _peak(lambda: download(f"{server}/{kind}.png", timeout=30, max_bytes=LIMIT, allow_private=True,
+                                         limit_name="max_media_bytes"))
+    assert isinstance(error, MediaError), error
+    assert peak < 3 * LIMIT, f"peak {peak} bytes"
+    assert (f"max_media_bytes={LIMIT}" in str(error)) if kind != "zstd" else "Content-Encoding" in str(error)
     assert asked[-1] == "identity"
 
 
@@ -579,13 +569,9 @@ def test_a_compressed_small_image_is_still_read() -> None:
         def log_message(self, *args: Any) -> None:
             pass
 
-    async def download(url: str) -> bytes:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            return await fetch_bytes(client, url, timeout=10, max_bytes=LIMIT, allow_private=True)
-
     with _serve(Deflated) as server:
         assert fetch(f"{server}/a.png", "image", max_bytes=LIMIT, allow_private=True).width == 16
-        assert asyncio.run(download(f"{server}/a.png")) == PNG
+        assert download(f"{server}/a.png", max_bytes=LIMIT, allow_private=True).body == PNG
 
 
 # -- SSRF refusals and malformed URLs -------------------------------------------------------------------------
@@ -594,29 +580,18 @@ def test_a_compressed_small_image_is_still_read() -> None:
 def test_ssrf_refusal_names_the_host_not_the_address(media_server: str) -> None:
     port = media_server.rsplit(":", 1)[1]
 
-    async def download(url: str) -> str:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            with pytest.raises(MediaError) as info:
-                await fetch_bytes(client, url, timeout=10, max_bytes=LIMIT, allow_private=False)
-        return str(info.value)
-
-    message = asyncio.run(download(f"http://localhost:{port}/cat.png"))
+    with pytest.raises(MediaError) as info:
+        download(f"http://localhost:{port}/cat.png", timeout=10, max_bytes=LIMIT)
+    message = str(info.value)
     assert "'localhost'" in message and "non-public address" in message
     assert "127.0.0.1" not in message and "::1" not in message
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999/x.png", "http://[::1/x.png", "http://[::1]:70000/x.png",
                                  "http://:80/x.png"])
-def test_malformed_urls_are_media_errors_in_both_downloaders(url: str) -> None:
+def test_malformed_urls_are_media_errors(url: str) -> None:
     with pytest.raises(MediaError, match="URL"):
         fetch(url, "image", timeout=5)
-
-    async def download() -> None:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            await fetch_bytes(client, url, timeout=5, max_bytes=LIMIT, allow_private=False)
-
-    with pytest.raises(MediaError, match="URL"):
-        asyncio.run(download())
 
 
 def test_payload_helper_reads_nested_parts() -> None:
@@ -661,3 +636,49 @@ def test_fetch_connects_to_the_address_it_checked(media_server: str, monkeypatch
     with pytest.raises(MediaError, match=r"'rebind\.test' resolves to a non-public address") as info:
         fetch(f"http://rebind.test:{port}/cat.png", "image", timeout=10)
     assert "127.0.0.1" not in str(info.value)
+
+
+def test_the_proxy_connects_to_the_address_it_checked(media_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy fetches with the same downloader: one resolution per hop, and the connection goes there."""
+    import socket
+
+    port = int(media_server.rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebind.test":
+            asked.append(host)
+            return real("127.0.0.1" if len(asked) == 1 else "203.0.113.9", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    part = {"type": "image_url", "image_url": {"url": f"http://rebind.test:{port}/cat.png"}}
+    response, sent = asyncio.run(_proxy(part))
+    assert response.status_code == 200, response.text
+    assert asked == ["rebind.test"] and len(sent) == N
+
+
+def test_download_has_one_deadline_even_for_a_trickling_server() -> None:
+    """A server that sends a byte every 50 ms never trips a per-read timeout; the download still ends at its
+    deadline, with a clear error."""
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for _ in range(200):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with _serve(Trickle) as server:
+        start = time.monotonic()
+        with pytest.raises(MediaError, match=r"within 0\.5 s"):
+            download(f"{server}/slow.png", timeout=0.5, allow_private=True)
+        assert time.monotonic() - start < 1.5

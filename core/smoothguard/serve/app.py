@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hmac
 import ipaddress
@@ -37,16 +38,17 @@ from starlette.routing import Route
 from smoothguard import limits
 from smoothguard._version import __version__
 from smoothguard.config import GuardConfig
-from smoothguard.deadline import late_error, late_note, seconds_left, wait_tasks
+from smoothguard.deadline import seconds_left
 from smoothguard.errors import GenerationError, GuardFlagged, MediaError
+from smoothguard.fanout import FanOut
 from smoothguard.guard import SmoothGuard
 from smoothguard.image_resize import auto_rule
-from smoothguard.media import Media
+from smoothguard.media import Media, download
 from smoothguard.result import GuardResult
 from smoothguard.serve.codec import MediaSlot, answer_text, candidate_body, decode_slot, find_media, inline
 from smoothguard.serve.errors import ProxyError, Redactor
 from smoothguard.serve.settings import ServeSettings, apply_overrides, startup_warnings
-from smoothguard.serve.upstream import UpstreamClient, UpstreamError, fetch_bytes, http_error
+from smoothguard.serve.upstream import UpstreamClient, UpstreamError, http_error
 
 __all__ = ["ENV_VAR", "app_from_environment", "create_app"]
 
@@ -56,6 +58,7 @@ log = logging.getLogger("smoothguard.serve")
 ENV_VAR = "SMOOTHGUARD_SERVE_SETTINGS"
 _DRAIN_BYTES = 16 * 1024 * 1024  # read (and drop) up to this much of an oversize body, so the client sees the 413
 _THREAD_PARSE_BYTES = 1024 * 1024  # bodies from this size up are parsed off the event loop
+_FETCH_THREADS = 64  # remote media downloads in flight per replica; more wait for a thread
 
 
 def create_app(upstream: str | None, config: GuardConfig | Mapping[str, Any] | None = None, *,
@@ -117,7 +120,7 @@ class Proxy:
         self.ready = False
         self._transport = transport
         self._upstream: UpstreamClient | None = None
-        self._fetcher: httpx.AsyncClient | None = None
+        self._fetch_pool: ThreadPoolExecutor | None = None
 
     # -- shared resources (created on first use, so the app also works without a lifespan) -------------------
 
@@ -131,21 +134,21 @@ class Proxy:
         return self._upstream
 
     @property
-    def fetcher(self) -> httpx.AsyncClient:
-        if self._fetcher is None:
-            self._fetcher = httpx.AsyncClient(timeout=self.config.fetch_timeout, trust_env=False,
-                                              follow_redirects=False,
-                                              limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
-        return self._fetcher
+    def fetch_pool(self) -> ThreadPoolExecutor:
+        """The threads that run :func:`smoothguard.media.download` (blocking, each bounded by ``fetch_timeout``):
+        their own pool, so slow media servers never hold the workers that perturb and vote."""
+        if self._fetch_pool is None:
+            self._fetch_pool = ThreadPoolExecutor(_FETCH_THREADS, thread_name_prefix="smoothguard-fetch")
+        return self._fetch_pool
 
     async def aclose(self) -> None:
         """Close the HTTP pools (the lifespan does this at shutdown)."""
         if self._upstream is not None:
             await self._upstream.aclose()
             self._upstream = None
-        if self._fetcher is not None:
-            await self._fetcher.aclose()
-            self._fetcher = None
+        if self._fetch_pool is not None:
+            self._fetch_pool.shutdown(wait=False, cancel_futures=True)
+            self._fetch_pool = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -314,11 +317,14 @@ class Proxy:
                                  code="invalid_media", param=slot.param)
             (skipped if config.remote_media == "passthrough" else fetch).append(slot)
 
-        async def download(slot: MediaSlot) -> bytes:
+        allow_private = self.settings.allow_private_fetch or config.allow_private_fetch
+
+        async def fetch_one(slot: MediaSlot) -> bytes:
+            get = functools.partial(download, slot.value, timeout=config.fetch_timeout,
+                                    max_bytes=config.max_media_bytes, allow_private=allow_private,
+                                    limit_name="max_media_bytes")
             try:
-                return await fetch_bytes(self.fetcher, slot.value, timeout=config.fetch_timeout,
-                                         max_bytes=config.max_media_bytes,
-                                         allow_private=self.settings.allow_private_fetch or config.allow_private_fetch)
+                return (await asyncio.get_running_loop().run_in_executor(self.fetch_pool, get)).body
             except MediaError as exc:
                 message = _withhold_addresses(str(exc), slot.value)
                 raise ProxyError(400, f"{slot.param}: {message}", code="media_fetch_failed",
@@ -329,7 +335,7 @@ class Proxy:
                                  param=slot.param) from None
 
         if fetch:
-            raws = await _until(deadline, asyncio.gather(*map(download, fetch)), config.time_budget)
+            raws = await _until(deadline, asyncio.gather(*map(fetch_one, fetch)), config.time_budget)
         else:
             raws = []
         fetched = {(s.message, s.block): raw for s, raw in zip(fetch, raws, strict=True)}
@@ -372,89 +378,36 @@ class Proxy:
             set_fields["temperature"] = self.settings.temperature
         drop = ("smoothguard", "stream_options")
         image_format = self.settings.image_format
-        per_request = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
-        candidates: dict[int, dict[str, Any]] = {}
-        asked = 0
-        entered = False  # whether the guard handed over its first round (the noise is drawn by then)
 
-        def encode_one(variant: list[Media]) -> bytes:
+        def prepare(variant: list[Media]) -> bytes:
             return _dumps(candidate_body(body, slots, originals, variant, set_fields=set_fields, drop_fields=drop,
                                          image_format=image_format))
 
-        def encode(variants: Sequence[list[Media]]) -> list[bytes]:
-            """Every candidate's body, on all cores; each worker draws its own copy (the variants are lazy), so
-            at most one noisy copy per core is held at once."""
-            workers = min(len(variants), os.cpu_count() or 1)
-            if workers <= 1:
-                return [encode_one(v) for v in variants]
-            with ThreadPoolExecutor(workers, thread_name_prefix="smoothguard-encode") as pool:
-                return list(pool.map(lambda k: encode_one(variants[k]), range(len(variants))))
-
-        async def call(index: int, payload: bytes) -> Any:
+        async def call(index: int, payload: bytes) -> dict[str, Any]:
             try:
-                if per_request is None:
-                    data = await self.upstream.post_json("/chat/completions", payload, headers, redact)
-                else:
-                    async with per_request:
-                        data = await self.upstream.post_json("/chat/completions", payload, headers, redact)
+                data = await self.upstream.post_json("/chat/completions", payload, headers, redact)
                 _check_completion(data)
-                text = answer_text(data)
-            except UpstreamError as exc:
-                return exc
+                answer_text(data)
+            except UpstreamError:
+                raise
             except ValueError as exc:
-                return UpstreamError(502, f"the upstream reply is not a chat completion ({exc})",
-                                     code="upstream_bad_response")
+                raise UpstreamError(502, f"the upstream reply is not a chat completion ({exc})",
+                                    code="upstream_bad_response") from None
             except Exception:
                 log.error("request %s: candidate %d failed unexpectedly:\n%s", rid, index,
                           redact(traceback.format_exc()))
-                return UpstreamError(502, "internal error while calling the upstream", code="internal_error")
-            candidates[index] = data
-            return text
+                raise UpstreamError(502, "internal error while calling the upstream", code="internal_error") from None
+            return data
 
-        async def agenerate(variants: list[list[Media]]) -> list[Any]:
-            nonlocal asked, entered
-            entered = True
-            start, asked = asked, asked + len(variants)
-            if deadline is None:
-                payloads = await asyncio.to_thread(encode, variants)
-                return list(await asyncio.gather(*(call(start + k, p) for k, p in enumerate(payloads))))
-            tasks: list[asyncio.Task[Any]] = []
-
-            async def send_each() -> None:  # encode one copy, send it, encode the next: none begun late
-                for k, variant in enumerate(variants):
-                    if time.monotonic() >= deadline:
-                        return
-                    payload = await asyncio.to_thread(encode_one, variant)
-                    tasks.append(asyncio.ensure_future(call(start + k, payload)))
-
-            sender = asyncio.ensure_future(send_each())
-            try:
-                await wait_tasks([sender], deadline)  # an encoding still running then is abandoned, not awaited
-                failure = None if sender.cancelled() else sender.exception()
-                if failure is not None:  # as without a deadline: an encoding that fails fails the round
-                    raise failure
-                await wait_tasks(tasks, deadline)  # the calls cancelled at the deadline release their slots
-            except BaseException:
-                for task in [sender, *tasks]:
-                    task.cancel()
-                raise
-            over = _over_budget(config.time_budget)
-            unsent = _unsent(config.time_budget)
-            outputs = [over if task.cancelled() else task.result() for task in tasks]
-            outputs += [unsent] * (len(variants) - len(tasks))
-            if dropped := sum(output is over or output is unsent for output in outputs):
-                notes.append(late_note(config.time_budget, dropped))
-            return outputs
-
+        fan: FanOut[dict[str, Any]] = FanOut(SmoothGuard(config), acall=call, prepare=prepare, text=answer_text)
         auto_resize = auto_rule(model_name=_model_name(body))
-        guard = asyncio.ensure_future(SmoothGuard(config).arun(originals, agenerate, deadline=deadline,
-                                                               auto_resize=auto_resize, lazy=True))
+        guard = asyncio.ensure_future(fan.arun(originals, deadline=deadline, auto_resize=auto_resize))
         try:
             if deadline is not None:
                 # the noise is drawn in a worker thread before the first round is handed over: a deadline that
                 # passes meanwhile answers now (the thread finishes on its own; its copies are dropped)
                 await asyncio.wait({guard}, timeout=seconds_left(deadline))
-                if not guard.done() and not entered:
+                if not guard.done() and not fan.asked:
                     guard.cancel()
                     raise _budget_spent(config.time_budget)
             result = await guard
@@ -463,14 +416,14 @@ class Proxy:
             raise ProxyError(422, f"the guard flagged this request: {exc}", type="smoothguard_flagged",
                              code="flagged", extra={"smoothguard": _meta(exc.result, notes, rid)}) from None
         except GenerationError as exc:
-            info.update(n=asked, failed=len(exc.causes))
-            raise _generation_error(exc, asked, redact, rid) from None
+            info.update(n=fan.asked, failed=len(exc.causes))
+            raise _generation_error(exc, fan.asked, redact, rid) from None
         except BaseException:
             guard.cancel()
             raise
         info.update(n=result.n_used, failed=sum(not s.ok for s in result.samples),
                     agreement=f"{result.agreement:.2f}", flagged=result.flagged)
-        return result, candidates
+        return result, fan.responses
 
     # -- forwarding -------------------------------------------------------------------------------------------
 
@@ -555,17 +508,6 @@ async def _drain(request: Request) -> None:
 _OVER_BUDGET = "time_budget_exceeded"
 
 
-def _over_budget(budget: float) -> UpstreamError:
-    """What a candidate cancelled at the request's time budget counts as."""
-    return UpstreamError(504, str(late_error(budget)), type="upstream_timeout", code=_OVER_BUDGET)
-
-
-def _unsent(budget: float) -> UpstreamError:
-    """What a candidate never sent, the budget spent before its copy was encoded, counts as."""
-    return UpstreamError(504, f"not sent: the time budget of {budget:g} s ran out before this copy was encoded",
-                         type="upstream_timeout", code=_OVER_BUDGET)
-
-
 def _budget_spent(budget: float | None) -> ProxyError:
     """The answer when the time budget runs out before any candidate could be sent."""
     return ProxyError(504, f"the time budget of {budget or 0:g} s was spent before any candidate could be sent to the "
@@ -598,18 +540,19 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 def _generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: str) -> ProxyError:
-    """Too few of the ``asked`` candidates answered. When every one failed the same way (a 401, a timeout, ...), say
-    that with its status; otherwise 502 with every candidate's error."""
+    """Too few of the ``asked`` candidates answered. Where the failures agree (the core's rule,
+    :func:`smoothguard.fanout.raise_failure`: ``exc`` is then also that failure's type), that failure's status;
+    504 where candidates missed the time budget; otherwise 502. The body lists every candidate's error."""
     causes = [cause for _, cause in exc.causes]
     errors = [{"index": i, "error": redact(c.message if isinstance(c, UpstreamError) else str(c))}
               for i, c in exc.causes]
     extra = {"smoothguard": {"request_id": rid, "errors": errors}}
-    upstream = [c for c in causes if isinstance(c, UpstreamError)]
-    if len(upstream) == len(causes) == asked and len({(c.status, c.code) for c in upstream}) == 1:
-        first = upstream[0]
-        return ProxyError(first.status, f"all {len(causes)} candidates failed the same way: {first.message}",
-                          type=first.type, code=first.code, extra=extra)
-    if any(c.code == _OVER_BUDGET for c in upstream):
+    if isinstance(exc, UpstreamError):
+        code = exc.code if len({getattr(c, "code", None) for c in causes}) == 1 else "upstream_failed"
+        every = "all" if len(causes) == asked else f"{len(causes)} of"
+        return ProxyError(exc.status, f"{every} {asked} candidates failed the same way: {exc.message}",
+                          type=exc.type, code=code, extra=extra)
+    if any(isinstance(c, TimeoutError) for c in causes):
         return ProxyError(504, redact(str(exc)), type="upstream_timeout", code=_OVER_BUDGET, extra=extra)
     return ProxyError(502, redact(str(exc)), type="upstream_error", code="upstream_failed", extra=extra)
 

@@ -1,4 +1,4 @@
-"""The proxy's HTTP client: pooled, bounded calls to the upstream engine, and bounded downloads of remote media.
+"""The proxy's HTTP client: pooled, bounded calls to the upstream engine (media: :func:`smoothguard.media.download`).
 
 httpcore's connection pool checks every one of its connections each time it hands one out, so one big pool turns
 quadratic under the thousands of concurrent calls a guard proxy makes (measured on 2 cores: 2,200 concurrent calls
@@ -13,20 +13,16 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
 import ssl
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 
 from smoothguard._version import __version__
-from smoothguard.errors import MediaError
-from smoothguard.media import _BoundedDecoder, require_public
 from smoothguard.serve.errors import ProxyError, Redactor
 
-__all__ = ["UpstreamClient", "UpstreamError", "fetch_bytes"]
+__all__ = ["UpstreamClient", "UpstreamError", "http_error"]
 
 _POOL_SIZE = 8  # connections per pool: each call scans its pool's connections, so keep pools small
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -311,89 +307,3 @@ def http_error(status: int, content: bytes, redact: Redactor) -> UpstreamError:
                              code=f"upstream_{status}", upstream_status=status)
     return UpstreamError(502, f"upstream HTTP {status}: {message}", code=f"upstream_{status}",
                          upstream_status=status)
-
-
-# -- remote media -------------------------------------------------------------------------------------------
-
-
-async def fetch_bytes(client: httpx.AsyncClient, url: str, *, timeout: float, max_bytes: int,
-                      allow_private: bool, max_redirects: int = 5) -> bytes:
-    """Download an http(s) ``url``: at most ``max_bytes`` bytes, ``timeout`` seconds in all, redirects followed
-    only to http(s); unless ``allow_private``, every host must resolve to public addresses only. Any failure
-    raises :class:`MediaError` naming the URL (shortened) and never an address it resolved to.
-
-    The body is asked for uncompressed (``Accept-Encoding: identity``) and read raw: a server that compresses it
-    anyway with gzip or deflate is decoded in bounded steps, so ``max_bytes`` caps the decoded bytes too (a
-    decompression bomb stops at the limit, not in memory); other content encodings are refused."""
-    shown = _short(url)
-    try:
-        async with asyncio.timeout(timeout):
-            for _ in range(max_redirects + 1):
-                host, port = _fetch_target(url, shown)
-                if not allow_private:
-                    await _require_public(host, port, shown)
-                async with client.stream("GET", url, headers=_FETCH_HEADERS) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        try:
-                            url = urllib.parse.urljoin(url, response.headers["location"])
-                        except ValueError:
-                            raise MediaError(f"{shown} redirects to a malformed URL") from None
-                        continue
-                    if response.status_code >= 400:
-                        raise MediaError(f"could not fetch {shown}: HTTP {response.status_code}")
-                    length = response.headers.get("content-length", "")
-                    if length.isdigit() and int(length) > max_bytes:
-                        raise MediaError(f"{shown} is {length} bytes, over max_media_bytes={max_bytes}")
-                    decoder = _BoundedDecoder(response.headers.get("content-encoding"), max_bytes, shown)
-                    return await _read_decoded(response.aiter_raw(), decoder, max_bytes, shown)
-            raise MediaError(f"{shown} redirects more than {max_redirects} times")
-    except TimeoutError:
-        raise MediaError(f"could not fetch {shown} within {timeout:g} s") from None
-    except httpx.InvalidURL:
-        raise MediaError(f"could not fetch {shown}: it is not a valid URL") from None
-    except httpx.HTTPError as exc:
-        raise MediaError(f"could not fetch {shown}: {type(exc).__name__}") from None
-
-
-_FETCH_HEADERS = {"user-agent": "smoothguard", "accept-encoding": "identity"}
-
-
-def _fetch_target(url: str, shown: str) -> tuple[str, int]:
-    """(host, port) of an http(s) ``url``; MediaError for any other scheme or a malformed URL (a port out of
-    range, a broken IPv6 literal)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise MediaError(f"{shown} is not a valid URL ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise MediaError(f"{shown} leads to a non-http(s) URL")
-    if not parts.hostname:
-        raise MediaError(f"{shown} is not a valid URL (it names no host)")
-    return parts.hostname, port or (443 if scheme == "https" else 80)
-
-
-async def _read_decoded(chunks: AsyncIterator[bytes], decoder: _BoundedDecoder, max_bytes: int,
-                        shown: str) -> bytes:
-    parts: list[bytes] = []
-    try:
-        async for chunk in chunks:
-            parts.extend(decoder.feed(chunk))
-    except MediaError as exc:
-        if decoder.total > max_bytes:
-            raise MediaError(f"{shown} is larger than max_media_bytes={max_bytes}") from None
-        raise exc from None
-    return b"".join(parts)
-
-
-async def _require_public(host: str, port: int, shown: str) -> None:
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError, ValueError):
-        raise MediaError(f"could not fetch {shown}: the host name does not resolve") from None
-    require_public(host, [str(info[4][0]) for info in infos], shown)
-
-
-def _short(url: str, limit: int = 80) -> str:
-    return repr(url if len(url) <= limit else url[:limit] + "...")

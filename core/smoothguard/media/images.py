@@ -33,6 +33,8 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     them as small as PIL's best setting (level 6, adaptive filters) at 3-5x the speed of PIL's fastest (level 1):
     8.7 ms against 28.9 ms for a noisy 512x512 copy on the project's CPU (benchmarks/bench_perturb.py), and zlib
     releases the GIL, so copies encode in parallel threads. Clean smooth images come out near PIL's level 1 size.
+    Pillow's own closest options (``compress_type=zlib.Z_HUFFMAN_ONLY``, any ``compress_level``) give the same size
+    but keep its adaptive per-row filter choice: 133 ms against 34 ms here for a noisy 1024x768 copy (Pillow 13).
     """
     height, width, _ = pixels.shape
     flat = pixels.reshape(height, width * 3)

@@ -6,6 +6,8 @@
         --judge openai:meta-llama/Llama-Guard-3-8B --judge-base-url http://localhost:8000/v1 --judge-style llamaguard
     smoothguard eval llavabench --model ... --data llava-bench-in-the-wild --out runs/wild --judge openai:gpt-4o
     smoothguard eval report runs/pope runs/mms --out runs/report      # one table and plot from several runs
+    smoothguard eval pope --model openai:Qwen/Qwen2.5-VL-7B-Instruct --base-url http://127.0.0.1:8000/v1 \
+        --data data/pope --concurrency 64 --out runs/pope-vllm     # an OpenAI-compatible server (vLLM); --dry-run first
     smoothguard eval make-data data/standin                          # small offline datasets in each format
     smoothguard eval attacks --model testbed --surrogate testbed:surrogate --data data/standin/pope \
         --questions 30 --out runs/attacks                  # attack success and detection vs sigma, 4 attacks
@@ -103,7 +105,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _common(parser: argparse.ArgumentParser, judges: str | None) -> None:
     parser.add_argument("--model", required=True, metavar="ID_OR_PATH",
-                        help="hub id or local directory of a supported VLM, 'testbed', or 'oracle' (scripted)")
+                        help="hub id or local directory of a supported VLM, 'testbed', 'oracle' (scripted), or "
+                             "openai:MODEL (a model behind an OpenAI-compatible API, with --base-url)")
     parser.add_argument("--data", required=True, metavar="DIR", help="the benchmark's folder (or POPE .jsonl)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun to resume")
     parser.add_argument("--sigma", type=float, nargs="+", default=list(_DEFAULT_SIGMAS), metavar="S",
@@ -117,6 +120,10 @@ def _common(parser: argparse.ArgumentParser, judges: str | None) -> None:
     parser.add_argument("--retry-errors", action="store_true", help="ask again items whose generation failed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the model calls and estimated prompt and image tokens per sigma (what is left "
+                             "to do in --out), then stop; loads no model and sends nothing")
+    add_endpoint_arguments(parser)
     if judges is not None:
         judge = parser.add_argument_group("judge")
         judge.add_argument("--judge", help=judges)
@@ -131,6 +138,26 @@ def _common(parser: argparse.ArgumentParser, judges: str | None) -> None:
     add_model_arguments(parser)
 
 
+def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``endpoint`` argument group: for ``--model openai:MODEL``."""
+    group = parser.add_argument_group("endpoint (--model openai:MODEL)")
+    group.add_argument("--base-url", metavar="URL",
+                       help="the API root of the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM)")
+    group.add_argument("--api-key-env", metavar="VAR",
+                       help="environment variable holding the API key (default: send none, as local vLLM needs)")
+    group.add_argument("--concurrency", type=int, default=16, metavar="K",
+                       help="model calls in flight at most (default 16)")
+    group.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                       help="seconds one call may take before it is retried (default 120)")
+    group.add_argument("--max-retries", type=int, default=5, metavar="N",
+                       help="retries of a call answered 429/408/409/5xx, timed out or cut off, with exponential "
+                            "backoff from 0.5 s up to 30 s (default 5)")
+    group.add_argument("--image-resize", default="auto", metavar="RULE",
+                       help="size the guard draws the noise at, the size the model looks at: auto (default: "
+                            "qwen2-vl for a Qwen2-VL/Qwen2.5-VL name, else openai), openai, anthropic, qwen2-vl, a "
+                            "longest side (768) or a bound (1024x768)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Read the data, load the model, run and report. Exit 0, or 2 for a usage, data or config error."""
     from smoothguard.errors import SmoothGuardError
@@ -142,14 +169,21 @@ def run(args: argparse.Namespace) -> int:
         dataset = read_dataset(args.benchmark, args.data, **options)
         dataset = _subset(dataset, args.limit, args.sample_seed)
         specs = sweep_specs(args.sigma, args.n_samples, adaptive=args.adaptive)
+        endpoint = _endpoint(args)
+        if args.dry_run:
+            return _dry_run(args, dataset, specs, endpoint)
         judge = _judge(args)
         guard = {k: v for k, v in (("sigma_space", args.sigma_space), ("clustering", args.clustering),
                                    ("safety_weight", args.safety_weight)) if v is not None}
+        options: dict[str, Any] = {"noise_space": args.noise_space, "max_new_tokens": args.max_new_tokens}
+        if endpoint is not None:  # the noise is drawn at the endpoint's input size: part of what answers depend on
+            guard["image_resize"] = endpoint.resize_rule
+            options = {"max_new_tokens": args.max_new_tokens}
         runner = EvalRunner(None, dataset, args.out, model_name=args.model, judge=judge, guard_settings=guard,
                             seed=args.seed, progress=not args.no_progress, retry_errors=args.retry_errors,
-                            options={"noise_space": args.noise_space, "max_new_tokens": args.max_new_tokens})
+                            options=options)
         runner.check_out()  # before loading the model: a wrong --out fails in a second, not after minutes
-        runner.backend = _load(args)
+        runner.backend = endpoint if endpoint is not None else _load(args)
         summary = runner.run(specs)
     except (SmoothGuardError, ValueError, OSError) as exc:
         print(f"smoothguard eval: {exc}", file=sys.stderr)
@@ -161,10 +195,50 @@ def run(args: argparse.Namespace) -> int:
 
         print(markdown_table(summary))
         print(f"wrote {args.out}/summary.json, summary.md, sweep.png, answers.jsonl")
+    retries = sum((run.get("cost") or {}).get("retries") or 0 for run in summary["runs"])
+    failed_calls = sum((run.get("cost") or {}).get("failed_calls") or 0 for run in summary["runs"])
+    if retries or failed_calls:
+        print(f"smoothguard eval: {retries} calls retried, {failed_calls} failed after their retries "
+              "(counted apart: 'retries' and 'failed_calls' in answers.jsonl and summary.json)", file=sys.stderr)
     failed = sum(run["metrics"].get("failed") or 0 for run in summary["runs"])
     if failed:
         print(f"smoothguard eval: {failed} answers failed (see 'error' in answers.jsonl; --retry-errors retries)",
               file=sys.stderr)
+    return 0
+
+
+def _endpoint(args: argparse.Namespace) -> Any:
+    """The :class:`~smoothguard.eval.endpoint.EndpointModel` of ``--model openai:MODEL``, else None (and the
+    endpoint options refused, so they are not silently ignored)."""
+    from smoothguard.errors import ConfigError
+    from smoothguard.eval.endpoint import EndpointModel, api_key_from_env, parse_model_spec
+    from smoothguard.image_resize import parse_rule
+
+    name = parse_model_spec(args.model)
+    if name is None:
+        if args.base_url or args.api_key_env:
+            raise ConfigError("--base-url and --api-key-env are for --model openai:MODEL (a served model); "
+                              f"--model {args.model} runs in this process")
+        return None
+    if not args.base_url:
+        raise ConfigError(f"--model {args.model} needs --base-url, the server's API root (e.g. "
+                          "http://127.0.0.1:8000/v1 for vLLM, https://api.openai.com/v1 with --api-key-env "
+                          "OPENAI_API_KEY)")
+    return EndpointModel(name, args.base_url, api_key=api_key_from_env(args.api_key_env),
+                         concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
+                         max_tokens=args.max_new_tokens, image_resize=parse_rule(args.image_resize))
+
+
+def _dry_run(args: argparse.Namespace, dataset: Any, specs: Any, endpoint: Any) -> int:
+    from smoothguard.eval.cost import cost_table, estimate
+
+    rule = endpoint.resize_rule if endpoint is not None else "qwen2-vl"
+    costs = estimate(dataset, specs, rule=rule, max_output_tokens=args.max_new_tokens, out=args.out,
+                     retry_errors=args.retry_errors)
+    if args.json:
+        print(json.dumps({"model": args.model, "image_rule": rule, "runs": [c.to_dict() for c in costs]}, indent=2))
+    else:
+        print(cost_table(costs, rule=rule, model=args.model), end="")
     return 0
 
 

@@ -218,6 +218,11 @@ class EvalRunner:
         summary = {"benchmark": self.dataset.benchmark, "model": self.model_name, "data": str(self.dataset.root),
                    "n_items": len(self.dataset), "judge": getattr(self.judge, "name", None), "seed": self.seed,
                    "guard": _guard_summary(self.base_config), "runs": runs}
+        if _is_endpoint(self.backend):  # where it ran and what this process sent (earlier sessions: see cost)
+            stats = getattr(self.backend, "stats", None)
+            summary["endpoint"] = {"base_url": getattr(self.backend, "base_url", None),
+                                   "concurrency": self.backend.concurrency, "image_resize": self.backend.resize_rule,
+                                   "this_session": stats.to_dict() if stats is not None else None}
         write_report(summary, self.out)
         return summary
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from smoothguard.content_parts import classify
 from smoothguard.errors import MediaError
 from smoothguard_langchain.blocks import find_media, is_message_like, read_media_value, write_media_value
 
-__all__ = ["InputMedia", "find_input_media"]
+__all__ = ["InputMedia", "find_input_media", "template_media_keys"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,55 @@ def _raw_part(key: str, value: Any, kind: str, config: GuardConfig, notes: list[
     if media is None:
         return None
     return _Part(key, (media,), lambda chunk: write_media_value(value, chunk[0]))
+
+
+# -- media slots of prompt templates ------------------------------------------------------------------------
+
+
+def template_media_keys(runnable: Any) -> dict[str, str]:
+    """The input variables that fill a media slot of a prompt template inside ``runnable`` (a chain, a binding,
+    a prompt), each ``"image"`` or ``"audio"``: an ``ImagePromptTemplate``'s variables, and those of a dict block
+    template (``{"type": "image", "base64": "{img}", ...}``, ``{"type": "input_audio", ...}``) that is media.
+
+    :class:`~smoothguard_langchain.SmoothGuardRunnable` smooths these inputs without being told (``media_keys``).
+    """
+    found: dict[str, str] = {}
+    for template in _templates(runnable, 0, set()):
+        kind = _template_kind(template)
+        if kind is not None:
+            for name in getattr(template, "input_variables", None) or []:
+                found.setdefault(name, kind)
+    return found
+
+
+def _templates(node: Any, depth: int, seen: set[int]) -> Iterator[Any]:
+    """Every part template (text, image, dict) of the chat prompt templates reachable from ``node``."""
+    from pydantic import BaseModel
+
+    if depth > 24 or id(node) in seen:
+        return
+    seen.add(id(node))
+    prompt = getattr(node, "prompt", None)
+    if isinstance(prompt, list):  # a message template with content parts
+        yield from prompt
+    if not isinstance(node, BaseModel):
+        return
+    for name in type(node).model_fields:
+        value = getattr(node, name, None)
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else [value]
+        for item in values:
+            if isinstance(item, BaseModel):
+                yield from _templates(item, depth + 1, seen)
+
+
+def _template_kind(template: Any) -> str | None:
+    name = type(template).__name__
+    if name == "ImagePromptTemplate":
+        return "image"
+    if name == "DictPromptTemplate" and isinstance(getattr(template, "template", None), dict):
+        kind = classify(template.template).kind
+        return kind if kind in ("image", "audio") else None  # video, files: refused when filled (fail closed)
+    return None
 
 
 # -- media the guard was not told about --------------------------------------------------------------------

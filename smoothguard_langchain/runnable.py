@@ -1,10 +1,11 @@
 """SmoothGuardRunnable: guard any runnable whose input carries images or audio (a model, a chain, a binding).
 
 >>> chain = prompt | SmoothGuardRunnable(bound=llm, n_samples=11) | StrOutputParser()
->>> guarded = SmoothGuardRunnable(bound=prompt | llm | StrOutputParser(), media_keys={"image": "image"})
+>>> guarded = SmoothGuardRunnable(bound=prompt | llm | StrOutputParser())   # the prompt's {image} is smoothed
 
 The input (messages, a ``ChatPromptValue``, a dict holding messages or raw media under ``media_keys``; see
-:mod:`smoothguard_langchain.inputs`) is copied ``n_samples`` times with noisy media, ``bound.batch`` /
+:mod:`smoothguard_langchain.inputs`; the variables that fill an image or audio slot of a prompt template inside
+``bound`` are media keys without being declared) is copied ``n_samples`` times with noisy media, ``bound.batch`` /
 ``bound.abatch`` answers every copy concurrently (each a child run tagged ``smoothguard:sample:<i>``), and the
 representative output is returned as ``bound`` produced it. A message output carries
 ``response_metadata["smoothguard"] = GuardResult.to_dict()``; every request also emits the custom event
@@ -29,7 +30,7 @@ from smoothguard import GuardResult
 from smoothguard.errors import GuardFlagged
 from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
 from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard
-from smoothguard_langchain.inputs import InputMedia, find_input_media
+from smoothguard_langchain.inputs import InputMedia, find_input_media, template_media_keys
 from smoothguard_langchain.settings import GuardSettings
 
 __all__ = ["SmoothGuardRunnable"]
@@ -39,7 +40,9 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
     """Runs ``bound`` on noisy copies of the input's media and returns the output the copies agree on.
 
     Fields: ``bound`` (any runnable), ``media_keys`` (dict keys of the input holding raw media, each ``"image"``
-    or ``"audio"``), and every :class:`smoothguard.GuardConfig` setting (invalid values raise ``ConfigError``).
+    or ``"audio"``; added to the variables of the media slots of ``bound``'s prompt templates, which are found
+    without being declared, see :func:`~smoothguard_langchain.inputs.template_media_keys`), and every
+    :class:`smoothguard.GuardConfig` setting (invalid values raise ``ConfigError``).
     Outputs are compared as text: messages by content (or tool-call JSON), strings as they are, pydantic models
     and dicts as canonical JSON. Under ``on_flag="refuse"`` a message output becomes an ``AIMessage`` and a
     string output the refusal text; other output types cannot carry a refusal, so they raise ``GuardFlagged``.
@@ -82,7 +85,7 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
     def _invoke(self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig,
                 **kwargs: Any) -> Any:
         guard = self._guard()
-        found = find_input_media(input, guard.config, self.media_keys)
+        found = find_input_media(input, guard.config, self._media_keys())
 
         def call(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
             configs = [self._child_config(config, run_manager, start + i, width, False)
@@ -98,7 +101,8 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
     async def _ainvoke(self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig,
                        **kwargs: Any) -> Any:
         guard = self._guard()
-        found: InputMedia = await asyncio.to_thread(find_input_media, input, guard.config, self.media_keys)
+        found: InputMedia = await asyncio.to_thread(find_input_media, input, guard.config,
+                                                   self._media_keys())
 
         async def acall(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
             configs = [self._child_config(config, run_manager, start + i, width, True)
@@ -111,6 +115,10 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
         result = await arun_guard(guard, found.media, candidates, found.notes)
         await aemit_result(run_manager, result.to_dict())
         return _output(result, candidates)
+
+    def _media_keys(self) -> dict[str, str]:
+        """``media_keys`` over the media slots of ``bound``'s prompt templates."""
+        return {**template_media_keys(self.bound), **self.media_keys}
 
     def _child_config(self, config: RunnableConfig, run_manager: Any, index: int, width: int,
                       is_async: bool) -> RunnableConfig:

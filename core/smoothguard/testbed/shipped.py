@@ -28,8 +28,9 @@ __all__ = [
     "weights_dir",
 ]
 
-#: The shipped models: "main" (the one to defend) and "surrogate" (for transfer attacks).
-NAMES: tuple[str, ...] = ("main", "surrogate")
+#: The shipped models: "main" (the one to defend), "surrogate" (for transfer attacks) and "audio" (the audio
+#: testbed, :mod:`smoothguard.testbed.audio_model`).
+NAMES: tuple[str, ...] = ("main", "surrogate", "audio")
 #: Where the package keeps the weights: ``WEIGHTS_DIR / name``.
 WEIGHTS_DIR: Path = Path(__file__).resolve().parent / "weights"
 #: Environment variable naming a directory to read ``<name>/`` from instead of :data:`WEIGHTS_DIR`.
@@ -68,6 +69,14 @@ def weights_available(name: str = "main") -> bool:
 def missing_weights_message(name: str = "main") -> str:
     """What :func:`load_testbed` says when the weights of ``name`` are missing: the fact and how to train them."""
     where = weights_dir(name)
+    if name == "audio":
+        return (
+            f"the SmoothGuard audio testbed model has not been trained in this installation: {where} holds no "
+            f"weights (it needs {', '.join(_REQUIRED)}). Train it on a CPU from the repository root (about 25 "
+            "minutes of one core): `PYTHONPATH=core python training/audio_train.py --out runs/audio` (resume a "
+            f"stopped run with --resume), then copy runs/audio/model/ to {where}/. See training/README.md. "
+            "Meanwhile, use a real model (`HFAudioLanguageModel.from_pretrained(...)`)."
+        )
     return (
         f"the SmoothGuard testbed model {name!r} has not been trained in this installation: {where} holds no "
         f"weights (it needs {', '.join(_REQUIRED)}). Train it on a GPU with one command, from the repository root: "
@@ -91,7 +100,8 @@ def load_testbed(
     noise_space: str = "pixel",
     path: str | os.PathLike[str] | None = None,
 ) -> Any:
-    """The shipped testbed model ``name`` ("main" or "surrogate") as an ``HFVisionLanguageModel``, offline.
+    """The shipped testbed model ``name`` ("main" or "surrogate") as an ``HFVisionLanguageModel``, or "audio" as an
+    ``HFAudioLanguageModel``, offline.
 
     device: where the model runs (default the CPU; fp32). max_new_tokens: answer length cap in tokens (the
     task's longest answer is 16). max_batch_size: variants per ``generate`` call. noise_space: as
@@ -128,6 +138,11 @@ def load_testbed_from(
         from smoothguard.backends.device import resolve_device
         from smoothguard.backends.hf import HFVisionLanguageModel
         from smoothguard.testbed.model import load_testbed_dir
+        if _is_audio(directory):
+            from smoothguard.backends.hf import HFAudioLanguageModel as backend_class
+            from smoothguard.testbed.audio_model import load_audio_testbed_dir as load_testbed_dir
+        else:
+            backend_class = HFVisionLanguageModel
     except ImportError as exc:
         raise ConfigError(f"the testbed needs torch and transformers: pip install 'smoothguard[hf]' ({exc})") from exc
     bars = hf_logging.is_progress_bar_enabled()
@@ -137,5 +152,15 @@ def load_testbed_from(
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return HFVisionLanguageModel(model, processor, max_new_tokens=max_new_tokens, max_batch_size=max_batch_size,
-                                 noise_space=noise_space)
+    return backend_class(model, processor, max_new_tokens=max_new_tokens, max_batch_size=max_batch_size,
+                         noise_space=noise_space)
+
+
+def _is_audio(directory: Path) -> bool:
+    """Whether a testbed directory holds the audio model (its ``testbed.json`` says ``"kind": "audio"``)."""
+    import json
+
+    try:
+        return json.loads((directory / "testbed.json").read_text()).get("kind") == "audio"
+    except (OSError, ValueError):
+        return False

@@ -6,6 +6,10 @@
   built in code (configs ``"main"`` and ``"surrogate"``), fp16 export and offline loading.
 - :mod:`~smoothguard.testbed.train` — ``python -m smoothguard.testbed.train``; ``train_gpu.sh`` trains both.
 - :mod:`~smoothguard.testbed.evaluate` — held-out accuracy per question kind and under noise.
+- :mod:`~smoothguard.testbed.audio_data` — the audio task: beep clips (:func:`make_clip`, :func:`make_audio_example`),
+  the exact questions and answers (:data:`AUDIO_QUESTIONS`, :data:`AUDIO_ANSWERS`). numpy only.
+- :mod:`~smoothguard.testbed.audio_model` — the audio testbed, a tiny ``Qwen2AudioForConditionalGeneration``
+  (``load_testbed("audio")``); trained by ``training/audio_train.py``.
 - :mod:`~smoothguard.testbed.shipped` — :func:`load_testbed` (``"main"`` or ``"surrogate"``: the shipped weights as
   an ``HFVisionLanguageModel``, offline, CPU), :func:`weights_available`, :func:`load_testbed_from` (any
   ``save_testbed`` directory).
@@ -19,6 +23,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from smoothguard.testbed.audio_data import (
+        AUDIO_ANSWERS,
+        AUDIO_KINDS,
+        AUDIO_QUESTIONS,
+        AudioExample,
+        Clip,
+        make_audio_example,
+        make_clip,
+    )
     from smoothguard.testbed.data import (
         ANSWER_TEMPLATES,
         COLOURS,
@@ -38,6 +51,11 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **{
+        name: "audio_data"
+        for name in ("AUDIO_ANSWERS", "AUDIO_KINDS", "AUDIO_QUESTIONS", "AudioExample", "Clip", "make_audio_example",
+                     "make_clip")
+    },
+    **{
         name: "data"
         for name in (
             "ANSWER_TEMPLATES", "COLOURS", "KINDS", "KIND_WEIGHTS", "SHAPES", "TASK_QUESTIONS", "Example", "Shape",
@@ -50,12 +68,17 @@ _LAZY = {
 
 __all__ = [
     "ANSWER_TEMPLATES",
+    "AUDIO_ANSWERS",
+    "AUDIO_KINDS",
+    "AUDIO_QUESTIONS",
     "COLOURS",
     "CONFIGS",
     "KINDS",
     "KIND_WEIGHTS",
     "SHAPES",
     "TASK_QUESTIONS",
+    "AudioExample",
+    "Clip",
     "Example",
     "Shape",
     "all_texts",
@@ -66,6 +89,8 @@ __all__ = [
     "load_testbed",
     "load_testbed_dir",
     "load_testbed_from",
+    "make_audio_example",
+    "make_clip",
     "make_example",
     "make_image",
     "weights_available",

@@ -46,6 +46,7 @@ def _records(out):
     return [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_endpoint_run_agrees_with_in_process_run(tmp_path, standin, served, testbed_main, capsys):
     before = len(served.requests)
     assert eval_command.main(_argv(served, standin["pope"], tmp_path / "endpoint", "--concurrency", "4")) == 0
@@ -180,11 +181,11 @@ async def test_retries_429_and_timeouts_not_400(tiny_image):
 
 
 async def test_per_call_timeout_is_retried(tiny_image):
-    with OpenAIStub(latency=lambda order: 2.0 if order == 0 else 0.0) as stub:  # the first call hangs
-        model = EndpointModel("stub-vlm", stub.base_url, timeout=0.3, backoff=0.0)
+    with OpenAIStub(latency=lambda order: 1.0 if order == 0 else 0.0) as stub:  # the first call hangs
+        model = EndpointModel("stub-vlm", stub.base_url, timeout=0.2, backoff=0.0)
         start = time.monotonic()
         (answer,) = await model.agenerate("Describe it.", [[tiny_image]])
-        assert time.monotonic() - start < 1.5  # (leaving the block waits for the server's hung call)
+        assert time.monotonic() - start < 0.8  # (leaving the block waits for the server's hung call)
     assert isinstance(answer, str) and answer.startswith("The image is")
     assert model.stats.retries == 1
     assert model.stats.statuses["upstream_timeout"] == 1
@@ -255,3 +256,21 @@ def test_over_refusal_in_summary_table_and_plot(tmp_path, standin):
     assert "over-refusal" in table.splitlines()[4] and f"{expected:.3f}" in table
     assert json.loads((tmp_path / "refuse" / "summary.json").read_text())["runs"][1]["metrics"]["over_refusal"]
     assert (tmp_path / "refuse" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_attacks_transfer_against_the_endpoint(tmp_path, standin, served, capsys):
+    out = tmp_path / "attacks"
+    argv = ["attacks", "--model", "openai:testbed", "--base-url", served.base_url, "--surrogate", "testbed:surrogate",
+            "--data", str(standin["pope"]), "--questions", "3", "--epsilons", "16", "--sigma", "0.1",
+            "--n-samples", str(N), "--steps", "3", "--adaptive-sigma", "--out", str(out), "--no-progress"]
+    before = len(served.requests)
+    assert eval_command.main(argv) == 0  # transfer is the default (and only) attack on a served model
+    assert len(served.requests) - before == 2 * 3 * (1 + N)  # clean and transfer inputs, undefended and guarded
+    study = json.loads((out / "study.json").read_text())
+    assert set(study["inputs"]) == {"clean", "transfer-eps16"} and study["model"] == "openai:testbed"
+    assert set(study["inputs"]["clean"]["refusal_rate"]) == {"sigma=0", "sigma=0.1"}
+    assert len(list((out / "adv" / "transfer-eps16").glob("*.png"))) == 3
+    assert "Over-refusal" in capsys.readouterr().out
+
+    assert eval_command.main([*argv[:-4], "--attacks", "full", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "only the transfer attack" in capsys.readouterr().err

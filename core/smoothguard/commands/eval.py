@@ -65,7 +65,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     study = benches.add_parser("attacks", help="attack success and agreement-based detection vs sigma: minimal, "
                                "full-budget, transfer and EOT PGD on POPE 'no' questions")
     study.add_argument("--model", required=True, metavar="ID_OR_PATH",
-                       help="the defended model: 'testbed', a hub id or a local directory (a PGD-supported family)")
+                       help="the defended model: 'testbed', a hub id or a local directory (a PGD-supported family), "
+                            "or openai:MODEL with --base-url (then only the transfer attack: crafted on --surrogate)")
     study.add_argument("--surrogate", metavar="ID_OR_PATH",
                        help="the model the transfer attack is crafted on, e.g. testbed:surrogate (needed for it)")
     study.add_argument("--data", required=True, metavar="DIR", help="POPE-format folder; its 'no' items are attacked")
@@ -74,7 +75,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun to resume")
     study.add_argument("--questions", type=int, default=30, metavar="N", help="'no' questions to attack (default 30)")
     study.add_argument("--attacks", nargs="+", choices=("minimal", "full", "transfer", "eot"),
-                       default=["minimal", "full", "transfer", "eot"], help="default: all four")
+                       help="default: all four (transfer only for an openai:MODEL)")
     study.add_argument("--epsilons", type=int, nargs="+", default=[4, 8, 16], metavar="LEVELS",
                        help="L-infinity budgets in 8-bit levels (default 4 8 16, i.e. 4/255 ...)")
     study.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2, 0.3], metavar="S",
@@ -89,6 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--seed", type=int, default=0, help="noise and attack seed (default 0)")
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_arguments(study)
+    add_endpoint_arguments(study)
     study.set_defaults(func=run_attack_study)
     data = benches.add_parser("make-data", help="write small offline datasets in each benchmark's format")
     data.add_argument("out", metavar="DIR", help="writes DIR/pope, DIR/mmsafety, DIR/llavabench")
@@ -249,6 +251,12 @@ def run_attack_study(args: argparse.Namespace) -> int:
     from smoothguard.eval.readers import read_pope
 
     try:
+        endpoint = _endpoint(args)
+        if args.attacks is None:
+            args.attacks = ["transfer"] if endpoint is not None else ["minimal", "full", "transfer", "eot"]
+        if endpoint is not None and set(args.attacks) != {"transfer"}:
+            raise ValueError(f"--model {args.model} is served, so it has no gradients: only the transfer attack "
+                             "(crafted on --surrogate) applies; use --attacks transfer")
         study = AttackStudy(attacks=tuple(args.attacks), epsilons=tuple(args.epsilons), sigmas=tuple(args.sigma),
                             steps=args.steps, eot_samples=args.eot_samples, eot_sigma=args.eot_sigma,
                             eot_steps=args.eot_steps, n_samples=args.n_samples,
@@ -258,7 +266,7 @@ def run_attack_study(args: argparse.Namespace) -> int:
                              "--attacks")
         pope = read_pope(args.data, images=args.images, prompt_suffix=_unescape(args.prompt_suffix))
         dataset = negatives(pope, args.questions)
-        model = load_model(args)
+        model = endpoint if endpoint is not None else load_model(args)
         surrogate = load_model(argparse.Namespace(**{**vars(args), "model": args.surrogate})) if (
             "transfer" in args.attacks) else None
         result = study.run(model, dataset, args.out, surrogate=surrogate, model_name=args.model,

@@ -101,16 +101,25 @@ class AttackStudy:
         model: the defended ``HFVisionLanguageModel``; dataset: POPE-format, its "no" items are used (see
         :func:`negatives`); surrogate: the model the ``transfer`` attack is crafted on (needed for it).
         """
-        from smoothguard.eval.runner import EvalRunner, RunSpec
+        from smoothguard.eval.runner import EvalRunner, RunSpec, is_endpoint
 
         if "transfer" in self.attacks and surrogate is None:
             raise ValueError("the transfer attack needs a surrogate model (e.g. load_testbed('surrogate'))")
+        served = is_endpoint(model)
+        if served and set(self.attacks) != {"transfer"}:
+            raise ValueError(f"{model!r} is served over HTTP, so it has no gradients: only the transfer attack "
+                             "(crafted on the surrogate) applies")
         data = negatives(dataset)
         out = Path(out)
         specs = [RunSpec(0.0)] + [RunSpec(s, self.n_samples) for s in self.sigmas]
         adaptive = [RunSpec(s, self.n_samples, adaptive=True) for s in self.adaptive_sigmas]
         summaries: dict[str, dict[str, Any]] = {}
         for tag, transform in [("clean", None), *self._variants(model, surrogate, out / "adv")]:
+            if served and transform is not None:  # craft every image first, one at a time, then answer concurrently
+                from smoothguard import Media
+
+                for item in data:
+                    transform(item, Media.image(item.image))
             runner = EvalRunner(model, data, out / tag, model_name=model_name, seed=self.seed, progress=progress,
                                 image_transform=transform, options={"input": tag, **self._settings(tag)})
             extra = adaptive if tag == "clean" or tag.startswith("minimal-") else []
@@ -170,6 +179,7 @@ class AttackStudy:
                 "answered": {label: r["metrics"]["answered"] for label, r in runs.items()},
                 "cost": {label: r["cost"] for label, r in runs.items()},
                 "mean_agreement": {label: r["stability"]["mean_agreement"] for label, r in runs.items()},
+                "refusal_rate": {label: r["metrics"].get("refusal_rate") for label, r in runs.items()},
             }
             if records:
                 row["crafting"] = {"success": _mean([r["success"] for r in records]),
@@ -256,6 +266,12 @@ def study_markdown(study: dict[str, Any]) -> str:
     for tag, row in inputs.items():
         cells = [_pct(row["asr"].get("sigma=0"))] + [_pct(row["asr"].get(f"sigma={s}")) for s in sigmas]
         lines.append(f"| {tag} | " + " | ".join(cells) + " |")
+    refusals = inputs.get("clean", {}).get("refusal_rate")
+    if refusals:
+        cells = [_pct(refusals.get("sigma=0"))] + [_pct(refusals.get(f"sigma={s}")) for s in sigmas]
+        lines += ["", "Over-refusal (refusals on the clean, benign questions): " + ", ".join(
+            f"{label} {cell}" for label, cell in zip(["undefended", *(f"sigma {s}" for s in sigmas)], cells,
+                                                     strict=True)) + "."]
     lines += ["", "### Detection: AUC of 1 - agreement, attacked vs clean "
               "(false-flag rate on clean / attacked flagged at min_agreement)", "",
               "| input | " + " | ".join(f"sigma {s}" for s in sigmas) + " |", "|---" * (len(sigmas) + 1) + "|"]

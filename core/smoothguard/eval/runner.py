@@ -33,7 +33,8 @@ from smoothguard.eval.errors import EvalError
 from smoothguard.eval.metrics import BENIGN_BENCHMARKS, refusals
 from smoothguard.eval.readers import Dataset, EvalItem
 
-__all__ = ["AnswerLog", "EvalRunner", "RunSpec", "item_seed", "read_answers", "run_eval", "sweep_specs"]
+__all__ = ["AnswerLog", "EvalRunner", "RunSpec", "is_endpoint", "item_seed", "read_answers", "run_eval",
+           "sweep_specs"]
 
 ImageTransform = Callable[[EvalItem, Any], Any]
 _FAIL_FAST = 5  # a run whose first this-many items all fail is stopped: the setup is broken
@@ -218,7 +219,7 @@ class EvalRunner:
         summary = {"benchmark": self.dataset.benchmark, "model": self.model_name, "data": str(self.dataset.root),
                    "n_items": len(self.dataset), "judge": getattr(self.judge, "name", None), "seed": self.seed,
                    "guard": _guard_summary(self.base_config), "runs": runs}
-        if _is_endpoint(self.backend):  # where it ran and what this process sent (earlier sessions: see cost)
+        if is_endpoint(self.backend):  # where it ran and what this process sent (earlier sessions: see cost)
             stats = getattr(self.backend, "stats", None)
             summary["endpoint"] = {"base_url": getattr(self.backend, "base_url", None),
                                    "concurrency": self.backend.concurrency, "image_resize": self.backend.resize_rule,
@@ -289,7 +290,7 @@ class EvalRunner:
                                     f"or data is broken. First error: {failures[0]}")
 
         try:
-            if _is_endpoint(self.backend):
+            if is_endpoint(self.backend):
                 import asyncio
 
                 asyncio.run(self._answer_concurrently(spec, todo, logged))
@@ -519,7 +520,7 @@ def _progress(unit: str = "call", **kwargs: Any) -> Any:
     return tqdm(unit=unit, dynamic_ncols=True, **kwargs)
 
 
-def _is_endpoint(backend: Any) -> bool:
+def is_endpoint(backend: Any) -> bool:
     """Whether ``backend`` answers over HTTP with its own concurrency (an EndpointModel or alike)."""
     return all(hasattr(backend, name) for name in ("agenerate", "session", "concurrency", "resize_rule"))
 

@@ -284,8 +284,8 @@ class Proxy:
         meta = _meta(result, notes, rid)
         try:
             if body.get("stream"):
-                return _stream_response(result, candidates, body, meta)
-            return _json(_completion(result, candidates, body, meta))
+                return _vote_headers(_stream_response(result, candidates, body, meta), result)
+            return _vote_headers(_json(_completion(result, candidates, body, meta)), result)
         except (TypeError, KeyError, AttributeError, ValueError):
             # the chosen completion is the upstream's: one the checks let through but that cannot be relayed is
             # the upstream's fault, a 502, not a 500
@@ -555,6 +555,15 @@ def _generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: s
     if any(isinstance(c, TimeoutError) for c in causes):
         return ProxyError(504, redact(str(exc)), type="upstream_timeout", code=_OVER_BUDGET, extra=extra)
     return ProxyError(502, redact(str(exc)), type="upstream_error", code="upstream_failed", extra=extra)
+
+
+def _vote_headers(response: Response, result: GuardResult) -> Response:
+    """The vote in response headers too, for clients that drop unknown body fields (``ChatOpenAI``'s
+    ``include_response_headers=True`` exposes them): agreement (winner share, 0-1), flagged, model calls made."""
+    response.headers["x-smoothguard-agreement"] = f"{result.agreement:.4f}"
+    response.headers["x-smoothguard-flagged"] = "true" if result.flagged else "false"
+    response.headers["x-smoothguard-calls"] = str(result.n_used)
+    return response
 
 
 def _meta(result: GuardResult, notes: Sequence[str], rid: str) -> dict[str, Any]:

@@ -275,7 +275,7 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
         guarded = self.model_copy(update={"model": inner})
         return guarded.bind(ls_structured_output_format=ls_format) if ls_format is not None else guarded.bind()
 
-    def with_structured_output(self, schema: dict[str, Any] | type, *, include_raw: bool = False,
+    def with_structured_output(self, schema: dict[str, Any] | type | None = None, *, include_raw: bool = False,
                                **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
         """The inner model's own ``with_structured_output(schema, method=..., strict=..., include_raw=...)``, with
         the guard in place of the model: the request format is the provider's (e.g. ``ChatOpenAI``'s

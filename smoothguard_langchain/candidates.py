@@ -1,20 +1,14 @@
 """Candidates: the N outputs of one guarded request, what the vote compares in each, and the chosen one.
 
-The vote runs over text. A message's text is its content, or, when it makes tool calls, the canonical JSON of
-those calls (``[{"args": ..., "name": ...}]``, keys sorted, calls sorted), so tool-calling candidates are
-compared by what they call, not by their (usually empty) text. Structured outputs (pydantic models, dicts,
-lists) are compared as canonical JSON.
+The vote runs over text. A message's text is its content, or, when it makes tool calls, the core's canonical JSON
+of those calls (:mod:`smoothguard.tool_calls`), so tool-calling candidates are compared by what they call, not by
+their (usually empty) text. Structured outputs (pydantic models, dicts, lists) are compared as canonical JSON.
+The fan-out itself (concurrency, time budget, failures, notes) is the core's :class:`smoothguard.fanout.FanOut`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import dataclasses
-import json
-import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,12 +16,13 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 from smoothguard import GuardResult, Media, SmoothGuard
-from smoothguard.deadline import late_error, late_note, wait_tasks, wait_threads
+from smoothguard import tool_calls as canonical
 from smoothguard.errors import GenerationError, GuardFlagged
+from smoothguard.fanout import FanOut
 from smoothguard.image_resize import rule_for_model
 
-__all__ = ["EVENT_NAME", "Candidates", "add_notes", "annotate_message", "arun_guard", "chat_model", "run_guard",
-           "total_usage", "vote_text"]
+__all__ = ["EVENT_NAME", "Candidates", "annotate_message", "arun_guard", "chat_model", "run_guard", "total_usage",
+           "vote_text"]
 
 #: Name of the custom callback event carrying ``GuardResult.to_dict()`` for every guarded request.
 EVENT_NAME = "smoothguard_result"
@@ -37,12 +32,12 @@ ACall = Callable[[list[Any], int, int], Awaitable[Sequence[Any]]]
 
 
 class Candidates:
-    """Collects every candidate's output across rounds; :meth:`generate` is the ``generate`` of ``SmoothGuard.run``.
+    """One guarded request's candidates in LangChain's terms, fanned out by :class:`smoothguard.fanout.FanOut`.
 
-    rebuild(variant media) -> one inner input; call(inputs, first candidate index, round width) -> one output or
-    exception per input, in order. Under a time budget (:meth:`limit_time`) every candidate is its own call
-    (``inputs`` of one), so that those still running at the deadline can be left out: abandoned in a thread
-    (a thread cannot be stopped; its late answer is dropped) or cancelled as a task.
+    rebuild(variant media) -> one inner input; call(inputs, candidate index, round width) -> one output or
+    exception per input (``Runnable.batch(..., return_exceptions=True)``), called with one input per candidate
+    so that concurrency, the time budget and failures are the core fan-out's. text(output) -> what is voted on.
+    model: the wrapped runnable (it decides what ``image_resize="auto"`` means).
     """
 
     def __init__(self, rebuild: Callable[[list[Media]], Any], call: Call | None = None,
@@ -52,106 +47,47 @@ class Candidates:
         self.call = call
         self.acall = acall
         self.text = text or vote_text
-        self.outputs: list[Any] = []
         self.control_flow: BaseException | None = None  # e.g. a LangGraph interrupt raised by a candidate
-        self.deadline: float | None = None
-        self.budget = 0.0
-        self.max_concurrency: int | None = None
-        self.late = 0
+        self.fan: FanOut[Any] | None = None
 
-    def limit_time(self, guard: SmoothGuard) -> float | None:
-        """Apply the guard's ``time_budget`` from now; returns the deadline (``time.monotonic()``) or None."""
-        self.deadline = guard.deadline_from_now()
-        self.budget = guard.config.time_budget or 0.0
-        self.max_concurrency = guard.config.max_concurrency
-        return self.deadline
+    @property
+    def outputs(self) -> list[Any]:
+        """Every candidate's output (or exception), in candidate order."""
+        return [] if self.fan is None else [self.fan.outputs[i] for i in sorted(self.fan.outputs)]
 
-    def notes(self) -> list[str]:
-        """What the caller should know about this request's candidates (those dropped at the time budget)."""
-        return [late_note(self.budget, self.late)] if self.late else []
+    def fan_out(self, guard: SmoothGuard) -> FanOut[Any]:
+        """The core fan-out over this request's candidates."""
+        width = guard.config.n_samples
 
-    def generate(self, variants: list[list[Media]]) -> list[Any]:
-        assert self.call is not None
-        start = len(self.outputs)
-        inputs = self._rebuild_all(variants)
-        if self.deadline is not None:
-            return self._keep(self._call_each(inputs, start), len(inputs))
-        try:
-            outputs = list(self.call(inputs, start, len(inputs)))
-        except Exception as exc:  # the whole fan-out failed: every candidate of the round failed
-            outputs = [exc] * len(inputs)
-        return self._keep(outputs, len(inputs))
-
-    async def agenerate(self, variants: list[list[Media]]) -> list[Any]:
-        assert self.acall is not None
-        start = len(self.outputs)
-        inputs = await asyncio.to_thread(self._rebuild_all, variants)
-        if self.deadline is not None:
-            return self._keep(await self._acall_each(inputs, start), len(inputs))
-        try:
-            outputs = list(await self.acall(inputs, start, len(inputs)))
-        except Exception as exc:
-            outputs = [exc] * len(inputs)
-        return self._keep(outputs, len(inputs))
-
-    def _call_each(self, inputs: list[Any], start: int) -> list[Any]:
-        """One thread per candidate (at most ``max_concurrency``); those not done at the deadline are abandoned."""
-        assert self.call is not None and self.deadline is not None
-        call, width = self.call, len(inputs)
-
-        def one(k: int) -> Any:
+        def call(index: int, inner: Any) -> Any:
+            assert self.call is not None
             try:
-                return call([inputs[k]], start + k, width)[0]
+                return self._one(self.call([inner], index, width))
             except Exception as exc:
-                return exc
+                return self._one([exc])
 
-        pool = ThreadPoolExecutor(min(width, self.max_concurrency or width), thread_name_prefix="smoothguard-call")
-        futures = [pool.submit(contextvars.copy_context().run, one, k) for k in range(width)]
-        wait_threads(pool, futures, self.deadline)
-        return [f.result() if f.done() and not f.cancelled() else self._too_late() for f in futures]
+        async def acall(index: int, inner: Any) -> Any:
+            assert self.acall is not None
+            try:
+                return self._one(await self.acall([inner], index, width))
+            except Exception as exc:
+                return self._one([exc])
 
-    async def _acall_each(self, inputs: list[Any], start: int) -> list[Any]:
-        """One task per candidate (at most ``max_concurrency`` at once); those running at the deadline are cancelled."""
-        assert self.acall is not None and self.deadline is not None
-        acall, width = self.acall, len(inputs)
-        limit = asyncio.Semaphore(self.max_concurrency or width)
+        self.fan = FanOut(guard, call=call if self.call else None, acall=acall if self.acall else None,
+                          prepare=self.rebuild, text=self.text)
+        return self.fan
 
-        async def one(k: int) -> Any:
-            async with limit:
-                try:
-                    return (await acall([inputs[k]], start + k, width))[0]
-                except Exception as exc:
-                    return exc
-
-        tasks = [asyncio.ensure_future(one(k)) for k in range(width)]
-        await wait_tasks(tasks, self.deadline)
-        return [self._too_late() if task.cancelled() else task.result() for task in tasks]
-
-    def _too_late(self) -> TimeoutError:
-        self.late += 1
-        return late_error(self.budget)
-
-    def _rebuild_all(self, variants: Sequence[list[Media]]) -> list[Any]:
-        """One inner input per variant. Drawing the noise (the variants are lazy: each worker reads its own) and
-        the PNG/WAV encoding run on all cores, and at most one noisy copy per core is held at once."""
-        workers = min(len(variants), os.cpu_count() or 1)
-        if workers <= 1:
-            return [self.rebuild(v) for v in variants]
-        with ThreadPoolExecutor(workers, thread_name_prefix="smoothguard-encode") as pool:
-            return list(pool.map(lambda k: self.rebuild(variants[k]), range(len(variants))))
-
-    def _keep(self, outputs: list[Any], n: int) -> list[Any]:
-        if len(outputs) != n:  # keep candidate indices aligned; the core reports the miscount
-            outputs = (outputs + [RuntimeError("no output")] * n)[:n]
-        if self.control_flow is None:
-            self.control_flow = next((o for o in outputs if _is_control_flow(o)), None)
-        self.outputs.extend(outputs)
-        return [self.text(o) for o in outputs]
+    def _one(self, outputs: Sequence[Any]) -> Any:
+        output = outputs[0] if len(outputs) == 1 else RuntimeError(f"the model returned {len(outputs)} outputs "
+                                                                   "for one input")
+        if self.control_flow is None and _is_control_flow(output):
+            self.control_flow = output
+        return output
 
     def chosen(self, result: GuardResult) -> Any:
         """The output of the representative candidate (candidate 0 for a pass-through request)."""
-        index = 0 if result.passthrough or result.representative is None else result.representative
-        return self.outputs[index]
+        assert self.fan is not None
+        return self.fan.chosen(result)
 
 
 def chat_model(runnable: Any) -> Any:
@@ -170,43 +106,33 @@ def chat_model(runnable: Any) -> Any:
 
 
 def run_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates, notes: Sequence[str]) -> GuardResult:
-    """``guard.run`` over ``candidates`` with ``notes`` added to the result (also to a ``GuardFlagged``'s result).
-
-    A request without media is one pass-through call: if it fails, its own exception is raised (not a
-    ``GenerationError``), so retry and fallback logic keyed on the model's exception types keeps working.
+    """The core fan-out over ``candidates`` (threads), with ``notes`` added to the result (also to a
+    ``GuardFlagged``'s result). Failures are the core's (:mod:`smoothguard.fanout`): the provider's own exception
+    type where the candidates' failures agree, and a pass-through request raises its call's own exception.
     A LangGraph interrupt (``GraphBubbleUp``) raised by any candidate is re-raised as it is.
     """
-    deadline = candidates.limit_time(guard) if media else None
-    with _guard_outcome(media, candidates, notes):
-        result = guard.run(media, candidates.generate, deadline=deadline, auto_resize=candidates.auto_resize,
-                           lazy=True)
-    return add_notes(result, [*notes, *candidates.notes()])
+    with _control_flow(candidates):
+        return candidates.fan_out(guard).run(media, notes=notes, auto_resize=candidates.auto_resize)
 
 
 async def arun_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates,
                      notes: Sequence[str]) -> GuardResult:
-    """Async :func:`run_guard` (``guard.arun`` over ``candidates.agenerate``)."""
-    deadline = candidates.limit_time(guard) if media else None
-    with _guard_outcome(media, candidates, notes):
-        result = await guard.arun(media, candidates.agenerate, deadline=deadline, auto_resize=candidates.auto_resize,
-                                  lazy=True)
-    return add_notes(result, [*notes, *candidates.notes()])
+    """Async :func:`run_guard` (tasks)."""
+    with _control_flow(candidates):
+        return await candidates.fan_out(guard).arun(media, notes=notes, auto_resize=candidates.auto_resize)
 
 
 @contextmanager
-def _guard_outcome(media: list[Media], candidates: Candidates, notes: Sequence[str]) -> Iterator[None]:
-    """Around one guarded run: re-raise control flow first, annotate a flagged result, surface pass-through causes."""
+def _control_flow(candidates: Candidates) -> Iterator[None]:
+    """Re-raise a candidate's control flow (a LangGraph interrupt) before any outcome of the vote."""
     try:
         yield
-    except GuardFlagged as exc:
-        _raise_control_flow(candidates)
-        exc.result = add_notes(exc.result, [*notes, *candidates.notes()])
+    except (GuardFlagged, GenerationError):
+        if candidates.control_flow is not None:
+            raise candidates.control_flow from None
         raise
-    except GenerationError as exc:
-        _raise_control_flow(candidates)
-        _raise_passthrough_cause(exc, media)
-        raise
-    _raise_control_flow(candidates)
+    if candidates.control_flow is not None:
+        raise candidates.control_flow
 
 
 def _is_control_flow(x: Any) -> bool:
@@ -214,35 +140,20 @@ def _is_control_flow(x: Any) -> bool:
     return isinstance(x, BaseException) and any(c.__name__ == "GraphBubbleUp" for c in type(x).__mro__)
 
 
-def _raise_control_flow(candidates: Candidates) -> None:
-    if candidates.control_flow is not None:
-        raise candidates.control_flow
-
-
-def _raise_passthrough_cause(exc: GenerationError, media: list[Media]) -> None:
-    if not media and len(exc.causes) == 1 and isinstance(exc.causes[0][1], Exception):
-        raise exc.causes[0][1]
-
-
 def vote_text(output: Any) -> Any:
-    """What the vote compares for one output: text, tool-call JSON or canonical JSON; failures pass through."""
+    """What the vote compares for one output: text, tool calls (:mod:`smoothguard.tool_calls`) or canonical JSON;
+    failures pass through."""
     from langchain_core.messages import BaseMessage
 
     if isinstance(output, BaseException | str) or output is None:
         return output
     if isinstance(output, BaseMessage):
-        calls = _tool_calls(output)
-        return _dumps(calls) if calls else output.text
+        calls = [(c.get("name"), c.get("args", {})) for c in getattr(output, "tool_calls", None) or []]
+        calls += [(c.get("name"), c.get("args")) for c in getattr(output, "invalid_tool_calls", None) or []]
+        return canonical.vote_text(output.text, calls)
     if isinstance(output, dict) and {"raw", "parsed"} <= output.keys():  # with_structured_output(include_raw)
         return vote_text(output["parsed"] if output["parsed"] is not None else output["raw"])
-    return _dumps(_plain(output))
-
-
-def _tool_calls(message: Any) -> list[dict[str, Any]]:
-    calls = [{"name": c.get("name"), "args": c.get("args", {})} for c in getattr(message, "tool_calls", None) or []]
-    calls += [{"name": c.get("name"), "args": c.get("args"), "invalid": True}
-              for c in getattr(message, "invalid_tool_calls", None) or []]
-    return sorted(calls, key=_dumps)
+    return canonical.dumps(_plain(output))
 
 
 def _plain(x: Any) -> Any:
@@ -259,17 +170,6 @@ def _plain(x: Any) -> Any:
     if x is None or isinstance(x, bool | int | float | str):
         return x
     return str(x)
-
-
-def _dumps(x: Any) -> str:
-    return json.dumps(x, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def add_notes(result: GuardResult, notes: Sequence[str]) -> GuardResult:
-    """``result`` with ``notes`` appended."""
-    if not notes:
-        return result
-    return dataclasses.replace(result, notes=result.notes + tuple(notes))
 
 
 def total_usage(outputs: Sequence[Any]) -> dict[str, Any] | None:

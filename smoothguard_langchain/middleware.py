@@ -3,8 +3,9 @@
 >>> agent = create_agent(model=llm, tools=[...], middleware=[SmoothGuardMiddleware(n_samples=11, sigma=0.1)])
 
 ``wrap_model_call`` copies the request ``n_samples`` times with noisy images/audio in its messages, runs the
-rest of the middleware stack and the model once per copy, concurrently (threads for ``invoke``, tasks for
-``ainvoke``; at most ``max_concurrency`` at a time), votes over the answers (tool calls by their JSON, structured
+rest of the middleware stack and the model once per copy, concurrently through the core fan-out
+(:class:`smoothguard.fanout.FanOut`: threads for ``invoke``, tasks for ``ainvoke``; at most ``max_concurrency`` at
+a time, ``time_budget`` applied), votes over the answers (tool calls by their JSON, structured
 responses by their canonical JSON) and returns the representative response. Its ``AIMessage`` carries
 ``response_metadata["smoothguard"] = GuardResult.to_dict()``. A model call without media is passed through once.
 Candidate runs are tagged ``smoothguard:sample:<i>`` and ``nostream``, so ``stream_mode="messages"`` shows only
@@ -19,7 +20,7 @@ from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables.config import ContextThreadPoolExecutor, ensure_config, set_config_context
+from langchain_core.runnables.config import ensure_config, set_config_context
 
 from smoothguard import GuardConfig, GuardResult, SmoothGuard
 from smoothguard_langchain.blocks import MessageMedia, find_media
@@ -49,14 +50,11 @@ class SmoothGuardMiddleware(AgentMiddleware):
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
         found = find_media(_messages(request), self.config, where="request.messages")
 
-        def call(inputs: list[ModelRequest], start: int, width: int) -> list[Any]:
+        def call(inputs: list[ModelRequest], index: int, width: int) -> list[Any]:
             if not found.slots:
-                return [_attempt(handler, inputs[0])]  # pass-through: no threads, no tags
-            if len(inputs) == 1:  # one candidate per call (under a time budget): already in its own thread
-                return [_tagged(start, _attempt, handler, inputs[0])]
-            with ContextThreadPoolExecutor(max_workers=self.config.max_concurrency or len(inputs)) as pool:
-                futures = [pool.submit(_tagged, start + i, _attempt, handler, req) for i, req in enumerate(inputs)]
-                return [f.result() for f in futures]
+                return [handler(inputs[0])]  # pass-through: no tags
+            with set_config_context(_candidate_config(index)) as ctx:
+                return [ctx.run(handler, inputs[0])]
 
         candidates = Candidates(lambda media: _request(request, found, media), call=call, text=_vote,
                                 model=request.model)
@@ -65,18 +63,12 @@ class SmoothGuardMiddleware(AgentMiddleware):
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[Any]]) -> Any:
         found = await asyncio.to_thread(find_media, _messages(request), self.config, where="request.messages")
-        limit = asyncio.Semaphore(self.config.max_concurrency or self.config.n_samples)
 
-        async def one(index: int, req: ModelRequest) -> Any:
-            async with limit:
-                config = _candidate_config(index)
-                with set_config_context(config) as ctx:
-                    return await asyncio.create_task(_aattempt(handler, req), context=ctx)
-
-        async def acall(inputs: list[ModelRequest], start: int, width: int) -> list[Any]:
+        async def acall(inputs: list[ModelRequest], index: int, width: int) -> list[Any]:
             if not found.slots:
-                return [await _aattempt(handler, inputs[0])]
-            return list(await asyncio.gather(*(one(start + i, req) for i, req in enumerate(inputs))))
+                return [await handler(inputs[0])]
+            with set_config_context(_candidate_config(index)) as ctx:
+                return [await asyncio.create_task(handler(inputs[0]), context=ctx)]
 
         candidates = Candidates(lambda media: _request(request, found, media), acall=acall, text=_vote,
                                 model=request.model)
@@ -101,25 +93,6 @@ def _candidate_config(index: int) -> dict[str, Any]:
     config = ensure_config()
     return {**config, "callbacks": without_stream_consumers(config.get("callbacks")),
             "tags": [*config.get("tags", []), NOSTREAM_TAG, candidate_tag(index)]}
-
-
-def _tagged(index: int, fn: Callable[..., Any], *args: Any) -> Any:
-    with set_config_context(_candidate_config(index)) as ctx:
-        return ctx.run(fn, *args)
-
-
-def _attempt(handler: Callable[[ModelRequest], Any], request: ModelRequest) -> Any:
-    try:
-        return handler(request)
-    except Exception as exc:  # recorded as a failed candidate, left out of the vote
-        return exc
-
-
-async def _aattempt(handler: Callable[[ModelRequest], Awaitable[Any]], request: ModelRequest) -> Any:
-    try:
-        return await handler(request)
-    except Exception as exc:
-        return exc
 
 
 def _model_response(output: Any) -> ModelResponse | None:

@@ -18,9 +18,9 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, Completi
 
 from smoothguard import GuardConfig, GuardFlagged, GuardResult, Media, SmoothGuard
 from smoothguard.errors import ConfigError
+from smoothguard.fanout import FanOut
 from smoothguard.image_resize import rule_for_model
 from smoothguard_llamaindex.events import dispatch_vote
-from smoothguard_llamaindex.fanout import run_async, run_sync
 
 __all__ = ["METADATA_KEY", "Payload", "aguarded_call", "build_config", "guard_for", "guarded_call", "with_metadata"]
 
@@ -78,11 +78,12 @@ def guarded_call(guard: SmoothGuard, payload: Payload | None, call: Callable[[An
             return call(payload.build(variant, index) if payload is not None else None)
 
         try:
-            result, responses = run_sync(guard, payload.media if payload else [], one, text, rule_for_model(model))
+            responses = FanOut(guard, call=one, text=text)
+            result = responses.run(payload.media if payload else [], auto_resize=rule_for_model(model))
         except GuardFlagged as flagged:
             _flagged(flagged, payload, model_name, endpoint)
         result = _annotate(result, payload, model_name, endpoint)
-        return (None if result.refused else responses.pick(result)), result
+        return (None if result.refused else responses.chosen(result)), result
     finally:
         if payload is not None:
             payload.close()
@@ -98,12 +99,12 @@ async def aguarded_call(guard: SmoothGuard, payload: Payload | None, call: Calla
             return await call(built)
 
         try:
-            result, responses = await run_async(guard, payload.media if payload else [], one, text,
-                                                rule_for_model(model))
+            responses = FanOut(guard, acall=one, text=text)
+            result = await responses.arun(payload.media if payload else [], auto_resize=rule_for_model(model))
         except GuardFlagged as flagged:
             _flagged(flagged, payload, model_name, endpoint)
         result = _annotate(result, payload, model_name, endpoint)
-        return (None if result.refused else responses.pick(result)), result
+        return (None if result.refused else responses.chosen(result)), result
     finally:
         if payload is not None:
             payload.close()

@@ -217,7 +217,7 @@ def test_tool_calls_are_voted_on_by_their_json(image_b64):
     assert reply.tool_calls[0]["name"] == "transfer" and reply.tool_calls[0]["args"] == {"account": "alice"}
     meta = reply.response_metadata["smoothguard"]
     answers = [s["answer"] for s in meta["samples"]]
-    assert json.loads(answers[0]) == [{"args": {"account": "attacker"}, "name": "transfer"}]
+    assert json.loads(answers[0]) == [{"arguments": {"account": "attacker"}, "name": "transfer"}]
     assert sum('"alice"' in a for a in answers) == 4
     assert len(meta["clusters"]) == 2 or any("structured answers" in n for n in meta["notes"])
 

@@ -304,7 +304,7 @@ async def test_proxy(kind: str, k: int) -> None:
         errors = [s["error"] for s in data["smoothguard"]["samples"] if s["error"]]
         assert len(errors) == k and all(cause in e for e in errors), errors
     else:
-        expected = (status, code) if k == N else (502, "upstream_failed")  # all alike: that failure's status
+        expected = (status, code)  # failures all alike: their status, however many answered (smoothguard.fanout)
         assert (response.status_code, data["error"]["code"]) == expected, data
         errors = data["smoothguard"]["errors"]
         assert len(errors) == k and all(cause in e["error"] for e in errors), json.dumps(errors)

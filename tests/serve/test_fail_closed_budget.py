@@ -5,6 +5,7 @@ is a 504 ``time_budget_exceeded``."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import httpx
@@ -95,7 +96,8 @@ async def test_no_encoding_starts_after_the_deadline(monkeypatch):
     response, elapsed = await timed(config, {"model": "m", "messages": [image_message(png_url())]}, calls)
     assert elapsed < BUDGET + MARGIN, elapsed  # 5 x 0.8 s of encoding before
     assert response.status_code == 504 and response.json()["error"]["code"] == "time_budget_exceeded"
-    assert all(t < begin + BUDGET + SLACK for t in started) and 1 <= len(started) <= 2
+    encoders = min(5, os.cpu_count() or 1)  # the core fan-out encodes on every core (smoothguard.fanout)
+    assert all(t < begin + BUDGET + SLACK for t in started) and 1 <= len(started) <= 2 * encoders
     assert len(calls) <= len(started)  # each candidate went out as soon as it was encoded, none after
 
 

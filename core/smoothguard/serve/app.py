@@ -547,11 +547,14 @@ def _generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: s
     errors = [{"index": i, "error": redact(c.message if isinstance(c, UpstreamError) else str(c))}
               for i, c in exc.causes]
     extra = {"smoothguard": {"request_id": rid, "errors": errors}}
+    alike = (f"all {asked} candidates failed the same way" if len(causes) == asked else
+             f"only {asked - len(causes)} of {asked} candidates were answered; the {len(causes)} others failed the "
+             "same way")
     if isinstance(exc, UpstreamError):
         code = exc.code if len({getattr(c, "code", None) for c in causes}) == 1 else "upstream_failed"
-        every = "all" if len(causes) == asked else f"{len(causes)} of"
-        return ProxyError(exc.status, f"{every} {asked} candidates failed the same way: {exc.message}",
-                          type=exc.type, code=code, extra=extra)
+        return ProxyError(exc.status, f"{alike}: {exc.message}", type=exc.type, code=code, extra=extra)
+    if isinstance(exc, TimeoutError):  # every failed candidate missed the time budget
+        return ProxyError(504, f"{alike}: {causes[0]}", type="upstream_timeout", code=_OVER_BUDGET, extra=extra)
     if any(isinstance(c, TimeoutError) for c in causes):
         return ProxyError(504, redact(str(exc)), type="upstream_timeout", code=_OVER_BUDGET, extra=extra)
     return ProxyError(502, redact(str(exc)), type="upstream_error", code="upstream_failed", extra=extra)

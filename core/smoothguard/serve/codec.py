@@ -21,12 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from smoothguard import limits
+from smoothguard import limits, tool_calls
 from smoothguard.config import GuardConfig
 from smoothguard.content_parts import ContentPart, UnsupportedContent, check_part, classify, get_path, write_media
 from smoothguard.errors import MediaError
@@ -247,9 +246,9 @@ def candidate_body(body: dict[str, Any], slots: Sequence[MediaSlot], originals: 
 
 
 def answer_text(completion: Any) -> str:
-    """The text a candidate answered: ``choices[0].message.content`` (text parts joined), or, for a message that
-    only calls tools, its tool calls as canonical JSON (so tool calls are voted on too). Raises ValueError when
-    ``completion`` is not a chat completion."""
+    """What the vote compares for a candidate's completion: ``choices[0].message``'s tool calls as the core's
+    canonical JSON (:mod:`smoothguard.tool_calls`) when it makes any, else its content (text parts joined).
+    Raises ValueError when ``completion`` is not a chat completion."""
     if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list) \
             or not completion["choices"] or not isinstance(completion["choices"][0], dict):
         raise ValueError("the upstream reply has no choices")
@@ -259,21 +258,4 @@ def answer_text(completion: Any) -> str:
     content = message.get("content")
     if isinstance(content, list):
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if isinstance(content, str) and content.strip():
-        return content
-    calls = message.get("tool_calls")
-    if isinstance(calls, list) and calls:
-        canon = [{"name": (c.get("function") or {}).get("name"), "arguments": _canonical_args(c)}
-                 for c in calls if isinstance(c, dict)]
-        return json.dumps(canon, sort_keys=True)
-    return content if isinstance(content, str) else ""
-
-
-def _canonical_args(call: dict[str, Any]) -> Any:
-    args = (call.get("function") or {}).get("arguments")
-    if isinstance(args, str):
-        try:
-            return json.loads(args)
-        except ValueError:
-            return args
-    return args
+    return tool_calls.vote_text(content, tool_calls.openai_tool_calls(message.get("tool_calls")))

@@ -28,18 +28,12 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.multi_modal_llms import MultiModalLLM
 
-from smoothguard import GuardConfig, SmoothGuard
+from smoothguard import GuardConfig
 from smoothguard.errors import ConfigError
+from smoothguard_llamaindex.base import GuardedLLMBase, reported_once
 from smoothguard_llamaindex.blocks import MessageMedia, image_documents_to_blocks, user_message
 from smoothguard_llamaindex.fanout import chat_text
-from smoothguard_llamaindex.guarded import (
-    METADATA_KEY,
-    aguarded_call,
-    build_config,
-    guard_for,
-    guarded_call,
-    with_metadata,
-)
+from smoothguard_llamaindex.guarded import METADATA_KEY, aguarded_call, guarded_call, with_metadata
 
 __all__ = ["SmoothGuardLLM"]
 
@@ -48,7 +42,7 @@ _MIRRORED = ("system_prompt", "messages_to_prompt", "completion_to_prompt", "out
              "pydantic_program_mode", "query_wrapper_prompt")
 
 
-class SmoothGuardLLM(FunctionCallingLLM):
+class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
     """Wraps any LlamaIndex ``LLM``: each call with images/audio is answered ``n_samples`` times on noisy
     copies of its media (the original first), and the answer of the winning cluster is returned.
 
@@ -81,11 +75,13 @@ class SmoothGuardLLM(FunctionCallingLLM):
       candidates vote on their tool calls (name + arguments).
     * The caller's messages, blocks and documents are never modified.
     * Engines set ``callback_manager`` on the LLM they hold (the guard); with ``share_callback_manager``
-      the inner LLM reports to it too (token counters see all N calls) unless it has handlers of its own.
+      the inner LLM reports to it too, unless it has handlers of its own. Each model call is then reported
+      once: legacy handlers (``TokenCountingHandler``) see the N candidate calls and no extra event for the
+      guard itself; instrumentation (spans, ``LLMChatStartEvent``) still shows the guard's call around them.
+    * ``warmup()`` loads the embedder ahead of traffic (else the first guarded call pays 3-15 s on CPU).
     """
 
     llm: LLM = Field(description="The wrapped LLM; every candidate is one call to it.")
-    guard_config: GuardConfig = Field(default_factory=GuardConfig, description="SmoothGuard settings.")
     context_window: int | None = Field(
         default=None, gt=0, description="Overrides the inner model's context_window in `metadata` (tokens).")
     share_callback_manager: bool = Field(
@@ -94,17 +90,15 @@ class SmoothGuardLLM(FunctionCallingLLM):
 
     _shared_callbacks: CallbackManager | None = PrivateAttr(default=None)
 
+    _wraps = (LLM,)
+
     def __init__(self, llm: LLM | None = None, guard_config: GuardConfig | Mapping[str, Any] | None = None,
                  **kwargs: Any) -> None:
         if llm is None:
             raise ConfigError("SmoothGuardLLM needs the LLM to guard: SmoothGuardLLM(llm=...)")
         if isinstance(llm, MultiModalLLM):
             raise ConfigError(f"{type(llm).__name__} is a legacy MultiModalLLM: wrap it with SmoothGuardMultiModalLLM")
-        if not isinstance(llm, LLM):
-            raise ConfigError(f"llm must be a llama_index LLM, not {type(llm).__name__}")
-        own = set(type(self).model_fields)
-        settings = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
-        config = build_config(guard_config, settings)
+        config = self._settings(llm, guard_config, kwargs)
         for name in _MIRRORED:
             if kwargs.get(name) is None and getattr(llm, name, None) is not None:
                 kwargs[name] = getattr(llm, name)
@@ -113,11 +107,6 @@ class SmoothGuardLLM(FunctionCallingLLM):
     @classmethod
     def class_name(cls) -> str:
         return "SmoothGuardLLM"
-
-    @property
-    def guard(self) -> SmoothGuard:
-        """The :class:`~smoothguard.SmoothGuard` for ``guard_config`` (one per distinct config, shared)."""
-        return guard_for(self.guard_config)
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -133,23 +122,23 @@ class SmoothGuardLLM(FunctionCallingLLM):
 
     # -- chat -----------------------------------------------------------------------------------------------
 
-    @llm_chat_callback()
+    @reported_once(llm_chat_callback())
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Guarded chat: one inner ``chat`` per candidate (concurrent threads), the voted response back."""
         return self._chat(messages, kwargs, "chat")
 
-    @llm_chat_callback()
+    @reported_once(llm_chat_callback())
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Guarded async chat: inner ``achat`` calls gathered, at most ``max_concurrency`` at once."""
         return await self._achat(messages, kwargs, "achat")
 
-    @llm_chat_callback()
+    @reported_once(llm_chat_callback())
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Votes first (blocking), then yields the chosen response as one chunk with the full ``delta``."""
         response = self._chat(messages, kwargs, "stream_chat")
         return _one_chat_chunk(response)
 
-    @llm_chat_callback()
+    @reported_once(llm_chat_callback())
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Votes first, then yields the chosen response as one chunk with the full ``delta``."""
         response = await self._achat(messages, kwargs, "astream_chat")
@@ -157,7 +146,7 @@ class SmoothGuardLLM(FunctionCallingLLM):
 
     # -- complete -------------------------------------------------------------------------------------------
 
-    @llm_completion_callback()
+    @reported_once(llm_completion_callback())
     def complete(self, prompt: str, formatted: bool = False, image_documents: Sequence[Any] | None = None,
                  **kwargs: Any) -> CompletionResponse:
         """Guarded completion. With ``image_documents`` (ImageNode/ImageDocument/ImageBlock), the inner model
@@ -165,20 +154,20 @@ class SmoothGuardLLM(FunctionCallingLLM):
         inner ``complete`` (pass-through). The legacy order ``complete(prompt, image_documents)`` works too."""
         return self._complete(prompt, formatted, image_documents, kwargs, "complete")
 
-    @llm_completion_callback()
+    @reported_once(llm_completion_callback())
     async def acomplete(self, prompt: str, formatted: bool = False, image_documents: Sequence[Any] | None = None,
                         **kwargs: Any) -> CompletionResponse:
         """Async :meth:`complete`."""
         return await self._acomplete(prompt, formatted, image_documents, kwargs, "acomplete")
 
-    @llm_completion_callback()
+    @reported_once(llm_completion_callback())
     def stream_complete(self, prompt: str, formatted: bool = False, image_documents: Sequence[Any] | None = None,
                         **kwargs: Any) -> CompletionResponseGen:
         """Votes first, then yields the chosen completion as one chunk with the full ``delta``."""
         response = self._complete(prompt, formatted, image_documents, kwargs, "stream_complete")
         return _one_completion_chunk(response)
 
-    @llm_completion_callback()
+    @reported_once(llm_completion_callback())
     async def astream_complete(self, prompt: str, formatted: bool = False,
                                image_documents: Sequence[Any] | None = None,
                                **kwargs: Any) -> CompletionResponseAsyncGen:
@@ -215,24 +204,6 @@ class SmoothGuardLLM(FunctionCallingLLM):
         return self.llm
 
     # -- the guarded calls ----------------------------------------------------------------------------------
-
-    def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
-        self._share_callbacks()
-        payload = MessageMedia(messages, self.guard_config)
-        response, result = guarded_call(self.guard, payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text,
-                                        model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
-        return with_metadata(response, result)
-
-    async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
-        self._share_callbacks()
-        payload = await asyncio.to_thread(MessageMedia, messages, self.guard_config)
-
-        async def call(msgs: list[ChatMessage]) -> ChatResponse:
-            return await self.llm.achat(msgs, **kwargs)
-
-        response, result = await aguarded_call(self.guard, payload, call, chat_text,
-                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
-        return with_metadata(response, result)
 
     def _complete(self, prompt: str, formatted: bool, image_documents: Sequence[Any] | None,
                   kwargs: dict[str, Any], endpoint: str) -> CompletionResponse:
@@ -274,24 +245,23 @@ class SmoothGuardLLM(FunctionCallingLLM):
                                                model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result, CompletionResponse)
 
-    def _inner_name(self) -> str:
-        try:
-            return str(self.llm.metadata.model_name)
-        except Exception:
-            return type(self.llm).__name__
+    def _before_call(self) -> None:
+        self._share_callbacks()
 
-    def _share_callbacks(self) -> None:
+    def _share_callbacks(self) -> bool:
         """Point the inner LLM at this LLM's callback manager (engines set it on the guard only), unless the
-        inner LLM was given handlers of its own."""
+        inner LLM was given handlers of its own. True when the inner LLM reports to this LLM's handlers."""
         ours = self.callback_manager
-        if not self.share_callback_manager or not ours.handlers:
-            return
+        if not isinstance(ours, CallbackManager) or not self.share_callback_manager or not ours.handlers:
+            return False
         theirs = self.llm.callback_manager
         if theirs is ours:
-            return
+            return True
         if theirs is None or not theirs.handlers or theirs is self._shared_callbacks:
             self.llm.callback_manager = ours
             self._shared_callbacks = ours
+            return True
+        return False
 
 
 # -- helpers ------------------------------------------------------------------------------------------------

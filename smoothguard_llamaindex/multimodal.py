@@ -22,16 +22,15 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.multi_modal_llms import MultiModalLLM, MultiModalLLMMetadata
 
-from smoothguard import GuardConfig, SmoothGuard
-from smoothguard.errors import ConfigError
-from smoothguard_llamaindex.blocks import DocumentMedia, MessageMedia
-from smoothguard_llamaindex.fanout import chat_text
-from smoothguard_llamaindex.guarded import aguarded_call, build_config, guard_for, guarded_call, with_metadata
+from smoothguard import GuardConfig
+from smoothguard_llamaindex.base import GuardedLLMBase
+from smoothguard_llamaindex.blocks import DocumentMedia
+from smoothguard_llamaindex.guarded import aguarded_call, guarded_call, with_metadata
 
 __all__ = ["SmoothGuardMultiModalLLM"]
 
 
-class SmoothGuardMultiModalLLM(MultiModalLLM):
+class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
     """Wraps a legacy ``MultiModalLLM``: ``complete(prompt, image_documents)``, ``chat(messages)`` and their
     stream/async siblings are answered ``n_samples`` times on noisy copies of the images (the original first)
     and the answer of the winning cluster is returned.
@@ -41,32 +40,26 @@ class SmoothGuardMultiModalLLM(MultiModalLLM):
     documents (``ImageNode``/``ImageDocument``/``ImageBlock``) keep their form: base64 stays base64, a path
     becomes a temp file of the same format, a ``data:`` URL stays one, http(s) follows ``remote_media``.
     The LlamaIndex callback decorators are applied to every endpoint by ``MultiModalLLM`` itself. Streaming
-    endpoints yield the chosen answer as one chunk once the vote is done.
+    endpoints yield the chosen answer as one chunk once the vote is done. ``warmup()`` loads the embedder ahead
+    of traffic.
     """
 
     llm: MultiModalLLM = Field(description="The wrapped multimodal LLM; every candidate is one call to it.")
-    guard_config: GuardConfig = Field(default_factory=GuardConfig, description="SmoothGuard settings.")
     rate_limiter: Any | None = Field(default=None, exclude=True,
                                      description="Rate limiter applied once per guarded call.")
 
+    _wraps = (MultiModalLLM,)
+    _wrong_llm = ("SmoothGuardMultiModalLLM wraps a llama_index MultiModalLLM (llm=...); for an LLM with "
+                  "ImageBlock content use SmoothGuardLLM, got {name}")
 
     def __init__(self, llm: MultiModalLLM | None = None,
                  guard_config: GuardConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        if not isinstance(llm, MultiModalLLM):
-            raise ConfigError("SmoothGuardMultiModalLLM wraps a llama_index MultiModalLLM (llm=...); for an LLM "
-                              f"with ImageBlock content use SmoothGuardLLM, got {type(llm).__name__}")
-        own = set(type(self).model_fields)
-        settings = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
-        super().__init__(llm=llm, guard_config=build_config(guard_config, settings), **kwargs)
+        config = self._settings(llm, guard_config, kwargs)
+        super().__init__(llm=llm, guard_config=config, **kwargs)
 
     @classmethod
     def class_name(cls) -> str:
         return "SmoothGuardMultiModalLLM"
-
-    @property
-    def guard(self) -> SmoothGuard:
-        """The :class:`~smoothguard.SmoothGuard` for ``guard_config`` (one per distinct config, shared)."""
-        return guard_for(self.guard_config)
 
     @property
     def metadata(self) -> MultiModalLLMMetadata:
@@ -137,28 +130,6 @@ class SmoothGuardMultiModalLLM(MultiModalLLM):
         response, result = await aguarded_call(self.guard, payload, call, _text,
                                                model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
         return with_metadata(response, result, CompletionResponse)
-
-    def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
-        payload = MessageMedia(messages, self.guard_config)
-        response, result = guarded_call(self.guard, payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text,
-                                        model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
-        return with_metadata(response, result)
-
-    async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
-        payload = await asyncio.to_thread(MessageMedia, messages, self.guard_config)
-
-        async def call(msgs: list[ChatMessage]) -> ChatResponse:
-            return await self.llm.achat(msgs, **kwargs)
-
-        response, result = await aguarded_call(self.guard, payload, call, chat_text,
-                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
-        return with_metadata(response, result)
-
-    def _inner_name(self) -> str:
-        try:
-            return str(self.llm.metadata.model_name)
-        except Exception:
-            return type(self.llm).__name__
 
 
 def _text(response: CompletionResponse) -> str:

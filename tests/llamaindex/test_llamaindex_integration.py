@@ -101,7 +101,8 @@ def test_callback_manager_reaches_the_inner_calls():
     guard = SmoothGuardLLM(llm=inner, n_samples=3, seed=0)
     guard.callback_manager = CallbackManager([counter])      # what engines do to the LLM they hold
     guard.chat(user(ImageBlock(image=png_bytes(10))))
-    assert counter.llm_starts == 1 + 3 and inner.callback_manager is guard.callback_manager
+    # each model call once: the 3 candidates, no extra event for the guard's own call (issue 18 item 6)
+    assert counter.llm_starts == 3 and inner.callback_manager is guard.callback_manager
     own = Counter()
     private = PixelLLM(callback_manager=CallbackManager([own]))
     guard = SmoothGuardLLM(llm=private, n_samples=3, seed=0, callback_manager=CallbackManager([Counter()]))

@@ -168,9 +168,11 @@ class EndpointModel:
         """The answer of one call (retried as the module doc says); :class:`EndpointError` when it fails."""
         payload = await asyncio.to_thread(self.payload, prompt, media)  # PNG encoding is CPU work: off the loop
         async with self.session():
-            return await self._post(payload)
+            return await self.post(payload)
 
-    async def _post(self, payload: bytes) -> str:
+    async def post(self, payload: bytes) -> str:
+        """Send one request body (from :meth:`payload`) and return the answer text (retried as the module doc
+        says); :class:`EndpointError` when it fails. Call it inside :meth:`session`."""
         from smoothguard.serve.errors import Redactor
         from smoothguard.serve.upstream import UpstreamError
 
@@ -212,7 +214,7 @@ class EndpointModel:
             async def one(k: int) -> str:
                 # reading a lazy variant draws its noise, and PNG encoding is CPU work: both off the loop
                 payload = await asyncio.to_thread(lambda: self.payload(prompt, variants[k]))
-                return await self._post(payload)
+                return await self.post(payload)
 
             return list(await asyncio.gather(*(one(k) for k in range(len(variants))), return_exceptions=True))
 

@@ -347,14 +347,15 @@ class EvalRunner:
         return record
 
     async def aanswer_one(self, spec: RunSpec, item: EvalItem) -> dict[str, Any]:
-        """:meth:`answer_one` against an endpoint backend: the undefended run is one call; the guarded run is
-        :meth:`SmoothGuard.arun` with the noise drawn at the endpoint's ``image_resize`` size, its N calls
-        fanned out by the backend. The record also counts the item's HTTP ``calls``, ``retries`` and
-        ``failed_calls`` (calls that failed after their retries)."""
+        """:meth:`answer_one` against an endpoint backend: the undefended run is one call; the guarded run goes
+        through the core's fan-out (:class:`~smoothguard.fanout.FanOut`: each noisy copy drawn at the endpoint's
+        ``image_resize`` size and encoded in a worker thread, sent as soon as it is ready). The record also counts
+        the item's HTTP ``calls``, ``retries`` and ``failed_calls`` (calls that failed after their retries)."""
         import asyncio
 
         from smoothguard import SmoothGuard
         from smoothguard.eval.endpoint import item_counter
+        from smoothguard.fanout import FanOut
 
         record, start = self._new_record(spec, item)
         counter = item_counter()
@@ -364,11 +365,11 @@ class EvalRunner:
                 record["n_used"] = 1
                 record["answer"] = _one_answer(await self.backend.agenerate(item.prompt, [[image]]))
             else:
-                prompt = item.prompt
-                result = await SmoothGuard(self._config(spec, record["seed"])).arun(
-                    [image], lambda variants: self.backend.agenerate(prompt, variants),
-                    auto_resize=self.backend.resize_rule, lazy=True)
-                _store_result(record, result)
+                prompt, backend = item.prompt, self.backend
+                fan = FanOut(SmoothGuard(self._config(spec, record["seed"])),
+                             prepare=lambda variant: backend.payload(prompt, variant),
+                             acall=lambda index, payload: backend.post(payload))
+                _store_result(record, await fan.arun([image], auto_resize=backend.resize_rule))
         except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
             raise
         except Exception as exc:  # one item's failure is recorded and counted apart, the run goes on

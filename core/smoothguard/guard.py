@@ -21,7 +21,7 @@ from smoothguard.aggregate import Verdict, aggregate
 from smoothguard.config import GuardConfig
 from smoothguard.consensus import Look, look_schedule, majority_lower_bound, smoothing_radius
 from smoothguard.errors import GenerationError, GuardFlagged
-from smoothguard.image_resize import target_size
+from smoothguard.image_resize import resolve, target_size
 from smoothguard.media import Media
 from smoothguard.noise import LazyVariants, TensorNoise, make_variants, pixel_sigma
 from smoothguard.result import CertifyResult, GuardResult, NoiseSite, Sample
@@ -250,9 +250,7 @@ class _Request:
         if self.tensor_noise:  # the backend draws it after its own processor, and said where
             self.noisy_media = self.media
             return self.media
-        rule = self.config.image_resize
-        if rule == "auto":
-            rule = self.auto_resize or "none"
+        rule = resolve(self.config.image_resize, self.auto_resize)
         out, sites = [], []
         for k, item in enumerate(self.media):
             if item.kind == "audio":
@@ -261,8 +259,11 @@ class _Request:
                                        (item.sample_rate or 0, item.n_channels)))
                 continue
             size = target_size(rule, item.width, item.height)
-            out.append(item.resized(*size))
-            sites.append(NoiseSite("image", (item.width, item.height), size))
+            resized = item.resized(*size)
+            if resized is item and item.source_size != size:  # decoded straight to its size (limits.request's fit):
+                resized = item.with_data(item.data)  # a new object, so adapters send it, not the caller's full block
+            out.append(resized)
+            sites.append(NoiseSite("image", item.source_size or size, size))
             if rule == "none":
                 model = self.auto_resize or "openai"
                 seen = target_size(model, item.width, item.height)

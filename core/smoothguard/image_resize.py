@@ -20,13 +20,16 @@ multiples of 28, which the model applies itself):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from smoothguard.errors import ConfigError
 
-__all__ = ["NAMED_RULES", "ImageResize", "auto_rule", "check_rule", "parse_rule", "rule_for_model", "target_size"]
+__all__ = ["NAMED_RULES", "ImageResize", "auto_rule", "check_rule", "fitter", "parse_rule", "resolve", "rule_for_model",
+           "target_size"]
 
 ImageResize = str | int | tuple[int, int]
 NAMED_RULES = ("auto", "openai", "anthropic", "qwen2-vl", "none")
@@ -83,6 +86,19 @@ def rule_for_model(model: Any) -> str:
     name = next((value for attr in ("model_name", "model", "model_id")
                  if isinstance(value := getattr(model, attr, None), str)), None)
     return auto_rule(provider, name)
+
+
+def resolve(rule: ImageResize, auto: str | None) -> ImageResize:
+    """``rule`` with ``"auto"`` replaced by ``auto`` (the wrapped model's rule), or by ``"none"`` without one."""
+    return (auto or "none") if rule == "auto" else rule
+
+
+def fitter(rule: ImageResize, auto: str | None = None) -> Callable[[int, int], tuple[int, int]] | None:
+    """The ``fit`` for :meth:`Media.image <smoothguard.Media.image>` under ``rule`` (resolved with ``auto``), so an
+    image is decoded straight to the size its noise will be drawn at; None when images keep their size. Every rule
+    is idempotent (an image at its target keeps it), so the guard's own resize then leaves it alone."""
+    rule = resolve(rule, auto)
+    return None if rule == "none" else functools.partial(target_size, rule)
 
 
 def target_size(rule: ImageResize, width: int, height: int) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from typing import Any
 from smoothguard.config import GuardConfig
 from smoothguard.errors import MediaError
 from smoothguard.media import Media
+from smoothguard.media.images import Fit
 
 __all__ = ["MediaBudget", "admit", "check", "decode", "pixels_left", "request"]
 
@@ -25,8 +26,9 @@ class MediaBudget:
     """The media one request has decoded so far, against ``config``'s ``max_media_items``, ``max_image_pixels``
     and ``max_request_pixels``."""
 
-    def __init__(self, config: GuardConfig) -> None:
+    def __init__(self, config: GuardConfig, fit: Fit | None = None) -> None:
         self.config = config
+        self.fit = fit  # images are decoded straight to this size (image_resize.fitter), when smaller
         self.items = 0
         self.pixels = 0
 
@@ -42,7 +44,7 @@ class MediaBudget:
         if kind != "image":
             return self._spent(Media.audio(x, max_bytes=c.max_media_bytes))
         try:
-            media = Media.image(x, max_pixels=self.pixels_left(), max_bytes=c.max_media_bytes)
+            media = Media.image(x, max_pixels=self.pixels_left(), max_bytes=c.max_media_bytes, fit=self.fit)
         except MediaError as exc:
             if "max_pixels" in str(exc) and self.pixels_left() < c.max_image_pixels:
                 raise MediaError(f"the request's images hold more than max_request_pixels={c.max_request_pixels} "
@@ -54,8 +56,9 @@ class MediaBudget:
     def admit(self, media: Media) -> Media:
         """Count a medium decoded elsewhere (a fetched one, decoded under :meth:`pixels_left`)."""
         self._count()
-        if media.kind == "image" and media.width * media.height > self.pixels_left():
-            raise MediaError(f"image is {media.width}x{media.height} pixels, over what this request has left "
+        if media.kind == "image" and _pixels(media) > self.pixels_left():
+            width, height = media.source_size or (media.width, media.height)
+            raise MediaError(f"image is {width}x{height} pixels, over what this request has left "
                              f"(max_image_pixels={self.config.max_image_pixels}, "
                              f"max_request_pixels={self.config.max_request_pixels})")
         return self._spent(media)
@@ -77,21 +80,29 @@ class MediaBudget:
     def _spent(self, media: Media) -> Media:
         self.items += 1
         if media.kind == "image":
-            self.pixels += media.width * media.height
+            self.pixels += _pixels(media)
         return media
+
+
+def _pixels(image: Media) -> int:
+    """An image's pixels as it was sent (before a decode to a smaller ``fit``)."""
+    width, height = image.source_size or (image.width, image.height)
+    return width * height
 
 
 _ACTIVE: ContextVar[MediaBudget | None] = ContextVar("smoothguard_media_budget", default=None)
 
 
 @contextlib.contextmanager
-def request(config: GuardConfig) -> Iterator[MediaBudget]:
-    """The scope of one request's decoding: a new budget, or the one already active (a request read in parts)."""
+def request(config: GuardConfig, fit: Fit | None = None) -> Iterator[MediaBudget]:
+    """The scope of one request's decoding: a new budget, or the one already active (a request read in parts).
+    ``fit``: decode images straight to this size (:func:`smoothguard.image_resize.fitter`); the pixel limits still
+    count each image's size as sent."""
     budget = _ACTIVE.get()
     if budget is not None:
         yield budget
         return
-    with MediaBudget(config).active() as budget:
+    with MediaBudget(config, fit).active() as budget:
         yield budget
 
 

@@ -2,6 +2,7 @@
 ``smart_resize``), the rule parsing and validation, ``auto_rule``, and what the guard does with them."""
 
 import importlib
+import io
 import json
 import math
 
@@ -11,9 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from smoothguard import GuardConfig, Media, SmoothGuard
-from smoothguard.errors import ConfigError
-from smoothguard.image_resize import NAMED_RULES, auto_rule, check_rule, parse_rule, target_size
+from smoothguard import GuardConfig, Media, SmoothGuard, limits
+from smoothguard.errors import ConfigError, MediaError
+from smoothguard.image_resize import (
+    NAMED_RULES,
+    auto_rule,
+    check_rule,
+    fitter,
+    parse_rule,
+    resolve,
+    target_size,
+)
 
 # The documented limits, restated here (not imported) so that a changed constant fails a test.
 OPENAI_FIT, OPENAI_SHORT = 2048, 768
@@ -464,3 +473,96 @@ def test_run_none_on_an_image_no_model_resizes_has_no_note():
     result = SmoothGuard(image_resize="none", seed=0, n_samples=2).run([image], recording(log))
     assert log == [((512, 384),)] * 2
     assert not any("source size" in note for note in result.notes), result.notes
+
+
+# -- decoding straight to the noise size (fitter, Media.image(fit=...), limits.request(fit=...)) ----------------
+
+
+@PROPERTY
+@given(width=sides, height=sides, rule=st.sampled_from(["openai", "anthropic", "qwen2-vl", 768, (1024, 512)]))
+def test_every_rule_is_idempotent(width, height, rule):
+    """An image decoded straight to its target must be left alone by the guard's own resize."""
+    first = target_size(rule, width, height)
+    assert target_size(rule, *first) == first
+
+
+def test_fitter():
+    assert fitter("none") is None and fitter("auto") is None and fitter("auto", None) is None
+    assert fitter("auto", "openai")(*PHOTO_SIZE) == (1024, 768) == fitter("openai", "qwen2-vl")(*PHOTO_SIZE)
+    assert resolve("auto", "anthropic") == "anthropic" and resolve(512, "openai") == 512
+
+
+def jpeg(pixels, **save):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95, **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo_jpeg(photo_pixels):
+    return jpeg(photo_pixels)
+
+
+def test_a_jpeg_decodes_straight_to_its_fit(photo_jpeg):
+    full = Media.image(photo_jpeg)
+    fitted = Media.image(photo_jpeg, fit=fitter("openai"))
+    assert (fitted.width, fitted.height) == (1024, 768) and fitted.source_size == PHOTO_SIZE
+    assert fitted.format == "png"  # a resized image is written lossless
+    reference = full.resized(1024, 768)
+    assert reference.source_size == PHOTO_SIZE
+    # the DCT-scaled decode then Lanczos is the full decode then Lanczos, to well under one level in 255
+    assert np.abs(fitted.data - reference.data).mean() * 255 < 0.5
+    assert Media.image(photo_jpeg, fit=lambda w, h: (w, h)).format == "jpeg"  # no smaller fit: as before
+
+
+def test_fit_follows_the_exif_orientation(photo_pixels):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown: the photo is 3024 wide and 4032 high
+    raw = jpeg(photo_pixels, exif=exif.tobytes())
+    fitted = Media.image(raw, fit=fitter("openai"))
+    assert fitted.source_size == (3024, 4032) and (fitted.width, fitted.height) == (768, 1024)
+    upright = Media.image(raw).resized(768, 1024)
+    assert np.abs(fitted.data - upright.data).mean() * 255 < 0.5
+
+
+def test_fit_applies_to_every_input_form(photo_pixels):
+    small = photo_pixels[::8, ::8]  # 504 x 378
+    rgba = np.dstack([small, np.full(small.shape[:2], 255, np.uint8)])
+    png = io.BytesIO()
+    Image.fromarray(rgba).save(png, "PNG")
+    for source in (small, Image.fromarray(small), png.getvalue(), Media.image(small)):
+        fitted = Media.image(source, fit=fitter(256))
+        assert (fitted.width, fitted.height) == (256, 192) and fitted.source_size == (504, 378)
+
+
+def test_fit_keeps_source_size_through_copies_and_pickles(photo_jpeg):
+    import pickle
+
+    fitted = Media.image(photo_jpeg, fit=fitter("openai"))
+    assert pickle.loads(pickle.dumps(fitted)).source_size == PHOTO_SIZE
+    assert fitted.with_data(fitted.data * 0.5).source_size == PHOTO_SIZE
+
+
+def test_the_request_budget_counts_the_size_sent(photo_jpeg):
+    """Decoding smaller does not let a request through that sends more pixels than its limits allow."""
+    config = GuardConfig(max_request_pixels=20_000_000)
+    with limits.request(config, fitter("openai")) as budget:
+        first = limits.decode(photo_jpeg, "image", config)
+        assert (first.width, first.height) == (1024, 768) and budget.pixels == 4032 * 3024
+        with pytest.raises(MediaError, match="max_request_pixels"):
+            limits.decode(photo_jpeg, "image", config)
+
+
+def test_the_guard_reports_the_source_and_sends_the_fitted_original(photo_jpeg):
+    fitted = Media.image(photo_jpeg, fit=fitter("openai"))
+    seen = []
+
+    def generate(variants):
+        seen.extend(variants)
+        return ["A cat."] * len(variants)
+
+    result = SmoothGuard(n_samples=3, seed=0).run([fitted], generate, auto_resize="openai")
+    site = result.noise[0]
+    assert site.source == PHOTO_SIZE and site.drawn_at == (1024, 768)
+    original = seen[0][0]
+    assert original is not fitted and original == fitted  # a new object: adapters write it, not the full block

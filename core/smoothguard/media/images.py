@@ -6,7 +6,8 @@ import io
 import struct
 import warnings
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -25,6 +26,10 @@ IMAGE_WRITERS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "ti
 IMAGE_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 LOSSY_QUALITY = 95  # JPEG/WebP quality: high, so the added noise survives re-encoding
+
+Fit = Callable[[int, int], tuple[int, int]]
+"""``fit(width, height)`` -> the ``(width, height)`` an image is wanted at (see :meth:`Media.image`)."""
+
 
 def png_bytes(pixels: np.ndarray) -> bytes:
     """RGB uint8 pixels (H, W, 3) as a PNG file: the "up" filter on every row, deflate with Huffman coding only.
@@ -56,8 +61,17 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 # ---------------------------------------------------------------------------- images
 
 
-def decode_image_bytes(raw: bytes, max_pixels: int, max_bytes: int) -> tuple[np.ndarray, str]:
-    """Decode PNG/JPEG/WebP/GIF/BMP/TIFF bytes to canonical data and our format name."""
+class Decoded(NamedTuple):
+    """An image decoded from bytes: canonical data, our format name, and its ``(width, height)`` as encoded (after
+    EXIF orientation), which ``data`` is smaller than when it was decoded to a ``fit``."""
+
+    data: np.ndarray
+    format: str
+    source_size: tuple[int, int]
+
+
+def decode_image_bytes(raw: bytes, max_pixels: int, max_bytes: int, fit: Fit | None = None) -> Decoded:
+    """Decode PNG/JPEG/WebP/GIF/BMP/TIFF bytes; a JPEG wanted smaller (``fit``) is decoded straight to that size."""
     n = len(raw)
     if n == 0:
         raise MediaError("could not decode image bytes (0 bytes): the input is empty")
@@ -74,15 +88,19 @@ def decode_image_bytes(raw: bytes, max_pixels: int, max_bytes: int) -> tuple[np.
         raise MediaError(f"could not decode {what}: not a PNG, JPEG, WebP, GIF, BMP or TIFF image") from exc
     except Exception as exc:
         raise MediaError(f"could not decode {what}: {exc}") from exc
-    return image_from_pil(img, max_pixels, what), _PIL_FORMATS.get(img.format or "", "png")
+    source = _oriented_size(img)
+    data = image_from_pil(img, max_pixels, what, fit(*source) if fit is not None else None)
+    return Decoded(data, _PIL_FORMATS.get(img.format or "", "png"), source)
 
 
-def image_from_pil(img: Image.Image, max_pixels: int, what: str) -> np.ndarray:
-    """Canonical data of a PIL image; every failure becomes a MediaError about ``what``."""
+def image_from_pil(img: Image.Image, max_pixels: int, what: str, target: tuple[int, int] | None = None) -> np.ndarray:
+    """Canonical data of a PIL image; every failure becomes a MediaError about ``what``. ``target``: the
+    ``(width, height)`` wanted (after EXIF orientation); an 8-bit RGB or gray image larger than that comes back
+    at it (Lanczos), a JPEG decoded at the smallest DCT scale not below it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _pil_pixels(img, max_pixels)
+            return _pil_pixels(img, max_pixels, target)
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -91,13 +109,20 @@ def image_from_pil(img: Image.Image, max_pixels: int, what: str) -> np.ndarray:
         raise MediaError(f"could not decode {what}: {exc}") from exc
 
 
-def _pil_pixels(img: Image.Image, max_pixels: int) -> np.ndarray:
+def _pil_pixels(img: Image.Image, max_pixels: int, target: tuple[int, int] | None) -> np.ndarray:
     """Pixels of a PIL image (current frame, EXIF orientation applied, alpha over white)."""
     w, h = img.size
     _check_pixels(h, w, max_pixels)  # before load(): the header may lie about a huge size
+    smaller = target is not None and target[0] * target[1] < w * h
+    if smaller and img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
+        swapped = _oriented_size(img) != (w, h)
+        img.draft(img.mode, (target[1], target[0]) if swapped else target)  # DCT scaling: never below the target
     img.load()  # full decode here, so truncated files fail now
     img = ImageOps.exif_transpose(img) or img
     mode = img.mode
+    if smaller and mode in ("RGB", "L") and not _has_alpha(img):
+        rgb = img.convert("RGB").resize(target, Image.Resampling.LANCZOS, reducing_gap=1.5)
+        return image_from_array(np.asarray(rgb), max_pixels)
     if mode.startswith("I;16"):
         return image_from_array(np.asarray(img).astype(np.uint16), max_pixels)
     if mode == "I":
@@ -107,9 +132,22 @@ def _pil_pixels(img: Image.Image, max_pixels: int) -> np.ndarray:
         return image_from_array(arr.astype(np.uint16), max_pixels)
     if mode in ("F", "1"):
         return image_from_array(np.asarray(img), max_pixels)
-    has_alpha = mode in _ALPHA_MODES or "transparency" in img.info
-    target = "RGBA" if has_alpha else "RGB"
-    return image_from_array(np.asarray(img if mode == target else img.convert(target)), max_pixels)
+    target_mode = "RGBA" if _has_alpha(img) else "RGB"
+    return image_from_array(np.asarray(img if mode == target_mode else img.convert(target_mode)), max_pixels)
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in _ALPHA_MODES or "transparency" in img.info
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` after the EXIF orientation is applied (orientations 5-8 swap the sides)."""
+    w, h = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # an unreadable EXIF block: exif_transpose will not rotate either
+        return w, h
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def _check_pixels(h: int, w: int, max_pixels: int) -> None:

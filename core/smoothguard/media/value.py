@@ -36,6 +36,7 @@ from smoothguard.media.images import (
     IMAGE_MIME,
     IMAGE_WRITERS,
     LOSSY_QUALITY,
+    Fit,
     decode_image_bytes,
     image_from_array,
     image_from_pil,
@@ -45,7 +46,7 @@ from smoothguard.media.images import (
 )
 from smoothguard.media.sources import Kind, is_tensor, read_source, tensor_to_numpy
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_SECONDS", "Media"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_SECONDS", "Fit", "Media"]
 
 DEFAULT_MAX_PIXELS = 25_000_000
 """Largest image accepted, in pixels (width * height); also ``GuardConfig.max_image_pixels``'s default."""
@@ -77,9 +78,11 @@ class Media:
         wav_subtype: audio only: the WAV sample format :meth:`to_wav_bytes` writes by default:
             the one read from a WAV file (``"pcm8"``, ``"pcm16"``, ``"pcm24"``, ``"pcm32"``,
             ``"float32"``, ``"float64"``), ``"pcm16"`` for arrays and tensors.
+        source_size: images only: ``(width, height)`` of the image as it was given, before any resize (a decode
+            with ``fit`` or :meth:`resized`); ``None`` for audio.
     """
 
-    __slots__ = ("_hash", "data", "format", "kind", "mime_type", "sample_rate", "wav_subtype")
+    __slots__ = ("_hash", "data", "format", "kind", "mime_type", "sample_rate", "source_size", "wav_subtype")
 
     kind: Kind
     data: np.ndarray
@@ -87,6 +90,7 @@ class Media:
     format: str
     mime_type: str
     wav_subtype: str | None
+    source_size: tuple[int, int] | None
 
     def __init__(
         self,
@@ -109,18 +113,20 @@ class Media:
 
     @classmethod
     def _make(cls, kind: Kind, data: np.ndarray, format: str, *, mime_type: str | None = None,
-              sample_rate: int | None = None, wav_subtype: str | None = None) -> Media:
-        """Build from a fresh float32 array this module owns (no copy, no validation)."""
+              sample_rate: int | None = None, wav_subtype: str | None = None,
+              source_size: tuple[int, int] | None = None) -> Media:
+        """Build from a float32 array this module owns or a read-only one it shares (no copy, no validation)."""
         self = object.__new__(cls)
         mime = mime_type or (image_mime(format) if kind == "image" else "audio/wav")
-        _set(self, kind, data, format, mime, sample_rate, wav_subtype)
+        _set(self, kind, data, format, mime, sample_rate, wav_subtype, source_size)
         return self
 
     # ------------------------------------------------------------------ decoders
 
     @classmethod
     def image(
-        cls, x: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
+        cls, x: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
+        fit: Fit | None = None,
     ) -> Media:
         """Decode an image from a PIL image, array, tensor, bytes, path, ``data:`` URL or Media.
 
@@ -130,26 +136,31 @@ class Media:
         or ``(H, W, C)`` with C in 1..4 (2 = gray + alpha).
         Tensors: also ``(C, H, W)`` and a batch of one. ``max_pixels`` bounds width * height,
         ``max_bytes`` the encoded size (PIL's own ``Image.MAX_IMAGE_PIXELS`` guard applies too).
+        ``fit``: ``fit(width, height)`` -> the size the image is wanted at; when smaller, the image comes back at
+        that size (as :meth:`resized` makes it, with :attr:`source_size` the size given), and a JPEG is decoded
+        straight to it (libjpeg's DCT scaling to the smallest scale not below it, then Lanczos): a 12 MP photo
+        wanted at 1024x768 decodes in about half the time and a tenth of the memory.
         Raises :class:`MediaError` for anything unusable.
         """
         if isinstance(x, Media):
             if x.kind != "image":
                 raise MediaError("Media.image got an audio Media; pass an image")
-            return x
+            return x._fitted(fit)
         if isinstance(x, Image.Image):
-            return cls._make("image", image_from_pil(x, max_pixels, f"the {x.mode} PIL image"), "pil")
-        if isinstance(x, np.ndarray):
-            return cls._make("image", image_from_array(x, max_pixels), "array")
-        if is_tensor(x):
-            return cls._make("image", image_from_array(tensor_image_hwc(x), max_pixels), "tensor")
-        if isinstance(x, bytes | bytearray | memoryview):
-            data, fmt = decode_image_bytes(bytes(x), max_pixels, max_bytes)
-            return cls._make("image", data, fmt)
-        if isinstance(x, str | os.PathLike):
-            raw = read_source(x, "image", max_bytes)
-            data, fmt = decode_image_bytes(raw, max_pixels, max_bytes)
-            return cls._make("image", data, fmt)
-        raise MediaError(f"Media.image cannot read a {type(x).__name__}; pass {_IMAGE_INPUTS}")
+            media = cls._make("image", image_from_pil(x, max_pixels, f"the {x.mode} PIL image"), "pil")
+        elif isinstance(x, np.ndarray):
+            media = cls._make("image", image_from_array(x, max_pixels), "array")
+        elif is_tensor(x):
+            media = cls._make("image", image_from_array(tensor_image_hwc(x), max_pixels), "tensor")
+        elif isinstance(x, bytes | bytearray | memoryview | str | os.PathLike):
+            raw = bytes(x) if isinstance(x, bytes | bytearray | memoryview) else read_source(x, "image", max_bytes)
+            decoded = decode_image_bytes(raw, max_pixels, max_bytes, fit)
+            height, width = decoded.data.shape[:2]
+            fmt = decoded.format if (width, height) == decoded.source_size else "png"  # resized: written lossless
+            media = cls._make("image", decoded.data, fmt, source_size=decoded.source_size)
+        else:
+            raise MediaError(f"Media.image cannot read a {type(x).__name__}; pass {_IMAGE_INPUTS}")
+        return media._fitted(fit)
 
     @classmethod
     def audio(
@@ -199,8 +210,9 @@ class Media:
         ``data`` must be a float array in the canonical shape and range; it is copied to float32.
         """
         checked = _checked_image_data(data) if self.kind == "image" else _checked_audio_data(data)
+        source = self.source_size if checked.shape == self.data.shape else None
         return Media._make(self.kind, checked, self.format, mime_type=self.mime_type,
-                           sample_rate=self.sample_rate, wav_subtype=self.wav_subtype)
+                           sample_rate=self.sample_rate, wav_subtype=self.wav_subtype, source_size=source)
 
     def resized(self, width: int, height: int) -> Media:
         """The image at ``width x height`` (PIL Lanczos on its 8-bit pixels), as PNG; itself when already that size."""
@@ -212,7 +224,16 @@ class Media:
         image = self.to_pil().resize((width, height), Image.Resampling.LANCZOS, reducing_gap=1.5)
         data = np.asarray(image, dtype=np.float32)
         data *= np.float32(1.0 / 255.0)
-        return Media._make("image", data, "png")
+        return Media._make("image", data, "png", source_size=self.source_size)
+
+    def _fitted(self, fit: Fit | None) -> Media:
+        """The image at ``fit(*source_size)`` when that is smaller than it is now, else itself."""
+        if fit is None:
+            return self
+        width, height = fit(*(self.source_size or (self.width, self.height)))
+        if width * height >= self.width * self.height:
+            return self
+        return self.resized(width, height)
 
     # ------------------------------------------------------------------ encoders
 
@@ -340,7 +361,7 @@ class Media:
 
     def __reduce__(self) -> tuple:
         return (_unpickle, (self.kind, self.data, self.format, self.mime_type, self.sample_rate,
-                            self.wav_subtype))
+                            self.wav_subtype, self.source_size))
 
     def _key(self) -> tuple:
         return (self.kind, self.format, self.mime_type, self.sample_rate, self.wav_subtype)
@@ -371,16 +392,22 @@ class Media:
 
 
 def _set(m: Media, kind: Kind, data: np.ndarray, format: str, mime: str, rate: int | None,
-         subtype: str | None) -> None:
+         subtype: str | None, source_size: tuple[int, int] | None = None) -> None:
     data.flags.writeable = False
+    if kind == "image" and source_size is None:
+        source_size = (int(data.shape[1]), int(data.shape[0]))
     for name, value in (("kind", kind), ("data", data), ("format", format), ("mime_type", mime),
-                        ("sample_rate", rate), ("wav_subtype", subtype), ("_hash", None)):
+                        ("sample_rate", rate), ("wav_subtype", subtype), ("source_size", source_size),
+                        ("_hash", None)):
         object.__setattr__(m, name, value)
 
 
 def _unpickle(kind: Kind, data: np.ndarray, format: str, mime: str, rate: int | None,
-              subtype: str | None) -> Media:
-    return Media(kind, data, format=format, mime_type=mime, sample_rate=rate, wav_subtype=subtype)
+              subtype: str | None, source_size: tuple[int, int] | None = None) -> Media:
+    media = Media(kind, data, format=format, mime_type=mime, sample_rate=rate, wav_subtype=subtype)
+    if source_size is not None:
+        object.__setattr__(media, "source_size", tuple(source_size))
+    return media
 
 
 

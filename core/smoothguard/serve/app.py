@@ -42,7 +42,7 @@ from smoothguard.deadline import seconds_left
 from smoothguard.errors import GenerationError, GuardFlagged, MediaError
 from smoothguard.fanout import FanOut
 from smoothguard.guard import SmoothGuard
-from smoothguard.image_resize import auto_rule
+from smoothguard.image_resize import auto_rule, fitter
 from smoothguard.media import Media, download
 from smoothguard.result import GuardResult
 from smoothguard.serve.codec import MediaSlot, answer_text, candidate_body, decode_slot, find_media, inline
@@ -341,8 +341,11 @@ class Proxy:
         fetched = {(s.message, s.block): raw for s, raw in zip(fetch, raws, strict=True)}
         guarded = [s for s in slots if s not in skipped]
 
+        fit = fitter(config.image_resize, auto_rule(model_name=_model_name(body)))
+
         def decode_all() -> list[Media]:
-            with limits.request(config):  # the request's pixel budget, checked before each image is decoded
+            # the request's pixel budget, checked before each image is decoded; each image decoded at its noise size
+            with limits.request(config, fit):
                 return [decode(slot) for slot in guarded]
 
         def decode(slot: MediaSlot) -> Media:

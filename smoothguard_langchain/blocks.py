@@ -36,7 +36,6 @@ from typing import Any, Literal
 from smoothguard import GuardConfig, Media, limits
 from smoothguard.content_parts import ContentPart, check_part, classify, get_path, write_media
 from smoothguard.errors import MediaError
-from smoothguard.media import fetch
 
 __all__ = ["MediaSlot", "MessageMedia", "find_media", "is_message_like", "read_media_value", "write_media_value"]
 
@@ -201,9 +200,7 @@ def _remote(url: str, kind: Kind, label: str, config: GuardConfig, notes: list[s
         notes.append(f"{label}: remote {kind} {_short(url)} was passed through unsmoothed "
                      "(remote_media='passthrough')")
         return None
-    media = fetch(url, kind, timeout=config.fetch_timeout, max_bytes=config.max_media_bytes,
-                  max_pixels=limits.pixels_left(config), allow_private=config.allow_private_fetch)
-    return limits.admit(media, config)
+    return limits.fetch(url, kind, config)
 
 
 def _short(s: Any, limit: int = 60) -> str:

@@ -63,7 +63,6 @@ from smoothguard import GuardConfig, Media
 from smoothguard.content_parts import ContentPart, check_part
 from smoothguard.errors import MediaError
 from smoothguard.limits import MediaBudget
-from smoothguard.media import fetch
 
 __all__ = ["DocumentMedia", "MessageMedia", "block_part", "image_documents_to_blocks", "user_message"]
 
@@ -164,9 +163,7 @@ class _Reader:
 
         def download() -> Media:
             try:
-                media = fetch(url, kind, timeout=self.config.fetch_timeout, max_bytes=self.config.max_media_bytes,
-                              max_pixels=self.budget.pixels_left(), allow_private=self.config.allow_private_fetch)
-                return self.budget.admit(media)
+                return self.budget.fetch(url, kind)
             except MediaError as exc:
                 raise MediaError(f"{where}: {exc}") from None
 

@@ -14,12 +14,13 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from smoothguard import media as media_lib
 from smoothguard.config import GuardConfig
 from smoothguard.errors import MediaError
 from smoothguard.media import Media
 from smoothguard.media.images import Fit
 
-__all__ = ["MediaBudget", "admit", "check", "decode", "pixels_left", "request"]
+__all__ = ["MediaBudget", "admit", "check", "decode", "fetch", "pixels_left", "request"]
 
 
 class MediaBudget:
@@ -53,9 +54,22 @@ class MediaBudget:
             raise
         return self._spent(media)
 
+    def fetch(self, url: str, kind: str) -> Media:
+        """``media.fetch(url)`` under the limits (``fetch_timeout``, ``max_media_bytes``, the pixels left, read from
+        the header; ``allow_private_fetch``), decoded at the request's ``fit``. The remote-media *policy* is the
+        caller's to apply first (``remote_media``)."""
+        c = self.config
+        self._count()
+        return self._within(media_lib.fetch(url, kind, timeout=c.fetch_timeout, max_bytes=c.max_media_bytes,
+                                            max_pixels=self.pixels_left(), allow_private=c.allow_private_fetch,
+                                            limit_name="max_media_bytes", fit=self.fit))
+
     def admit(self, media: Media) -> Media:
         """Count a medium decoded elsewhere (a fetched one, decoded under :meth:`pixels_left`)."""
         self._count()
+        return self._within(media)
+
+    def _within(self, media: Media) -> Media:
         if media.kind == "image" and _pixels(media) > self.pixels_left():
             width, height = media.source_size or (media.width, media.height)
             raise MediaError(f"image is {width}x{height} pixels, over what this request has left "
@@ -113,6 +127,11 @@ def _budget(config: GuardConfig) -> MediaBudget:
 def decode(x: Any, kind: str, config: GuardConfig) -> Media:
     """Decode one image or clip under the active request's budget (or ``config``'s limits alone)."""
     return _budget(config).decode(x, kind)
+
+
+def fetch(url: str, kind: str, config: GuardConfig) -> Media:
+    """:meth:`MediaBudget.fetch` under the active request's budget (or ``config``'s limits alone)."""
+    return _budget(config).fetch(url, kind)
 
 
 def admit(media: Media, config: GuardConfig) -> Media:

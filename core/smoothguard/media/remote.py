@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from smoothguard.errors import MediaError
+from smoothguard.media.images import Fit
 from smoothguard.media.sources import short
 from smoothguard.media.value import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Media
 
@@ -23,16 +24,17 @@ class Download(NamedTuple):
 
 
 def fetch(url: str, kind: str, *, timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES,
-          max_pixels: int = DEFAULT_MAX_PIXELS, allow_private: bool = False, limit_name: str = "max_bytes") -> Media:
-    """:func:`download` an http(s) ``url`` and decode it as ``kind`` (``"image"`` of at most ``max_pixels``, or
-    ``"audio"``). Any failure raises :class:`MediaError` naming the URL."""
+          max_pixels: int = DEFAULT_MAX_PIXELS, allow_private: bool = False, limit_name: str = "max_bytes",
+          fit: Fit | None = None) -> Media:
+    """:func:`download` an http(s) ``url`` and decode it as ``kind`` (``"image"`` of at most ``max_pixels``, at
+    ``fit`` as in :meth:`Media.image`, or ``"audio"``). Any failure raises :class:`MediaError` naming the URL."""
     if kind not in ("image", "audio"):
         raise MediaError(f"fetch kind must be 'image' or 'audio', not {kind!r}")
     raw, content_type = download(url, timeout=timeout, max_bytes=max_bytes, allow_private=allow_private,
                                  limit_name=limit_name)
     try:
         if kind == "image":
-            return Media.image(raw, max_bytes=max_bytes, max_pixels=max_pixels)
+            return Media.image(raw, max_bytes=max_bytes, max_pixels=max_pixels, fit=fit)
         return Media.audio(raw, max_bytes=max_bytes)
     except MediaError as exc:
         served = f" (served as {content_type})" if content_type else ""

@@ -130,13 +130,13 @@ class SmoothGuard:
                         deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites, lazy)
 
     def warmup(self) -> SmoothGuard:
-        """Load what the vote needs (the sentence embedder, the VADER lexicon) now, quietly, instead of on the
-        first request (which otherwise pays for it: a few seconds on CPU). Idempotent; returns ``self``."""
+        """Load what the vote needs (the sentence embedder, the clustering, the VADER lexicon) now, quietly, by
+        voting once over two stock answers, instead of on the first request (which otherwise pays for it: 3-15 s
+        on CPU). Idempotent; returns ``self``."""
         from smoothguard.aggregate.embed import get_embedder
-        from smoothguard.aggregate.vote import sentiment_scores
 
         get_embedder(self.config.embedder, self.config.embedder_device).load()
-        sentiment_scores(["ok"])
+        self.aggregate(["The guard is warming up.", "I'm sorry, but I can't help with that."])
         return self
 
     def deadline_from_now(self) -> float | None:

@@ -190,17 +190,10 @@ def _decode(x: bytes | str, kind: Kind, config: GuardConfig) -> Media:
 
 
 def _remote(url: str, kind: Kind, label: str, config: GuardConfig, notes: list[str]) -> Media | None:
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme not in ("http", "https"):
-        raise MediaError(f"cannot read a {kind} from {_short(url)}: only data: and http(s) URLs are supported")
-    if config.remote_media == "error":
-        raise MediaError(f"remote {kind} {_short(url)} refused (remote_media='error'); inline it as base64 or "
-                         "set remote_media='fetch'")
-    if config.remote_media == "passthrough":
-        notes.append(f"{label}: remote {kind} {_short(url)} was passed through unsmoothed "
-                     "(remote_media='passthrough')")
-        return None
-    return limits.fetch(url, kind, config)
+    if limits.remote(url, kind, config):
+        return limits.fetch(url, kind, config)
+    notes.append(f"{label}: {limits.passthrough_note(url, kind)}")
+    return None
 
 
 def _short(s: Any, limit: int = 60) -> str:

@@ -59,7 +59,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import AnyUrl
 from llama_index.core.schema import BaseNode, ImageNode
 
-from smoothguard import GuardConfig, Media
+from smoothguard import GuardConfig, Media, limits
 from smoothguard.content_parts import ContentPart, check_part
 from smoothguard.errors import MediaError
 from smoothguard.limits import MediaBudget
@@ -145,20 +145,8 @@ class _Reader:
         self.slots.append(_Slot(where, kind, form, carrier, b64, suffix, raw))
 
     def _add_url(self, url: str, where: str, kind: Literal["image", "audio"], carrier: Any) -> None:
-        scheme = url.split(":", 1)[0].lower()
-        if scheme == "data":
+        if url[:5].lower() == "data:":
             self._add(where, kind, "data_url", carrier, lambda: self._decode(kind, url, where, carrier))
-            return
-        if scheme not in ("http", "https"):
-            raise MediaError(f"{where}: cannot read the {kind} URL {_short(url)} (scheme {scheme!r}); "
-                             "give http(s), a data: URL, inline bytes or a path")
-        policy = self.config.remote_media
-        if policy == "error":
-            raise MediaError(f"{where}: remote {kind} {_short(url)} refused (remote_media='error'); send it "
-                             "inline, or set remote_media='fetch' (or 'passthrough', unsmoothed)")
-        if policy == "passthrough":
-            self.notes.append(f"{where}: remote {kind} {_short(url)} passed through unsmoothed "
-                              "(remote_media='passthrough')")
             return
 
         def download() -> Media:
@@ -166,6 +154,14 @@ class _Reader:
                 return self.budget.fetch(url, kind)
             except MediaError as exc:
                 raise MediaError(f"{where}: {exc}") from None
+
+        try:
+            fetched = limits.remote(url, kind, self.config)
+        except MediaError as exc:
+            raise MediaError(f"{where}: {exc}") from None
+        if not fetched:
+            self.notes.append(f"{where}: {limits.passthrough_note(url, kind)}")
+            return
 
         self._add(where, kind, "fetched", carrier, download)
         self.notes.append(f"{where}: remote {kind} {_short(url)} fetched; the noisy copies were sent inline")

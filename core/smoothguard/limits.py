@@ -19,8 +19,9 @@ from smoothguard.config import GuardConfig
 from smoothguard.errors import MediaError
 from smoothguard.media import Media
 from smoothguard.media.images import Fit
+from smoothguard.media.sources import short
 
-__all__ = ["MediaBudget", "admit", "check", "decode", "fetch", "pixels_left", "request"]
+__all__ = ["MediaBudget", "admit", "check", "decode", "fetch", "passthrough_note", "pixels_left", "remote", "request"]
 
 
 class MediaBudget:
@@ -127,6 +128,24 @@ def _budget(config: GuardConfig) -> MediaBudget:
 def decode(x: Any, kind: str, config: GuardConfig) -> Media:
     """Decode one image or clip under the active request's budget (or ``config``'s limits alone)."""
     return _budget(config).decode(x, kind)
+
+
+def remote(url: str, kind: str, config: GuardConfig) -> bool:
+    """The remote-media policy for a medium given as a URL (not ``data:``): True to fetch it (``remote_media=
+    "fetch"``), False to send it unsmoothed (``"passthrough"``; say so with :func:`passthrough_note`);
+    :class:`MediaError` under ``"error"`` and for any scheme but http(s)."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https"):
+        raise MediaError(f"cannot read the {kind} at {short(url)}: only data: and http(s) URLs are supported")
+    if config.remote_media == "error":
+        raise MediaError(f"remote {kind} {short(url)} refused (remote_media='error'); send it inline as base64, or "
+                         "set remote_media='fetch' (or 'passthrough', unsmoothed)")
+    return config.remote_media == "fetch"
+
+
+def passthrough_note(url: str, kind: str) -> str:
+    """The note for a remote medium sent unsmoothed under ``remote_media="passthrough"``."""
+    return f"remote {kind} {short(url)} was passed through unsmoothed (remote_media='passthrough')"
 
 
 def fetch(url: str, kind: str, config: GuardConfig) -> Media:

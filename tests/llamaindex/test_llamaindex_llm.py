@@ -252,7 +252,7 @@ async def test_time_budget_leaves_slow_candidates_out_sync_and_async():
     (ImageBlock(image=b"this is not an image at all"), r"messages\[1\]\.blocks\[1\] \(ImageBlock, inline bytes\)"),
     (ImageBlock(url="data:image/png;base64,AAAA"), r"messages\[1\]\.blocks\[1\] \(ImageBlock, data: URL\)"),
     (AudioBlock(audio=b"ID3\x03\x00\x00 fake mp3", format="mp3"), r"blocks\[1\] \(AudioBlock.*only WAV"),
-    (ImageBlock(url="ftp://example.org/x.png"), r"blocks\[1\]: cannot read the image URL"),
+    (ImageBlock(url="ftp://example.org/x.png"), r"blocks\[1\]: cannot read the image at .ftp:.*only data: and http"),
 ])
 def test_bad_media_raise_our_error_naming_the_block(block, match):
     inner = PixelLLM()

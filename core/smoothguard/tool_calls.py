@@ -21,12 +21,13 @@ __all__ = ["canonical_tool_calls", "dumps", "openai_tool_calls", "vote_text"]
 
 
 def canonical_tool_calls(calls: Iterable[tuple[Any, Any]]) -> str:
-    """The canonical JSON of ``(name, arguments)`` pairs: ``[{"arguments": ..., "name": ...}, ...]``, keys and calls
-    sorted; ``""`` for no calls. ``arguments``: a mapping, a JSON string, or anything JSON-able."""
+    """The canonical JSON of ``(name, arguments)`` pairs: ``[{"arguments": ..., "name": ...}, ...]``, keys sorted,
+    calls sorted by name (then arguments); ``""`` for no calls. ``arguments``: a mapping, a JSON string, or anything
+    JSON-able."""
     canon = [{"name": name, "arguments": _arguments(arguments)} for name, arguments in calls]
     if not canon:
         return ""
-    return dumps(sorted(canon, key=dumps))
+    return dumps(sorted(canon, key=lambda call: (str(call["name"]), dumps(call))))
 
 
 def vote_text(text: Any, calls: Iterable[tuple[Any, Any]] = ()) -> str:

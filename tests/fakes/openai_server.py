@@ -106,7 +106,8 @@ def answer_with_testbed(backend: Any) -> Callable[[dict[str, Any], np.ndarray | 
 class OpenAIStub:
     """Runs the server in a background thread (uvicorn) for the duration of a ``with`` block.
 
-    answer(body, image) -> str | Exception: the reply text, or an exception to answer HTTP 500 instead.
+    answer(body, image) -> str | Exception: the reply text, or an exception to answer HTTP 500 instead (or the
+    exception's ``status_code``, e.g. 429).
     latency: seconds each completion waits before answering (concurrent requests overlap), or a function of the
     request's arrival order (0 for the first request received) giving each its own latency.
     """
@@ -174,7 +175,8 @@ class OpenAIStub:
             reply = self.answer(record.body, record.image)
             record.finished = time.monotonic()
             if isinstance(reply, Exception):
-                return JSONResponse({"error": {"message": str(reply), "type": "server_error"}}, status_code=500)
+                return JSONResponse({"error": {"message": str(reply), "type": "server_error"}},
+                                    status_code=getattr(reply, "status_code", 500))
             created = int(time.time())
             if record.body.get("stream"):
                 return StreamingResponse(self._chunks(reply, created), media_type="text/event-stream")

@@ -196,10 +196,6 @@ def _remote(url: str, kind: Kind, label: str, config: GuardConfig, notes: list[s
     return None
 
 
-def _short(s: Any, limit: int = 60) -> str:
-    text = str(s)
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
 
 # -- writing ------------------------------------------------------------------------------------------------
 

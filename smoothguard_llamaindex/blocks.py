@@ -61,7 +61,7 @@ from llama_index.core.schema import BaseNode, ImageNode
 
 from smoothguard import GuardConfig, Media, limits
 from smoothguard.content_parts import ContentPart, check_part
-from smoothguard.errors import MediaError
+from smoothguard.errors import MediaError, shorten
 from smoothguard.limits import MediaBudget
 
 __all__ = ["DocumentMedia", "MessageMedia", "block_part", "image_documents_to_blocks", "user_message"]
@@ -164,7 +164,7 @@ class _Reader:
             return
 
         self._add(where, kind, "fetched", carrier, download)
-        self.notes.append(f"{where}: remote {kind} {_short(url)} fetched; the noisy copies were sent inline")
+        self.notes.append(f"{where}: remote {kind} {shorten(url)} fetched; the noisy copies were sent inline")
 
     def _decode(self, kind: str, source: Any, where: str, carrier: Any) -> Media:
         try:
@@ -418,7 +418,7 @@ def image_documents_to_blocks(documents: Sequence[Any] | None, *, name: str = "i
             blocks.append(ImageBlock(image=raw, image_mimetype=mime))
         elif path:
             if not Path(str(path)).is_file():
-                raise MediaError(f"{where} ({type(doc).__name__}): image file not found: {_short(path)}")
+                raise MediaError(f"{where} ({type(doc).__name__}): image file not found: {shorten(path)}")
             blocks.append(ImageBlock(path=Path(str(path)), image_mimetype=mime))
         elif url:
             blocks.append(ImageBlock(url=str(url), image_mimetype=mime))
@@ -513,12 +513,8 @@ def _describe(carrier: Any) -> str:
     if inline:
         return ", inline bytes"
     if path:
-        return f", path={_short(path)}"
+        return f", path={shorten(path)}"
     if url:
-        return ", data: URL" if str(url).startswith("data:") else f", url={_short(url)}"
+        return ", data: URL" if str(url).startswith("data:") else f", url={shorten(url)}"
     return ""
 
-
-def _short(value: object, limit: int = 80) -> str:
-    text = str(value)
-    return repr(text if len(text) <= limit else text[:limit] + "...")

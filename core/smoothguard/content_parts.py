@@ -55,7 +55,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from smoothguard.errors import MediaError
+from smoothguard.errors import MediaError, shorten
 
 __all__ = [
     "MEDIA_KEYS",
@@ -407,7 +407,7 @@ def _input_image(part: Mapping[str, Any]) -> ContentPart:
                            problem_path=path if problem else ())
     if part.get("file_id") is not None:
         return ContentPart("image", "responses", "input_image", "id", part["file_id"], path=("file_id",),
-                           reason=f"a provider file id ({_short(part['file_id'])}) the guard cannot download")
+                           reason=f"a provider file id ({shorten(part['file_id'])}) the guard cannot download")
     if part.get("uuid") is not None:
         return _cached("image", "input_image", "image_url")
     return ContentPart("image", "responses", "input_image", problem="expected {'type': 'input_image', 'image_url': "
@@ -484,7 +484,7 @@ def _payload(kind: str, dialect: str, type_: str, value: Any, path: tuple[str, .
     """An image/audio payload under ``key``: base64 (``data``/``base64``), a URL (``url``) or an id."""
     if key in ("id", "file_id"):
         return ContentPart(kind, dialect, type_, "id", value, path=path, mime=mime,  # type: ignore[arg-type]
-                           reason=f"a provider file id ({_short(value)}) cannot be smoothed: SmoothGuard cannot "
+                           reason=f"a provider file id ({shorten(value)}) cannot be smoothed: SmoothGuard cannot "
                            "download it")
     if key == "url":
         source, problem = _url_source(kind, value)
@@ -524,7 +524,7 @@ def _gemini_file(part: Mapping[str, Any], key: str) -> ContentPart:
     uri = inner.get("fileUri" if key == "fileData" else "file_uri", inner.get("file_uri", inner.get("fileUri")))
     return ContentPart(_mime_kind(mime), "gemini", key, "id", uri, path=(key,),
                        mime=mime if isinstance(mime, str) else None,
-                       reason=f"a file URI ({_short(uri)}) the provider downloads itself")
+                       reason=f"a file URI ({shorten(uri)}) the provider downloads itself")
 
 
 def _genai_media(part: Mapping[str, Any]) -> ContentPart:
@@ -533,7 +533,7 @@ def _genai_media(part: Mapping[str, Any]) -> ContentPart:
     kind = _mime_kind(mime)
     if part.get("file_uri") is not None:
         return ContentPart(kind, "gemini", "media", "id", part["file_uri"], path=("file_uri",), mime=mime,
-                           reason=f"a file URI ({_short(part['file_uri'])}) the provider downloads itself")
+                           reason=f"a file URI ({shorten(part['file_uri'])}) the provider downloads itself")
     value = part.get("data")
     if isinstance(value, str):
         return _payload(kind, "gemini", "media", value, ("data",), "data", mime if isinstance(mime, str) else None)
@@ -606,7 +606,7 @@ def unsmoothable(part: ContentPart, place: str, policy: Policy, *, setting: str 
     why = part.reason or {"video": "video is not smoothed", "file": "files and documents are not smoothed",
                           "embeds": "precomputed embeddings cannot be given noise"}.get(part.kind, "it is not inline")
     if policy == "passthrough":
-        shown = f" {_short(part.value)}" if part.source in ("id", "url") and part.value is not None else ""
+        shown = f" {shorten(part.value)}" if part.source in ("id", "url") and part.value is not None else ""
         return f"{place} ({part.label}){shown} was passed through unsmoothed: {why} ({setting}='passthrough')"
     raise UnsupportedContent(
         f"{place} ({part.label}): the guard cannot smooth it ({why}) and does not let media through unguarded. "
@@ -674,7 +674,3 @@ def write_media(part: Mapping[str, Any], info: ContentPart, data: str, mime: str
         raise ValueError(f"cannot write media back into a {info.label}")
     return _set_path(base, path, url if info.source in ("data_url", "url") or info.type.endswith("_url") else data)
 
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = str(value)
-    return repr(text if len(text) <= limit else text[:limit] + "...")

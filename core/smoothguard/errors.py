@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from smoothguard.result import GuardResult
 
-__all__ = ["ConfigError", "GenerationError", "GuardFlagged", "MediaError", "SmoothGuardError"]
+__all__ = ["ConfigError", "GenerationError", "GuardFlagged", "MediaError", "SmoothGuardError", "shorten"]
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """``repr`` of ``str(value)`` cut to ``limit`` characters (and "..."), for naming a value in an error message."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 class SmoothGuardError(Exception):

@@ -16,10 +16,9 @@ from typing import Any
 
 from smoothguard import media as media_lib
 from smoothguard.config import GuardConfig
-from smoothguard.errors import MediaError
+from smoothguard.errors import MediaError, shorten
 from smoothguard.media import Media
 from smoothguard.media.images import Fit
-from smoothguard.media.sources import short
 
 __all__ = ["MediaBudget", "admit", "check", "decode", "fetch", "passthrough_note", "pixels_left", "remote", "request"]
 
@@ -136,16 +135,16 @@ def remote(url: str, kind: str, config: GuardConfig) -> bool:
     :class:`MediaError` under ``"error"`` and for any scheme but http(s)."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in ("http", "https"):
-        raise MediaError(f"cannot read the {kind} at {short(url)}: only data: and http(s) URLs are supported")
+        raise MediaError(f"cannot read the {kind} at {shorten(url)}: only data: and http(s) URLs are supported")
     if config.remote_media == "error":
-        raise MediaError(f"remote {kind} {short(url)} refused (remote_media='error'); send it inline as base64, or "
+        raise MediaError(f"remote {kind} {shorten(url)} refused (remote_media='error'); send it inline as base64, or "
                          "set remote_media='fetch' (or 'passthrough', unsmoothed)")
     return config.remote_media == "fetch"
 
 
 def passthrough_note(url: str, kind: str) -> str:
     """The note for a remote medium sent unsmoothed under ``remote_media="passthrough"``."""
-    return f"remote {kind} {short(url)} was passed through unsmoothed (remote_media='passthrough')"
+    return f"remote {kind} {shorten(url)} was passed through unsmoothed (remote_media='passthrough')"
 
 
 def fetch(url: str, kind: str, config: GuardConfig) -> Media:

@@ -6,9 +6,8 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from smoothguard.errors import MediaError
+from smoothguard.errors import MediaError, shorten
 from smoothguard.media.images import Fit
-from smoothguard.media.sources import short
 from smoothguard.media.value import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Media
 
 __all__ = ["Download", "download", "fetch", "require_public"]
@@ -38,7 +37,7 @@ def fetch(url: str, kind: str, *, timeout: float = 10.0, max_bytes: int = DEFAUL
         return Media.audio(raw, max_bytes=max_bytes)
     except MediaError as exc:
         served = f" (served as {content_type})" if content_type else ""
-        raise MediaError(f"{short(url)}{served}: {exc}") from exc
+        raise MediaError(f"{shorten(url)}{served}: {exc}") from exc
 
 
 def download(url: str, *, timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES, allow_private: bool = False,
@@ -69,7 +68,7 @@ def download(url: str, *, timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BY
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _HttpOnlyRedirects,
                                          *_pinned_handlers(allow_private, url, deadline))
-    shown = short(url)
+    shown = shorten(url)
     try:
         with deadline, opener.open(urllib.request.Request(url, headers=_HEADERS), timeout=timeout) as resp:
             decoder = _BoundedDecoder(resp.headers.get("Content-Encoding"), max_bytes, shown, limit_name)
@@ -152,13 +151,13 @@ def _check_fetch_url(url: str, first: str) -> None:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
     except ValueError as exc:
-        raise MediaError(f"malformed URL {short(url)}: {exc}") from None
+        raise MediaError(f"malformed URL {shorten(url)}: {exc}") from None
     if parts.scheme.lower() not in ("http", "https"):
         if url == first:
-            raise MediaError(f"fetch reads only http(s) URLs, not {short(url)}")
-        raise MediaError(f"{short(first)} redirects to a non-http(s) URL {short(url)}")
+            raise MediaError(f"fetch reads only http(s) URLs, not {shorten(url)}")
+        raise MediaError(f"{shorten(first)} redirects to a non-http(s) URL {shorten(url)}")
     if not parts.hostname:
-        raise MediaError(f"malformed URL {short(url)}: it names no host")
+        raise MediaError(f"malformed URL {shorten(url)}: it names no host")
 
 
 def _pinned_handlers(allow_private: bool, first: str, deadline: _Deadline) -> list[Any]:
@@ -171,7 +170,7 @@ def _pinned_handlers(allow_private: bool, first: str, deadline: _Deadline) -> li
     def connect(host: str, port: int, timeout: Any, source: Any) -> socket.socket:
         left = deadline.left()
         if left <= 0:
-            raise MediaError(f"could not fetch {short(first)}: out of time")
+            raise MediaError(f"could not fetch {shorten(first)}: out of time")
         address = _resolve_checked(host, port, allow_private, first)
         wait = left if not isinstance(timeout, (int, float)) else min(timeout, left)
         return deadline.watch(socket.create_connection((address, port), wait, source))
@@ -204,10 +203,10 @@ def _resolve_checked(host: str, port: int, allow_private: bool, first: str) -> s
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError, ValueError):
-        raise MediaError(f"could not fetch {short(first)}: the host name {host!r} does not resolve") from None
+        raise MediaError(f"could not fetch {shorten(first)}: the host name {host!r} does not resolve") from None
     addresses = [str(info[4][0]) for info in infos]
     if not allow_private:
-        require_public(host, addresses, short(first))
+        require_public(host, addresses, shorten(first))
     return addresses[0]
 
 

@@ -10,13 +10,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from smoothguard.errors import MediaError
+from smoothguard.errors import MediaError, shorten
 
 Kind = Literal["image", "audio"]
 
-def short(s: object, limit: int = 80) -> str:
-    text = str(s)
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 # ---------------------------------------------------------------------------- sources
@@ -45,29 +42,29 @@ def read_source(x: str | os.PathLike, kind: Kind, max_bytes: int) -> bytes:
         if head.startswith("data:"):
             return _decode_data_url(x, kind, max_bytes)
         if head.startswith(("http://", "https://")):
-            raise MediaError(f"Media never downloads on its own: fetch {short(x)} with "
+            raise MediaError(f"Media never downloads on its own: fetch {shorten(x)} with "
                              f"smoothguard.media.fetch(url, {kind!r}) or enable the remote_media setting")
     path = Path(x)
     try:
         size = path.stat().st_size
         if not path.is_file():
-            raise MediaError(f"{kind} path {short(path)} is not a file")
+            raise MediaError(f"{kind} path {shorten(path)} is not a file")
         if size > max_bytes:
-            raise MediaError(f"{kind} file {short(path)} has {size} bytes, over max_bytes={max_bytes}")
+            raise MediaError(f"{kind} file {shorten(path)} has {size} bytes, over max_bytes={max_bytes}")
         return path.read_bytes()
     except FileNotFoundError as exc:
         hint = " (to pass base64 data, use a data URL: 'data:<mime>;base64,...')" if len(str(x)) > 200 else ""
-        raise MediaError(f"{kind} file not found: {short(path)}{hint}") from exc
+        raise MediaError(f"{kind} file not found: {shorten(path)}{hint}") from exc
     except OSError as exc:
-        raise MediaError(f"could not read {kind} file {short(path)}: {exc.strerror or exc}") from exc
+        raise MediaError(f"could not read {kind} file {shorten(path)}: {exc.strerror or exc}") from exc
     except ValueError as exc:  # a NUL byte or a lone surrogate: no file system can name it
-        raise MediaError(f"{kind} path {short(path)} is not a valid file name ({exc})") from None
+        raise MediaError(f"{kind} path {shorten(path)} is not a valid file name ({exc})") from None
 
 
 def _decode_data_url(url: str, kind: Kind, max_bytes: int) -> bytes:
     header, sep, payload = url.partition(",")
     if not sep:
-        raise MediaError(f"malformed data URL {short(url)}: expected 'data:<mime>;base64,<payload>'")
+        raise MediaError(f"malformed data URL {shorten(url)}: expected 'data:<mime>;base64,<payload>'")
     params = header[5:].split(";")
     mime = params[0].strip().lower()
     if not mime.startswith(kind + "/"):

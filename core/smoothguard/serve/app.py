@@ -39,7 +39,7 @@ from smoothguard import limits
 from smoothguard._version import __version__
 from smoothguard.config import GuardConfig
 from smoothguard.deadline import seconds_left
-from smoothguard.errors import GenerationError, GuardFlagged, MediaError
+from smoothguard.errors import GenerationError, GuardFlagged, MediaError, shorten
 from smoothguard.fanout import FanOut
 from smoothguard.guard import SmoothGuard
 from smoothguard.image_resize import auto_rule, fitter
@@ -313,7 +313,7 @@ class Proxy:
                                  param=slot.param)
             problem = _url_problem(slot.value)
             if problem:  # parsed before any fetch: a malformed URL is the client's error, a 400
-                raise ProxyError(400, f"{slot.param}: {_short_url(slot.value)} is not a valid URL: {problem}",
+                raise ProxyError(400, f"{slot.param}: {shorten(slot.value)} is not a valid URL: {problem}",
                                  code="invalid_media", param=slot.param)
             (skipped if config.remote_media == "passthrough" else fetch).append(slot)
 
@@ -330,7 +330,7 @@ class Proxy:
                 raise ProxyError(400, f"{slot.param}: {message}", code="media_fetch_failed",
                                  param=slot.param) from None
             except ValueError as exc:  # a URL the fetch could not parse (a redirect's, say): still not a 500
-                raise ProxyError(400, f"{slot.param}: could not fetch {_short_url(slot.value)}: invalid URL "
+                raise ProxyError(400, f"{slot.param}: could not fetch {shorten(slot.value)}: invalid URL "
                                  f"({_withhold_addresses(str(exc), slot.value)})", code="media_fetch_failed",
                                  param=slot.param) from None
 
@@ -764,9 +764,6 @@ def _url_problem(url: str) -> str | None:
         return "it needs an http(s) scheme and a host"
     return None
 
-
-def _short_url(url: str, limit: int = 80) -> str:
-    return repr(url if len(url) <= limit else url[:limit] + "...")
 
 
 _ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.%]*[:.][0-9A-Fa-f:.%]*")

@@ -6,6 +6,8 @@
 >>> res.image, res.success, res.steps, res.loss_curve
 >>> res.save("adv.png")
 
+- :class:`AudioPGDAttack` (:mod:`.audio`): the same on the waveform of audio-language models (Qwen2-Audio),
+  L-infinity in [-1, 1] units with the SNR reported, through a differentiable log-mel front end (:class:`LogMel`).
 - :class:`PGDAttack` (:mod:`.pgd`): L-infinity PGD in [0, 1] pixel space at the model's post-resize resolution,
   through differentiable preprocessing (:mod:`.preprocess`); EOT over the guard's noise with ``eot_samples``.
 - :class:`AttackResult`, :class:`StepInfo`, :class:`AttackState`, :class:`Evaluation` (:mod:`.result`).
@@ -23,6 +25,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from smoothguard.attacks.audio import AudioAttackResult, AudioPGDAttack, LogMel, audio_testbed_target
     from smoothguard.attacks.evaluate import evaluate
     from smoothguard.attacks.pgd import PGDAttack
     from smoothguard.attacks.preprocess import SUPPORTED, Preprocessor, preprocessor_for
@@ -35,16 +38,24 @@ __all__ = [
     "SUPPORTED",
     "AttackResult",
     "AttackState",
+    "AudioAttackResult",
+    "AudioPGDAttack",
     "Evaluation",
+    "LogMel",
     "PGDAttack",
     "Preprocessor",
     "StepInfo",
+    "audio_testbed_target",
     "evaluate",
     "load_targets",
     "preprocessor_for",
 ]
 
 _LAZY = {
+    "AudioPGDAttack": "audio",
+    "AudioAttackResult": "audio",
+    "LogMel": "audio",
+    "audio_testbed_target": "audio",
     "PGDAttack": "pgd",
     "evaluate": "evaluate",
     "SUPPORTED": "preprocess",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_model_arguments", "load_model"]
@@ -21,8 +22,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace) -> Any:
-    """The backend named by ``args.model``: ``testbed`` (``testbed:surrogate`` for the second shipped model) or a
-    Hugging Face hub id / local directory.
+    """The backend named by ``args.model``: ``testbed`` (``testbed:surrogate`` for the second shipped model,
+    ``testbed:audio`` for the audio one), a testbed model directory (one with ``testbed.json``), or a Hugging Face
+    hub id / local directory.
 
     Raises :class:`~smoothguard.errors.ConfigError` with what to do when it cannot be loaded.
     """
@@ -36,6 +38,13 @@ def load_model(args: argparse.Namespace) -> Any:
                             device="cpu" if args.device == "auto" else args.device,
                             max_new_tokens=min(args.max_new_tokens, 32), max_batch_size=args.max_batch_size,
                             **options)
+    if (Path(args.model).expanduser() / "testbed.json").is_file():
+        from smoothguard.testbed import load_testbed_from
+
+        options = {"noise_space": args.noise_space} if hasattr(args, "noise_space") else {}
+        return load_testbed_from(Path(args.model).expanduser(), device="cpu" if args.device == "auto" else args.device,
+                                 max_new_tokens=min(args.max_new_tokens, 32), max_batch_size=args.max_batch_size,
+                                 **options)
     try:
         from smoothguard.backends import HFVisionLanguageModel
     except ImportError as exc:

@@ -5,6 +5,14 @@
     smoothguard attack --model ./my-llava --image clean.png --prompt "What do you see?" \\
         --targets-csv corpus.csv --eot-samples 8 --eot-sigma 0.1 --steps 500 --out adv.png --json
 
+An audio model (Qwen2-Audio; ``--model testbed:audio``) is attacked on the waveform with ``--audio``:
+
+    smoothguard attack --model testbed:audio --audio clip.wav --prompt "Is there a high tone?" --target "Yes." \
+        --audio-epsilon 0.005 --early-stop --out adv.wav
+
+(L-infinity ``--audio-epsilon`` in [-1, 1] units, the SNR reported; EOT with ``--eot-samples`` over the guard's
+audio noise ``--audio-eot-sigma``; writes a 16-bit WAV; no state file).
+
 Writes the adversarial PNG (8-bit, at the model's post-resize resolution) and a resumable state file
 (``OUT.state.npz``); ``--resume`` continues from it, also with a larger ``--steps``. Prints a summary, or the
 result as JSON with ``--json``. Exit status 0 when the attack ran (whether or not it succeeded), 2 for a
@@ -29,7 +37,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="ID_OR_PATH",
                         help="hub id or local directory of a supported model (Qwen2.5-VL, Qwen2-VL, LLaVA-1.5, "
                              "LLaVA-NeXT, Idefics3/SmolVLM, BLIP-2), or 'testbed'")
-    parser.add_argument("--image", required=True, metavar="PATH", help="the clean image to start from")
+    media = parser.add_mutually_exclusive_group(required=True)
+    media.add_argument("--image", metavar="PATH", help="the clean image to start from")
+    media.add_argument("--audio", metavar="PATH", help="the clean WAV clip to start from (an audio model)")
     parser.add_argument("--prompt", action="append", required=True, metavar="TEXT",
                         help="the question; repeat it for a universal attack (one image for every prompt)")
     targets = parser.add_mutually_exclusive_group(required=True)
@@ -40,7 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          help="the built-in list of affirmative jailbreak openings (smoothguard.attacks)")
     parser.add_argument("--targets-column", metavar="NAME", default=None,
                         help="column of --targets-csv to read (default: the first)")
-    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the adversarial PNG")
+    parser.add_argument("--out", required=True, metavar="PATH",
+                        help="where to write the adversarial PNG (a WAV with --audio)")
     pgd = parser.add_argument_group("attack")
     pgd.add_argument("--epsilon", type=_levels, default=16.0,
                      help="L-infinity budget in 8-bit levels, i.e. /255 (default 16; 1 to 255)")
@@ -59,6 +70,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="units of --eot-sigma: normalized (default, x the processor's std) or pixel ([0, 1])")
     pgd.add_argument("--batch-size", type=int, default=8, help="(prompt, target) pairs per step (default 8)")
     pgd.add_argument("--seed", type=int, default=0, help="random start, target sampling and EOT noise (default 0)")
+    audio = parser.add_argument_group("audio attack (with --audio)")
+    audio.add_argument("--audio-epsilon", type=float, default=0.005,
+                       help="L-infinity budget on the waveform in [-1, 1] units (default 0.005)")
+    audio.add_argument("--audio-step-size", type=float, default=None,
+                       help="step per iteration in [-1, 1] units (default: --audio-epsilon / 10)")
+    audio.add_argument("--audio-eot-sigma", type=float, default=0.01,
+                       help="EOT noise std on the waveform in [-1, 1] units, as the guard's audio_sigma (0.01)")
     state = parser.add_argument_group("checkpoints")
     state.add_argument("--state", metavar="PATH", default=None, help="state file (default: OUT.state.npz)")
     state.add_argument("--checkpoint-every", type=int, default=10,
@@ -83,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         targets = _targets(args)
         backend = load_model(args)
+        if args.audio is not None:
+            return _attack_audio(args, backend, targets)
         return _attack(args, backend, targets)
     except (SmoothGuardError, OSError) as exc:
         print(f"smoothguard attack: {exc}", file=sys.stderr)
@@ -132,6 +152,30 @@ def _attack(args: argparse.Namespace, backend: Any, targets: list[str]) -> int:
                          ensure_ascii=False))
     else:
         print(_summary(result, out))
+    return 0
+
+
+def _attack_audio(args: argparse.Namespace, backend: Any, targets: list[str]) -> int:
+    from smoothguard.attacks import AudioPGDAttack
+    from smoothguard.errors import ConfigError
+
+    if args.resume or len(args.prompt) > 1:
+        raise ConfigError("the audio attack takes one --prompt and has no --resume")
+    if args.steps < 0:
+        raise ConfigError("--steps must be >= 0")
+    attack = AudioPGDAttack(backend, epsilon=args.audio_epsilon, step_size=args.audio_step_size, steps=args.steps,
+                            early_stop=args.early_stop, check_every=args.check_every,
+                            eot_samples=args.eot_samples, eot_sigma=args.audio_eot_sigma,
+                            random_start=args.random_start, max_batch_size=args.max_batch_size, seed=args.seed)
+    result = attack.run(args.audio, args.prompt[0], targets)
+    out = result.save(args.out)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "out": str(out)}, indent=2, ensure_ascii=False))
+    else:
+        status = "SUCCESS" if result.success else "not reached"
+        print(f"{status}: {result.answer!r} after {result.steps} steps (max |delta| {result.linf:.4g}, "
+              f"SNR {result.snr_db:.1f} dB)\nwrote {out} ({result.clip.n_frames} samples at "
+              f"{result.clip.sample_rate} Hz)")
     return 0
 
 

@@ -5,6 +5,7 @@
     smoothguard demo --attack noise                    # strong random noise instead of the PGD attack
     smoothguard demo --model Qwen/Qwen2.5-VL-3B-Instruct --device cuda
     smoothguard demo --json
+    smoothguard demo --audio                           # the audio testbed: beep clips, a waveform PGD attack
 
 For each of ``--n`` images drawn by the testbed's generator (:mod:`smoothguard.testbed.data`) and a question
 about it, the table shows the expected answer and the model's answer
@@ -17,6 +18,12 @@ about it, the table shows the expected answer and the model's answer
    testbed directory), noise on any other model (PGD on a multi-billion-parameter model is slow on a CPU;
    pass ``--attack`` to use it anyway);
 3. through SmoothGuard on the perturbed image, with the candidates' agreement and the cluster sizes.
+
+With ``--audio`` the same story is told on the audio testbed (``testbed:audio``, or any Qwen2-Audio model):
+clips drawn by :mod:`smoothguard.testbed.audio_data` (kinds count, pitch, yesno), a minimal targeted PGD attack on
+the waveform (:class:`~smoothguard.attacks.AudioPGDAttack`, L-infinity ``--audio-epsilon`` in [-1, 1] units, its
+SNR shown) or ``--attack noise`` (Gaussian noise of std ``--audio-noise-sigma`` on the waveform), and the guard's
+audio noise ``--audio-sigma``; ``--save-dir`` writes WAV files and a figure of spectrograms.
 
 ``--save-dir DIR`` writes each example's clean, perturbed and one noisy guard copy as PNG, ``demo.png`` (one
 figure of all of them with their answers) and ``results.json``. ``--json`` prints the results as JSON.
@@ -37,9 +44,12 @@ from typing import Any
 
 __all__ = ["configure", "run"]
 
-#: the testbed's question kinds (smoothguard.testbed.data.KINDS, repeated so this module imports nothing heavy)
-KINDS = ("yesno", "colour", "count", "describe")
+from smoothguard.testbed.audio_data import AUDIO_KINDS
+from smoothguard.testbed.data import KINDS
+
 _TESTBED = "testbed"
+#: the audio demo's guard noise (``--audio-sigma``), waveform std in [-1, 1] units (docs/efficacy.md, audio)
+AUDIO_DEMO_SIGMA = 0.01
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +60,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "hub id / local directory of a supported model (Qwen2.5-VL, LLaVA-1.5, SmolVLM, ...)")
     parser.add_argument("--n", type=int, default=3, help="images and questions (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the images, the attack and the guard (default 0)")
-    parser.add_argument("--kind", action="append", choices=KINDS, default=None,
-                        help="question kinds to cycle through (repeat; default all: yesno, colour, count, describe)")
+    parser.add_argument("--kind", action="append", choices=sorted(set(KINDS) | set(AUDIO_KINDS)), default=None,
+                        help="question kinds to cycle through (repeat; default all: yesno, colour, count, describe; "
+                             "with --audio: count, pitch, yesno)")
+    parser.add_argument("--audio", action="store_true",
+                        help="the audio demo: beep clips and an audio model (default model: testbed:audio)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="image side in pixels (default: 64 for the testbed, 336 for other models)")
     attack = parser.add_argument_group("perturbation")
@@ -63,10 +76,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="PGD step budget; it stops at the first success (default 100)")
     attack.add_argument("--noise-sigma", type=float, default=0.5,
                         help="std of the noise perturbation in normalised units, like --sigma (default 0.5)")
+    attack.add_argument("--audio-epsilon", type=float, default=0.005,
+                        help="with --audio: PGD L-infinity budget on the waveform, [-1, 1] units (default 0.005)")
+    attack.add_argument("--audio-noise-sigma", type=float, default=0.05,
+                        help="with --audio --attack noise: noise std on the waveform, [-1, 1] units (default 0.05)")
     guard = parser.add_argument_group("guard")
     guard.add_argument("--sigma", type=float, default=0.2,
                        help="the guard's noise std in normalised units (default 0.2, the top of the paper's 0.1-0.2 "
                             "band, where the testbed stays accurate; the library's default is 0.1)")
+    guard.add_argument("--audio-sigma", type=float, default=AUDIO_DEMO_SIGMA,
+                       help=f"with --audio: the guard's noise std on the waveform, [-1, 1] units (default "
+                            f"{AUDIO_DEMO_SIGMA:g})")
     guard.add_argument("--n-samples", type=int, default=11, help="candidates, the original included (default 11)")
     model = parser.add_argument_group("model")
     model.add_argument("--device", default="auto",
@@ -89,7 +109,13 @@ def run(args: argparse.Namespace) -> int:
         _check(args)
         backend, label, is_testbed = _load(args)
         with _threads_for(backend, is_testbed):
-            report = demo(backend, label=label, is_testbed=is_testbed, n=args.n, seed=args.seed, kinds=args.kind,
+            if args.audio:
+                report = demo_audio(backend, label=label, is_testbed=is_testbed, n=args.n, seed=args.seed,
+                                    kinds=args.kind, attack=args.attack, epsilon=args.audio_epsilon,
+                                    attack_steps=args.attack_steps, noise_sigma=args.audio_noise_sigma,
+                                    sigma=args.audio_sigma, n_samples=args.n_samples, save_dir=args.save_dir)
+            else:
+                report = demo(backend, label=label, is_testbed=is_testbed, n=args.n, seed=args.seed, kinds=args.kind,
                           image_size=args.image_size, attack=args.attack, epsilon=args.epsilon,
                           attack_steps=args.attack_steps, noise_sigma=args.noise_sigma, sigma=args.sigma,
                           n_samples=args.n_samples, save_dir=args.save_dir)
@@ -114,6 +140,14 @@ def _check(args: argparse.Namespace) -> None:
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")
+    allowed = AUDIO_KINDS if args.audio else KINDS
+    wrong = [k for k in args.kind or () if k not in allowed]
+    if wrong:
+        raise ConfigError(f"--kind {wrong[0]} is not a question kind of the {'audio ' if args.audio else ''}demo; "
+                          f"choose from {', '.join(allowed)}")
+    if args.audio and not (0 < args.audio_epsilon <= 1 and args.audio_noise_sigma > 0 and args.audio_sigma >= 0):
+        raise ConfigError("--audio-epsilon must be in (0, 1], --audio-noise-sigma positive and --audio-sigma >= 0 "
+                          "([-1, 1] waveform units)")
     if args.image_size is not None and args.image_size < 32:
         raise ConfigError(f"--image-size must be at least 32 pixels, got {args.image_size}")
     if not 0 < args.epsilon <= 255:
@@ -131,32 +165,28 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, str, bool]:
-    """(backend, a label for the output, whether it is a testbed model)."""
-    from smoothguard.errors import ConfigError
-
-    device = "cpu" if args.device == "auto" else args.device  # the testbed: CPU unless asked
-    if args.model == _TESTBED or args.model.startswith(_TESTBED + ":"):
-        name = args.model.partition(":")[2] or "main"
-        try:
-            from smoothguard.testbed import load_testbed
-        except ImportError as exc:  # pragma: no cover - the testbed is part of the package
-            raise ConfigError(f"the testbed needs torch and transformers: pip install 'smoothguard[hf]' ({exc})") \
-                from exc
-        backend = load_testbed(name, device=device, max_new_tokens=args.max_new_tokens or 32,
-                               max_batch_size=args.max_batch_size)
-        return backend, f"testbed {name!r}", True
-    if (Path(args.model) / "testbed.json").is_file():
-        from smoothguard.testbed import load_testbed_from
-
-        backend = load_testbed_from(args.model, device=device, max_new_tokens=args.max_new_tokens or 32,
-                                    max_batch_size=args.max_batch_size)
-        return backend, f"testbed model at {args.model}", True
+    """(backend, a label for the output, whether it is a testbed model), through the loading the other
+    subcommands share (:func:`smoothguard.commands._model.load_model`)."""
     from smoothguard.commands._model import load_model
 
-    options = argparse.Namespace(model=args.model, device=args.device, dtype=args.dtype,
-                                 max_new_tokens=args.max_new_tokens or 64, max_batch_size=args.max_batch_size,
-                                 noise_space="pixel")
-    return load_model(options), args.model, False
+    model = args.model
+    if args.audio and model == _TESTBED:
+        model = _TESTBED + ":audio"
+    is_named = model == _TESTBED or model.startswith(_TESTBED + ":")
+    is_testbed = is_named or (Path(model) / "testbed.json").is_file()
+    options = argparse.Namespace(model=model, device=args.device, dtype=args.dtype,
+                                 max_new_tokens=args.max_new_tokens or (32 if is_testbed else 64),
+                                 max_batch_size=args.max_batch_size, noise_space="pixel")
+    backend = load_model(options)
+    if args.audio and getattr(getattr(backend, "family", None), "modality", "audio") != "audio":
+        from smoothguard.errors import ConfigError
+
+        raise ConfigError(f"--audio needs an audio model (testbed:audio, Qwen2-Audio); {model} reads images")
+    if is_named:
+        label = f"testbed {model.partition(':')[2] or 'main'!r}"
+    else:
+        label = f"testbed model at {model}" if is_testbed else model
+    return backend, label, is_testbed
 
 
 @contextlib.contextmanager
@@ -267,6 +297,90 @@ def demo(backend: Any, *, label: str = "", is_testbed: bool = True, n: int = 3, 
     return report
 
 
+def demo_audio(backend: Any, *, label: str = "", is_testbed: bool = True, n: int = 3, seed: int = 0,
+               kinds: list[str] | None = None, attack: str = "auto", epsilon: float = 0.005, attack_steps: int = 100,
+               noise_sigma: float = 0.05, sigma: float = AUDIO_DEMO_SIGMA, n_samples: int = 11,
+               save_dir: str | Path | None = None) -> dict[str, Any]:
+    """The demo on an audio model (``HFAudioLanguageModel``) with clips of :mod:`smoothguard.testbed.audio_data`.
+
+    epsilon: PGD L-infinity budget, noise_sigma: the noise perturbation's std, sigma: the guard's ``audio_sigma``;
+    all in [-1, 1] waveform units. Returns the report (JSON-serialisable), shaped as :func:`demo`'s.
+    """
+    import numpy as np
+
+    from smoothguard import Media, SmoothGuard
+    from smoothguard.testbed.audio_data import SAMPLE_RATE, make_audio_example
+
+    started = time.perf_counter()
+    kinds = list(kinds or AUDIO_KINDS)
+    mode = ("pgd" if is_testbed else "noise") if attack == "auto" else attack
+    guard = SmoothGuard(audio_sigma=sigma, n_samples=n_samples, seed=seed)
+    rng = np.random.default_rng([seed, 3])
+    out_dir = Path(save_dir) if save_dir is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    pictures: list[tuple[Any, Any, Any]] = []
+    for i in range(n):
+        example = make_audio_example(rng, kinds[i % len(kinds)])
+        clean = Media.audio(example.clip.wave, sample_rate=SAMPLE_RATE)
+        row: dict[str, Any] = {
+            "index": i + 1, "kind": example.kind, "question": example.question, "expected": example.answer,
+            "clip": {"n_beeps": example.clip.n_beeps, "band": example.clip.band,
+                     "frequency_hz": round(example.clip.frequency, 1)},
+            "clean": _answer(_one(backend, example.question, clean), example),
+        }
+        if mode == "pgd":
+            from smoothguard.attacks import AudioPGDAttack, audio_testbed_target
+
+            target = audio_testbed_target(example.answer)
+            result = AudioPGDAttack(backend, epsilon=epsilon, steps=attack_steps, early_stop=True,
+                                    seed=seed).run(clean, example.question, target)
+            perturbed = result.clip
+            row["perturbed"] = {**_answer(result.answer, example), "target": target, "success": result.success,
+                                "steps": result.steps, "linf": round(result.linf, 6),
+                                "snr_db": round(result.snr_db, 2)}
+        else:
+            noise_rng = np.random.default_rng([seed, 4, i])
+            wave = np.clip(clean.data + noise_rng.normal(0.0, noise_sigma, clean.data.shape), -1.0, 1.0)
+            perturbed = clean.with_data(wave.astype(np.float32))
+            row["perturbed"] = _answer(_one(backend, example.question, perturbed), example)
+        guarded = guard.ask(backend, example.question, audio=[perturbed])
+        copy = guard.perturb([perturbed], n=2)[1][0]
+        copy_answer = (guarded.samples[1].answer if len(guarded.samples) > 1 and guarded.samples[1].answer is not None
+                       else _one(backend, example.question, copy))
+        row["noisy_copy"] = _answer(copy_answer, example)
+        row["guarded"] = {**_answer(guarded.answer, example), "agreement": guarded.agreement,
+                          "clusters": sorted((c.size for c in guarded.clusters), reverse=True),
+                          "flagged": guarded.flagged, "n_used": guarded.n_used, "result": guarded.to_dict()}
+        if out_dir is not None:
+            names = {"clean": f"example-{i + 1}-clean.wav", "perturbed": f"example-{i + 1}-{_word(mode)}.wav",
+                     "noisy_copy": f"example-{i + 1}-guard-copy.wav"}
+            for key, media in (("clean", clean), ("perturbed", perturbed), ("noisy_copy", copy)):
+                (out_dir / names[key]).write_bytes(media.to_wav_bytes("float32"))
+            row["files"] = names
+        rows.append(row)
+        pictures.append((clean, perturbed, copy))
+    report: dict[str, Any] = {
+        "model": label or repr(backend), "modality": "audio",
+        "family": getattr(getattr(backend, "family", None), "name", None),
+        "device": str(getattr(backend, "device", "")),
+        "perturbation": ({"kind": "pgd", "epsilon": epsilon, "step_size": epsilon / 10, "max_steps": attack_steps,
+                          "early_stop": True} if mode == "pgd" else {"kind": "noise", "sigma": noise_sigma}),
+        "guard": {"audio_sigma": sigma, "sigma": sigma, "n_samples": n_samples, "seed": seed},
+        "seed": seed, "examples": rows, "summary": _summary(rows, mode),
+    }
+    if out_dir is not None:
+        figure = out_dir / "demo.png"
+        _figure(report, pictures, figure)
+        report["files"] = {"figure": str(figure), "results": str(out_dir / "results.json"), "dir": str(out_dir)}
+    report["elapsed_s"] = round(time.perf_counter() - started, 3)
+    if out_dir is not None:
+        (out_dir / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+    return report
+
+
 def _one(backend: Any, question: str, media: Any) -> str:
     answer = backend.generate(question, [[media]])[0]
     if isinstance(answer, BaseException):
@@ -326,6 +440,8 @@ def is_correct(answer: str, expected: str, kind: str) -> bool:
         from smoothguard.testbed.data import COLOURS
 
         return {w for w in got if w in COLOURS} == {w for w in want if w in COLOURS}
+    if kind == "pitch":
+        return {w for w in got if w in ("high", "low")} == {w for w in want if w in ("high", "low")}
     if kind == "count":
         numbers = {_NUMBERS[w] for w in got if w in _NUMBERS}
         return numbers == {_NUMBERS[w] for w in want if w in _NUMBERS}
@@ -369,7 +485,13 @@ def render(report: dict[str, Any]) -> str:
     """The report as a readable table: per example, the clean, perturbed and guarded answers."""
     right, wrong = _marks()
     pert, guard = report["perturbation"], report["guard"]
-    if pert["kind"] == "pgd":
+    audio = report.get("modality") == "audio"
+    if audio and pert["kind"] == "pgd":
+        how = (f"minimal targeted PGD on the waveform, epsilon {pert['epsilon']:g} ([-1, 1] units), step "
+               f"{pert['step_size']:g}, stopped at the first success (at most {pert['max_steps']} steps)")
+    elif audio:
+        how = f"Gaussian noise on the waveform, std {pert['sigma']:g} ([-1, 1] units), clipped"
+    elif pert["kind"] == "pgd":
         how = (f"minimal targeted PGD, epsilon {pert['epsilon_255']:g}/255, step 1/255, stopped at the first success "
                f"(at most {pert['max_steps']} steps)")
     else:
@@ -377,16 +499,17 @@ def render(report: dict[str, Any]) -> str:
     head = "attacked" if pert["kind"] == "pgd" else "noisy"
     lines = [f"SmoothGuard demo: {report['model']} ({report['family']}, {report['device']}), seed {report['seed']}",
              f"perturbation: {how}",
-             f"guard: sigma {guard['sigma']:g}, {guard['n_samples']} candidates (the input and "
+             f"guard: {'audio_sigma' if audio else 'sigma'} {guard['sigma']:g}, {guard['n_samples']} candidates "
+             f"(the input and "
              f"{guard['n_samples'] - 1} noisy copies)", ""]
     table = [("#", "input", "answer", "agreement", "clusters", "note")]
     for row in report["examples"]:
         p, g = row["perturbed"], row["guarded"]
         note = ""
         if pert["kind"] == "pgd":
+            size = f"{p['linf']:g} (SNR {p['snr_db']:.1f} dB)" if audio else f"{p['linf_255']:g}/255"
             note = (f"target {json.dumps(_printable(p['target'], 40), ensure_ascii=False)} "
-                    f"{'reached' if p['success'] else 'not reached'} in {p['steps']} steps, |delta| "
-                    f"{p['linf_255']:g}/255")
+                    f"{'reached' if p['success'] else 'not reached'} in {p['steps']} steps, |delta| {size}")
         table.append((str(row["index"]), _printable(row["question"]), f"expected: {_printable(row['expected'])}",
                       "", "", ""))
         table.append(("", "  clean", _cell(row["clean"], right, wrong), "", "", ""))
@@ -404,7 +527,8 @@ def render(report: dict[str, Any]) -> str:
                   f"{s['guarded_correct']}/{n}; {tail}mean agreement {s['mean_agreement']:.0%}, "
                   f"flagged {s['flagged']}/{n}"]
     if "files" in report:
-        lines.append(f"wrote {report['files']['dir']}: images, {Path(report['files']['figure']).name}, results.json")
+        lines.append(f"wrote {report['files']['dir']}: {'clips' if audio else 'images'}, "
+                     f"{Path(report['files']['figure']).name}, results.json")
     lines.append(f"{report['elapsed_s']:.1f} s")
     return "\n".join(lines)
 
@@ -441,14 +565,21 @@ def _figure(report: dict[str, Any], pictures: list[tuple[Any, Any, Any]], path: 
         panels = ((clean, "clean", row["clean"]), (perturbed, label, row["perturbed"]),
                   (copy, f"a guard copy (sigma {sigma:g})", row["noisy_copy"]))
         for ax, (media, title, entry) in zip(ax_row[1:], panels, strict=True):
-            ax.imshow(media.to_array("uint8"), interpolation="nearest")
+            if media.kind == "audio":  # a spectrogram: 25 ms windows, 10 ms hop, as the model's front end
+                ax.specgram(media.data, Fs=media.sample_rate, NFFT=400, noverlap=240, cmap="magma")
+            else:
+                ax.imshow(media.to_array("uint8"), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             answer = "\n".join(textwrap.wrap(_printable(entry["answer"], 80), 28)[:3])
             ax.set_title(f"{title}\n{answer}", fontsize=8, color="darkgreen" if entry["correct"] else "darkred")
     pert = report["perturbation"]
-    how = (f"PGD epsilon {pert['epsilon_255']:g}/255, minimal" if pert["kind"] == "pgd"
-           else f"noise sigma {pert['sigma']:g}")
+    if report.get("modality") == "audio":
+        how = (f"waveform PGD epsilon {pert['epsilon']:g}, minimal" if pert["kind"] == "pgd"
+               else f"waveform noise std {pert['sigma']:g}")
+    else:
+        how = (f"PGD epsilon {pert['epsilon_255']:g}/255, minimal" if pert["kind"] == "pgd"
+               else f"noise sigma {pert['sigma']:g}")
     title = (f"SmoothGuard demo: {report['model']}; {how}; guard sigma {sigma:g}, "
              f"{report['guard']['n_samples']} candidates")
     fig.suptitle("\n".join(textwrap.wrap(title, 100)), fontsize=11)  # a long model path must not run off the page

@@ -274,3 +274,22 @@ def test_attacks_transfer_against_the_endpoint(tmp_path, standin, served, capsys
 
     assert eval_command.main([*argv[:-4], "--attacks", "full", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "only the transfer attack" in capsys.readouterr().err
+
+
+def test_progress_bar_counts_calls(tmp_path, standin, capsys):
+    data = read_pope(standin["pope"]).head(4)
+    with OpenAIStub() as stub:
+        run_eval(EndpointModel("stub-vlm", stub.base_url), data, tmp_path / "bar", sigmas=[0, 0.1], n_samples=N)
+    err = capsys.readouterr().err
+    assert "pope sigma=0: 100%" in err and "4/4 [" in err  # undefended: one call per item
+    assert f"{4 * N}/{4 * N} [" in err and "call/s]" in err  # guarded: N calls per item, with the rate (and ETA)
+
+
+def test_benign_control_set_reports_over_refusal(tmp_path, standin, capsys):
+    argv = ["mmsafety", "--model", "oracle", "--data", str(standin["mmsafety"]), "--sigma", "0", "--image-type", "SD",
+            "--json", "--no-progress"]
+    assert eval_command.main([*argv, "--out", str(tmp_path / "harmful")]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["metrics"]["over_refusal"] is None
+    assert eval_command.main([*argv, "--benign", "--out", str(tmp_path / "control")]) == 0
+    metrics = json.loads(capsys.readouterr().out)["runs"][0]["metrics"]
+    assert metrics["over_refusal"] == metrics["refusal_rate"] is not None

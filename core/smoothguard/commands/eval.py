@@ -49,6 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     mms.add_argument("--image-type", choices=("SD", "SD_TYPO", "TYPO"), default="SD_TYPO",
                      help="MM-SafetyBench image set (default SD_TYPO)")
     mms.add_argument("--scenarios", nargs="+", metavar="NAME", help="scenario files to read (default all)")
+    mms.add_argument("--benign", action="store_true",
+                     help="the data is a benign control set in this format: its refusals are over-refusals")
     mms.add_argument("--universal-image", metavar="PATH",
                      help="one image for every question, with the plain Question as prompt (universal attack)")
     wild = benches.add_parser("llavabench", help="LLaVA-Bench in-the-Wild: open answers scored by a judge")
@@ -183,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             options = {"max_new_tokens": args.max_new_tokens}
         runner = EvalRunner(None, dataset, args.out, model_name=args.model, judge=judge, guard_settings=guard,
                             seed=args.seed, progress=not args.no_progress, retry_errors=args.retry_errors,
-                            options=options)
+                            options=options, benign=True if getattr(args, "benign", False) else None)
         runner.check_out()  # before loading the model: a wrong --out fails in a second, not after minutes
         runner.backend = endpoint if endpoint is not None else _load(args)
         summary = runner.run(specs)

@@ -13,6 +13,8 @@ or ``smoothguard eval pope --model ID --data data/pope --sigma 0 0.1 0.15 0.2 --
 - :mod:`~smoothguard.eval.datasets`: small datasets in each format from the testbed generator (offline).
 - :mod:`~smoothguard.eval.attack_study`: :class:`AttackStudy`, attack success and detection vs sigma (the
   efficacy report's attack half).
+- :mod:`~smoothguard.eval.endpoint`: :class:`EndpointModel`, a model behind an OpenAI-compatible server
+  (``--model openai:MODEL``), with retries; :mod:`~smoothguard.eval.cost`: the ``--dry-run`` estimate.
 - :mod:`~smoothguard.eval.oracle`: :class:`ShapeOracle`, a scripted pixel-reading backend for offline runs.
 
 Names load on first use; ``import smoothguard`` never imports this package.
@@ -25,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from smoothguard.eval.attack_study import ATTACKS, AttackStudy
+    from smoothguard.eval.cost import estimate
     from smoothguard.eval.datasets import write_all, write_llavabench, write_mmsafety, write_pope
+    from smoothguard.eval.endpoint import EndpointError, EndpointModel
     from smoothguard.eval.errors import DatasetError, EvalError
     from smoothguard.eval.judges import (
         KeywordJudge,
@@ -36,10 +40,12 @@ if TYPE_CHECKING:
         SafetyVerdict,
     )
     from smoothguard.eval.metrics import (
+        BENIGN_BENCHMARKS,
         agreement_detection,
         attack_success_rate,
         parse_yes_no,
         pope_metrics,
+        refusals,
         relative_score,
     )
     from smoothguard.eval.oracle import ShapeOracle
@@ -56,12 +62,14 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **dict.fromkeys(("ATTACKS", "AttackStudy"), "attack_study"),
+    "estimate": "cost",
+    **dict.fromkeys(("EndpointError", "EndpointModel"), "endpoint"),
     **dict.fromkeys(("write_all", "write_llavabench", "write_mmsafety", "write_pope"), "datasets"),
     **dict.fromkeys(("DatasetError", "EvalError"), "errors"),
     **dict.fromkeys(("KeywordJudge", "LLMJudge", "LLMReviewJudge", "OverlapJudge", "Review", "SafetyVerdict"),
                     "judges"),
-    **dict.fromkeys(("agreement_detection", "attack_success_rate", "parse_yes_no", "pope_metrics", "relative_score"),
-                    "metrics"),
+    **dict.fromkeys(("BENIGN_BENCHMARKS", "agreement_detection", "attack_success_rate", "parse_yes_no",
+                     "pope_metrics", "refusals", "relative_score"), "metrics"),
     "ShapeOracle": "oracle",
     **dict.fromkeys(("Dataset", "EvalItem", "read_dataset", "read_llavabench", "read_mmsafety", "read_pope"),
                     "readers"),
@@ -71,10 +79,13 @@ _LAZY = {
 
 __all__ = [
     "ATTACKS",
+    "BENIGN_BENCHMARKS",
     "AnswerLog",
     "AttackStudy",
     "Dataset",
     "DatasetError",
+    "EndpointError",
+    "EndpointModel",
     "EvalError",
     "EvalItem",
     "EvalRunner",
@@ -89,6 +100,7 @@ __all__ = [
     "agreement_detection",
     "attack_success_rate",
     "combine",
+    "estimate",
     "load_summary",
     "markdown_table",
     "parse_yes_no",
@@ -100,6 +112,7 @@ __all__ = [
     "read_llavabench",
     "read_mmsafety",
     "read_pope",
+    "refusals",
     "relative_score",
     "run_eval",
     "sweep_specs",

@@ -13,6 +13,10 @@ Output folder (``out``):
 - ``manifest.json``: benchmark, model, data and options; a restart with other ones is refused.
 - ``summary.json``, ``summary.md``, ``sweep.png``: see :mod:`smoothguard.eval.report`.
 
+An endpoint backend (:class:`~smoothguard.eval.endpoint.EndpointModel`, ``--model openai:MODEL``) has several
+items in flight at once, its calls bounded by its ``concurrency``; the guarded items go through the core's
+:class:`~smoothguard.fanout.FanOut`. Their records also count HTTP ``calls``, ``retries`` and ``failed_calls``.
+
 Noise is seeded per item from ``(seed, item id)``, so an item gets the same noise and answer whether it runs
 first, last, or after a restart.
 """
@@ -174,13 +178,15 @@ class EvalRunner:
     and seed are set per run and item). seed: base of the per-item noise seeds. progress: tqdm bars on
     stderr. retry_errors: ask again the items whose generation failed in an earlier attempt.
     image_transform: ``f(item, Media) -> Media`` applied before the model sees the image (e.g. an attack);
-    give such runs a ``tag``. options: extra manifest entries (data-reading options).
+    give such runs a ``tag``. options: extra manifest entries (data-reading options). benign: every input is
+    benign, so every refusal is an over-refusal (default: POPE and LLaVA-Bench are, MM-SafetyBench is not; True
+    for a benign control set in MM-SafetyBench's format).
     """
 
     def __init__(self, backend: Any, dataset: Dataset, out: str | Path, *, model_name: str | None = None,
                  judge: Any = None, guard_settings: Mapping[str, Any] | None = None, seed: int = 0,
                  progress: bool = True, retry_errors: bool = False, image_transform: ImageTransform | None = None,
-                 options: Mapping[str, Any] | None = None) -> None:
+                 options: Mapping[str, Any] | None = None, benign: bool | None = None) -> None:
         from smoothguard.config import GuardConfig
 
         self.backend = backend
@@ -198,6 +204,7 @@ class EvalRunner:
         self.retry_errors = retry_errors
         self.image_transform = image_transform
         self.options = dict(options or {})
+        self.benign = dataset.benchmark in BENIGN_BENCHMARKS if benign is None else bool(benign)
 
     # -- the whole evaluation -------------------------------------------------------------------------------
 
@@ -420,7 +427,7 @@ class EvalRunner:
         metrics["missing"] = len(records) - len(done)
         answered = [r for r in done.values() if r["error"] is None]
         agreements = [r["agreement"] for r in answered if r.get("agreement") is not None]
-        metrics.update(refusals(answers, benign=benchmark in BENIGN_BENCHMARKS))
+        metrics.update(refusals(answers, benign=self.benign))
         cost = {"model_calls": sum(int(r.get("n_used") or 0) for r in done.values()),
                 "calls_per_item": _mean([r.get("n_used") or 0 for r in done.values()]),
                 "seconds_per_item": _mean([r.get("seconds", 0.0) for r in done.values()])}

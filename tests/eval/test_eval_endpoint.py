@@ -293,3 +293,19 @@ def test_benign_control_set_reports_over_refusal(tmp_path, standin, capsys):
     assert eval_command.main([*argv, "--benign", "--out", str(tmp_path / "control")]) == 0
     metrics = json.loads(capsys.readouterr().out)["runs"][0]["metrics"]
     assert metrics["over_refusal"] == metrics["refusal_rate"] is not None
+
+
+@pytest.mark.parametrize(("bench", "extra", "metric"), [("mmsafety", ["--image-type", "SD"], "asr"),
+                                                        ("llavabench", ["--judge", "overlap"], "relative_score")])
+def test_safety_and_review_benchmarks_against_the_endpoint(tmp_path, standin, capsys, bench, extra, metric):
+    with OpenAIStub() as stub:
+        argv = [bench, "--model", "openai:stub-vlm", "--base-url", stub.base_url, "--data", str(standin[bench]),
+                "--out", str(tmp_path / bench), "--sigma", "0", "0.1", "--n-samples", str(N), "--limit", "4",
+                "--json", "--no-progress", *extra]
+        assert eval_command.main(argv) == 0
+        assert len(stub.requests) == 4 * (1 + N)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model"] == "openai:stub-vlm" and summary["endpoint"]["this_session"]["calls"] == 4 * (1 + N)
+    for run in summary["runs"]:
+        assert run["metrics"][metric] is not None and run["metrics"]["failed"] == 0
+        assert "refusal_rate" in run["metrics"]

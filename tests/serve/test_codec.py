@@ -117,6 +117,17 @@ def test_inline_replaces_a_url_with_the_fetched_bytes():
     assert body["messages"][0]["content"][1]["image_url"]["url"] == "https://example.com/cat.png"
 
 
+def test_inline_labels_the_fetched_bytes_by_their_own_format():
+    """A fetched JPEG decoded straight to a smaller size (a PNG-written Media) is still inlined as the JPEG it is."""
+    body = {"messages": [image_message("https://example.com/cat.jpg")]}
+    slot = find_media(body)[0]
+    raw = Media.image(np.full((600, 800, 3), 128, np.uint8)).to_bytes("jpeg")
+    fitted = Media.image(raw, fit=lambda w, h: (w // 4, h // 4))
+    assert fitted.format == "png" and fitted.source_size == (800, 600)
+    _, new_slot = inline(body, slot, raw, fitted)
+    assert new_slot.value.startswith("data:image/jpeg;base64,")
+
+
 def test_decode_limits_and_formats():
     config = GuardConfig(max_media_bytes=64)
     big = find_media({"messages": [image_message(png_url(0.5, size=64))]})[0]

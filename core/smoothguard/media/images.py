@@ -224,3 +224,12 @@ def _image_values(arr: np.ndarray) -> np.ndarray:
 
 def image_mime(format: str) -> str:
     return IMAGE_MIME[format] if format in IMAGE_WRITERS else "image/png"
+
+
+def image_mime_of(raw: bytes) -> str:
+    """The MIME type of encoded image bytes, from their header (``"image/png"`` when unrecognised)."""
+    try:
+        with Image.open(io.BytesIO(raw), formats=_PIL_OPENERS) as img:
+            return IMAGE_MIME.get(_PIL_FORMATS.get(img.format or "", ""), "image/png")
+    except Exception:  # not an image PIL opens: decoding it has already failed or will fail with a clear error
+        return "image/png"

@@ -30,6 +30,7 @@ from smoothguard.config import GuardConfig
 from smoothguard.content_parts import ContentPart, UnsupportedContent, check_part, classify, get_path, write_media
 from smoothguard.errors import MediaError
 from smoothguard.media import Media
+from smoothguard.media.images import image_mime_of
 from smoothguard.serve.errors import ProxyError
 
 __all__ = ["FoundMedia", "MediaSlot", "answer_text", "candidate_body", "decode_slot", "encode_media", "find_media",
@@ -182,14 +183,10 @@ def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) 
     return limits.decode(source, slot.kind, config)
 
 
-_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif", "bmp": "image/bmp",
-         "tiff": "image/tiff"}
-
-
 def inline(body: dict[str, Any], slot: MediaSlot, raw: bytes, media: Media) -> tuple[dict[str, Any], MediaSlot]:
     """``body`` with the URL of ``slot`` replaced by the bytes fetched from it (``raw``, decoded as ``media``),
     inline in the part's own shape, and the slot that now points at them. ``body`` is not modified."""
-    mime = "audio/wav" if media.kind == "audio" else _MIME.get(media.format, media.mime_type)
+    mime = "audio/wav" if media.kind == "audio" else image_mime_of(raw)
     block = _replace_block(body, slot, base64.b64encode(raw).decode("ascii"), mime)
     messages = list(body["messages"])
     message = dict(messages[slot.message])

@@ -36,11 +36,11 @@ from typing import Any, Literal
 from smoothguard import GuardConfig, Media, limits
 from smoothguard.content_parts import ContentPart, check_part, classify, get_path, write_media
 from smoothguard.errors import MediaError
+from smoothguard.media.audio import WAV_MIMES
 
 __all__ = ["MediaSlot", "MessageMedia", "find_media", "is_message_like", "read_media_value", "write_media_value"]
 
 Kind = Literal["image", "audio"]
-_WAV_MIMES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
 _MAX_NESTING = 8  # levels of blocks inside blocks searched for media
 #: content_parts dialect -> the short name slots carry
 _DIALECTS = {"langchain-v1": "v1", "langchain-v0": "v0"}
@@ -229,7 +229,7 @@ def _write(block: dict[str, Any], slot: MediaSlot, media: Media) -> dict[str, An
 def _mime(block: dict[str, Any], slot: MediaSlot, media: Media) -> str:
     if slot.kind == "audio":
         given = block.get("mime_type")
-        return given if given in _WAV_MIMES else "audio/wav"
+        return given if given in WAV_MIMES else "audio/wav"
     return media.mime_type
 
 

@@ -81,6 +81,7 @@ class FanOut(Generic[R]):
         self.asked = 0
         self.late_indices: set[int] = set()
         self.deadline: float | None = None
+        self.passthrough = False  # a request without media: one call, made inline
 
     @property
     def late(self) -> int:
@@ -138,6 +139,7 @@ class FanOut(Generic[R]):
     # -- one round --------------------------------------------------------------------------------------------
 
     def _deadline(self, media: Sequence[Media], deadline: float | None) -> float | None:
+        self.passthrough = not media
         if not media:  # a pass-through call has no budget
             return None
         return deadline if deadline is not None else self.guard.deadline_from_now()
@@ -151,6 +153,8 @@ class FanOut(Generic[R]):
         indices = self._round(variants)
         call = self.call
         assert call is not None
+        if self.passthrough:  # one call without media: in this thread
+            return [self._settle(indices[0], _done(lambda: call(indices[0], self._prepare(variants, 0))))]
         workers = _cpu_workers(len(variants))
         encoder = ThreadPoolExecutor(workers, thread_name_prefix="smoothguard-prepare")
         caller = ThreadPoolExecutor(self._width(len(variants)), thread_name_prefix="smoothguard-call")
@@ -170,6 +174,13 @@ class FanOut(Generic[R]):
         indices = self._round(variants)
         acall = self.acall
         assert acall is not None
+        if self.passthrough:  # one call without media: no thread, no task
+            job: Future[Any] = Future()
+            try:
+                job.set_result(await acall(indices[0], self._prepare(variants, 0)))
+            except Exception as exc:
+                job.set_exception(exc)
+            return [self._settle(indices[0], job)]
         encoding = asyncio.Semaphore(_cpu_workers(len(variants)))
         calling = asyncio.Semaphore(self._width(len(variants)))
 
@@ -317,6 +328,16 @@ def add_notes(result: GuardResult, notes: Sequence[str]) -> GuardResult:
 
 
 _CPUS = os.cpu_count() or 1
+
+
+def _done(fn: Callable[[], Any]) -> Future[Any]:
+    """``fn()``'s outcome as a finished future."""
+    job: Future[Any] = Future()
+    try:
+        job.set_result(fn())
+    except Exception as exc:
+        job.set_exception(exc)
+    return job
 
 
 def _cpu_workers(n: int) -> int:

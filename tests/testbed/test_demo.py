@@ -136,7 +136,7 @@ def test_command_module_is_light():
 
 
 @pytest.mark.skipif(not weights_available(), reason="the testbed has not been trained in this installation "
-                    "(bash core/smoothguard/testbed/train_gpu.sh, then unpack main.tar into testbed/weights/)")
+                    "(bash training/train_gpu.sh, then unpack main.tar into testbed/weights/)")
 def test_shipped_demo(capsys):
     """The real thing: ``smoothguard demo`` on the shipped weights; the clean answers are right."""
     assert main(["demo", "--json"]) == 0

@@ -41,7 +41,7 @@ def test_missing_weights_say_how_to_train(tmp_path, monkeypatch):
     message = str(info.value)
     assert message == missing_weights_message("main")
     assert "has not been trained in this installation" in message and str(tmp_path / "main") in message
-    assert "bash core/smoothguard/testbed/train_gpu.sh" in message and "tar -xf testbed-out/main.tar" in message
+    assert "bash training/train_gpu.sh" in message and "tar -xf testbed-out/main.tar" in message
     assert "--device cpu" in message and "--init-from runs/main/model" in message
     with pytest.raises(ConfigError, match="'surrogate' has not been trained"):
         load_testbed("surrogate")

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,6 +121,9 @@ def test_fp16_export_loads_back_offline(tmp_path, tokenizer, processor, batch):
     assert torch.allclose(got["pixel_values"], want["pixel_values"])
 
 
+TRAINING = Path(__file__).resolve().parents[2] / "training"  # the trainer, outside the package
+
+
 def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
@@ -139,7 +143,8 @@ def test_trainer_needs_no_other_smoothguard_dependency():
                "matplotlib", "langchain_core", "llama_index", "torchvision", "accelerate", "fastapi", "httpx"]
     r = _run(
         f"import sys\nfor m in {blocked!r}: sys.modules[m] = None\n"
-        "import smoothguard.testbed.train, smoothguard.testbed.evaluate, smoothguard.testbed.model\n"
+        f"sys.path.insert(0, {str(TRAINING)!r})\nimport train\n"
+        "import smoothguard.testbed.evaluate, smoothguard.testbed.model\n"
         "from smoothguard.testbed.model import build_tokenizer, build_processor\n"
         "build_processor(build_tokenizer())\n"
     )

@@ -1,6 +1,9 @@
 """The trainer: a short CPU run lowers the loss, resumes bit for bit, exports and evaluates."""
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +11,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from smoothguard.testbed.encode import Encoder
-from smoothguard.testbed.train import ShapeBatches, TrainOptions, lr_at, main, train
+
+# the trainer lives outside the installed package, in training/train.py
+_spec = importlib.util.spec_from_file_location("testbed_train", Path(__file__).resolve().parents[2] / "training" /
+                                               "train.py")
+trainer = importlib.util.module_from_spec(_spec)
+sys.modules["testbed_train"] = trainer  # before running it: its dataclasses look their module up
+_spec.loader.exec_module(trainer)
+ShapeBatches, TrainOptions, lr_at, main, train = (trainer.ShapeBatches, trainer.TrainOptions, trainer.lr_at,
+                                                  trainer.main, trainer.train)
 
 STEPS, BATCH = 30, 8
 

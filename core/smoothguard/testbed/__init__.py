@@ -4,7 +4,8 @@
   and answer templates (:data:`TASK_QUESTIONS`, :data:`ANSWER_TEMPLATES`). numpy + PIL only.
 - :mod:`~smoothguard.testbed.model` — tokenizer, ``LlavaProcessor`` and ``LlavaForConditionalGeneration``
   built in code (configs ``"main"`` and ``"surrogate"``), fp16 export and offline loading.
-- :mod:`~smoothguard.testbed.train` — ``python -m smoothguard.testbed.train``; ``train_gpu.sh`` trains both.
+- the trainer is outside the package: ``training/train.py`` (``PYTHONPATH=core python training/train.py``);
+  ``training/train_gpu.sh`` trains both.
 - :mod:`~smoothguard.testbed.evaluate` — held-out accuracy per question kind and under noise.
 - :mod:`~smoothguard.testbed.audio_data` — the audio task: beep clips (:func:`make_clip`, :func:`make_audio_example`),
   the exact questions and answers (:data:`AUDIO_QUESTIONS`, :data:`AUDIO_ANSWERS`). numpy only.

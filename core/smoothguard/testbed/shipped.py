@@ -80,10 +80,10 @@ def missing_weights_message(name: str = "main") -> str:
     return (
         f"the SmoothGuard testbed model {name!r} has not been trained in this installation: {where} holds no "
         f"weights (it needs {', '.join(_REQUIRED)}). Train it on a GPU with one command, from the repository root: "
-        f"`bash core/smoothguard/testbed/train_gpu.sh` (minutes on an H100; results in ./testbed-out; the README "
+        f"`bash training/train_gpu.sh` (minutes on an H100; results in ./testbed-out; the README "
         f"says how the shipped main was made), then "
         f"`tar -xf testbed-out/{name}.tar -C core/smoothguard/testbed/weights/`. "
-        f"On a CPU: `PYTHONPATH=core python -m smoothguard.testbed.train --config {name} --device cpu "
+        f"On a CPU: `PYTHONPATH=core python training/train.py --config {name} --device cpu "
         f"{_CPU_FLAGS[name][0]} --out runs/{name}` ({_CPU_FLAGS[name][1]}; go on in a later session with "
         f"--init-from runs/{name}/model), then copy runs/{name}/model/ to {where}/. "
         "See smoothguard/testbed/README.md. Meanwhile, use a real model (`--model HUB_ID_OR_PATH` on the command "

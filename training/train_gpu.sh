@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared command for a GPU machine: trains the testbed's "main" model, then its "surrogate".
 #
-#   bash core/smoothguard/testbed/train_gpu.sh          # from the repository root; nothing needs installing
+#   bash training/train_gpu.sh          # from the repository root; nothing needs installing
 #
 # Needs python3 with torch (CUDA), transformers, tokenizers, numpy, pillow and tqdm; SmoothGuard's other
 # dependencies are not needed and the package is not installed (PYTHONPATH=core).
@@ -29,7 +29,7 @@
 # start main from, a fresh schedule: e.g. training/main, the unfinished CPU run).
 set -u -o pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 OUT="${OUT:-$ROOT/testbed-out}"
 WORK="${WORK:-/tmp/smoothguard-testbed}"
@@ -68,17 +68,17 @@ df -h /dev/shm 2>/dev/null | tail -1 | sed 's/^/shared memory: /' | tee -a "$LOG
 # The package is not installed there: import it from core/. Should smoothguard/__init__ need a dependency that
 # is missing there, fall back to a stand-in top package whose only content is the path to core/smoothguard.
 export PYTHONPATH="$ROOT/core"
-if ! "$PYTHON" -c "import smoothguard.testbed.train" >>"$LOG" 2>&1; then
+if ! "$PYTHON" "$ROOT/training/train.py" --help >>"$LOG" 2>&1; then
     mkdir -p "$WORK/shim/smoothguard"
     printf '__path__ = [%s]\n' "'$ROOT/core/smoothguard'" >"$WORK/shim/smoothguard/__init__.py"
     export PYTHONPATH="$WORK/shim"
     say "import smoothguard failed (see log); using the stand-in package in $WORK/shim"
-    "$PYTHON" -c "import smoothguard.testbed.train" >>"$LOG" 2>&1 || { say "FAILED: cannot import the trainer"; exit 1; }
+    "$PYTHON" "$ROOT/training/train.py" --help >>"$LOG" 2>&1 || { say "FAILED: cannot import the trainer"; exit 1; }
 fi
 
 train() {  # name, then extra flags
     local name="$1"; shift
-    "$PYTHON" -m smoothguard.testbed.train --config "$name" --device "$DEVICE" --workers "$WORKERS" \
+    "$PYTHON" "$ROOT/training/train.py" --config "$name" --device "$DEVICE" --workers "$WORKERS" \
         --out "$WORK/$name" --log-every 250 --eval-examples "$EVAL_EXAMPLES" --no-progress "$@" 2>&1 \
         | grep --line-buffered -v -e "Loading weights" -e "Writing model shards" | tee -a "$LOG"
     return "${PIPESTATUS[0]}"

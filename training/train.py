@@ -1,4 +1,4 @@
-"""Train a testbed model on freshly generated examples: ``python -m smoothguard.testbed.train --help``.
+"""Train a testbed model on freshly generated examples: ``PYTHONPATH=core python training/train.py --help``.
 
 Recipe (see reference/testbed.md): loss on the answer tokens only; Gaussian pixel noise on half of the
 images (std uniform in [0, 0.06], clipped to [0, 1] for half of those, unclipped for the rest); AdamW
@@ -454,7 +454,7 @@ def _versions() -> dict[str, str]:
 def _parser() -> argparse.ArgumentParser:
     d = TrainOptions()
     p = argparse.ArgumentParser(
-        prog="python -m smoothguard.testbed.train",
+        prog="python training/train.py",
         description="Train a SmoothGuard testbed VLM on generated shape images (see smoothguard/testbed/README.md).",
     )
     p.add_argument("--config", choices=sorted(CONFIGS), default=d.config, help="model size (default: main)")

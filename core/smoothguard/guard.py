@@ -261,7 +261,8 @@ class _Request:
             size = target_size(rule, item.width, item.height)
             resized = item.resized(*size)
             if resized is item and item.source_size != size:  # decoded straight to its size (limits.request's fit):
-                resized = item.with_data(item.data)  # a new object, so adapters send it, not the caller's full block
+                # a new object (sharing the read-only pixels), so adapters send it, not the caller's full-size block
+                resized = Media._make("image", item.data, "png", source_size=item.source_size)
             out.append(resized)
             sites.append(NoiseSite("image", item.source_size or size, size))
             if rule == "none":

@@ -127,7 +127,8 @@ class LazyVariants(Sequence[list[Media]]):
             if item.kind == "image" and self.image_std is None:
                 out.append(item)
             elif item.kind == "image":  # written lossless whatever the source format: the noise arrives exactly
-                out.append(Media._make("image", add_image_noise(item.data, self.image_std, rng), "png"))
+                out.append(Media._make("image", add_image_noise(item.data, self.image_std, rng), "png",
+                                       source_size=item.source_size))
             else:
                 out.append(Media._make("audio", add_audio_noise(item.data, self.audio_std, rng), item.format,
                                        sample_rate=item.sample_rate, wav_subtype=item.wav_subtype))

@@ -309,3 +309,14 @@ def test_safety_and_review_benchmarks_against_the_endpoint(tmp_path, standin, ca
     for run in summary["runs"]:
         assert run["metrics"][metric] is not None and run["metrics"]["failed"] == 0
         assert "refusal_rate" in run["metrics"]
+
+
+async def test_overlapping_calls_outside_a_session_share_one_client(tiny_image):
+    import asyncio
+
+    with OpenAIStub(latency=0.05) as stub:
+        model = EndpointModel("stub-vlm", stub.base_url, concurrency=3)
+        payload = model.payload("Describe it.", [tiny_image])
+        answers = await asyncio.gather(*(model.post(payload) for _ in range(6)))
+        assert len(answers) == 6 and all(a.startswith("The image is") for a in answers)
+        assert stub.max_in_flight() <= 3 and model._client is None  # bounded by one client, closed after

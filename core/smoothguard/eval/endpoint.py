@@ -10,8 +10,12 @@ Each call is one ``POST {base_url}/chat/completions`` with the prompt and the im
 a per-call ``timeout``, capped response bodies); this module adds the retries an unattended run needs: a call
 answered 429, 408, 409 or 5xx, timed out or cut off is retried up to ``max_retries`` times with exponential
 backoff and full jitter (``backoff`` x 2^attempt seconds, at most ``max_backoff``). Other 4xx are not retried
-(the request itself is wrong). A call still failing after its retries is returned as an exception, so the
-guard leaves that candidate out of the vote and the runner counts the item's failure apart.
+(the request itself is wrong). A call still failing after its retries raises :class:`EndpointError` (in
+:meth:`EndpointModel.agenerate`'s list, it is returned in its place), so the guard leaves that candidate out of
+the vote and the runner counts it apart (``failed_calls``; the item ``failed`` when too few answered).
+
+The runner (:class:`~smoothguard.eval.EvalRunner`) sends the guarded copies through the core's fan-out
+(:class:`~smoothguard.fanout.FanOut`) with :meth:`EndpointModel.payload` and :meth:`EndpointModel.post`.
 
 :attr:`EndpointModel.stats` counts calls, retries, calls failed after retries and HTTP statuses seen.
 """
@@ -123,6 +127,7 @@ class EndpointModel:
         self.transport = transport
         self.stats = EndpointStats()
         self._client: Any = None
+        self._users = 0
 
     @property
     def name(self) -> str:
@@ -136,20 +141,21 @@ class EndpointModel:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[EndpointModel]:
-        """Open the connection pools for the running event loop (and close them after); calls outside a session
-        open their own."""
-        if self._client is not None:
-            yield self
-            return
-        from smoothguard.serve.upstream import UpstreamClient
+        """Open the connection pools for the running event loop (and close them when the last user leaves);
+        calls outside a session open their own. Sessions nest and overlap: they share one client."""
+        if self._client is None:
+            from smoothguard.serve.upstream import UpstreamClient
 
-        self._client = UpstreamClient(self.base_url, timeout=self.timeout, connect_timeout=self.connect_timeout,
-                                      max_concurrency=self.concurrency, transport=self.transport)
+            self._client = UpstreamClient(self.base_url, timeout=self.timeout, connect_timeout=self.connect_timeout,
+                                          max_concurrency=self.concurrency, transport=self.transport)
+        self._users += 1
         try:
             yield self
         finally:
-            client, self._client = self._client, None
-            await client.aclose()
+            self._users -= 1
+            if self._users == 0:
+                client, self._client = self._client, None
+                await client.aclose()
 
     # -- calls --------------------------------------------------------------------------------------------------
 
@@ -172,7 +178,11 @@ class EndpointModel:
 
     async def post(self, payload: bytes) -> str:
         """Send one request body (from :meth:`payload`) and return the answer text (retried as the module doc
-        says); :class:`EndpointError` when it fails. Call it inside :meth:`session`."""
+        says); :class:`EndpointError` when it fails. Inside :meth:`session` it shares its connection pools."""
+        async with self.session():  # the client stays open while any call uses it
+            return await self._post(payload)
+
+    async def _post(self, payload: bytes) -> str:
         from smoothguard.serve.errors import Redactor
         from smoothguard.serve.upstream import UpstreamError
 

@@ -20,7 +20,7 @@ Procedure (``n0`` selection candidates, ``n`` estimation candidates, level ``alp
 Guarantee (Cohen et al., Theorem 1 and Proposition 2, with ``f`` = "is the answer in A"): with probability at
 least ``1 - alpha`` over the noise of the run, if ``certify`` returns A with radius R, then for every
 perturbation ``delta`` with ``||delta||_2 < R`` (in the units of ``sigma``, at the size the noise is drawn at),
-more than half of the noisy copies of ``x + delta`` are answered inside A: the smoothed answer stays in A.
+a noisy copy of ``x + delta`` is answered inside A with probability above 1/2: the smoothed answer stays A.
 The selection and the rule see none of the counted candidates, so neither the choice of A nor the clustering
 biases the count.
 

@@ -179,10 +179,10 @@ class SmoothGuard:
         ``n`` fresh noisy copies through ``backend.generate`` (``batch_size`` per call) and bounds A's share
         ``p_lower`` (one-sided Clopper-Pearson at ``1 - alpha``). With probability at least ``1 - alpha`` over the
         noise, if it returns A with radius ``R = sigma * Phi^-1(p_lower)``, then for every perturbation of L2 norm
-        below ``R`` (in the units of ``sigma``, at the size the noise is drawn at) more than half of the noisy
-        copies are still answered inside A. Abstains (``abstained=True``, a value) when ``p_lower <= 1/2``.
-        The guarantee is about the cluster (answer texts and an embedding ball), not the text's meaning, and
-        about the smoothed model, not one call; details in :mod:`smoothguard.certify`.
+        below ``R`` (in the units of ``sigma``, at the size the noise is drawn at) a noisy copy of the perturbed
+        input is still answered inside A with probability above 1/2. Abstains (``abstained=True``, a value) when
+        ``p_lower <= 1/2``. The guarantee is about the cluster (answer texts and an embedding ball), not the
+        text's meaning, and about the smoothed model, not one call; details in :mod:`smoothguard.certify`.
         """
         from smoothguard.certify import certify
 

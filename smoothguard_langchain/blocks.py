@@ -78,12 +78,13 @@ class MessageMedia:
         return [slot.media for slot in self.slots]
 
     def rebuild(self, media: Sequence[Media]) -> list[Any]:
-        """The messages with ``media[k]`` in slot ``k``; a slot whose media is the original keeps its block."""
+        """The messages with ``media[k]`` in slot ``k``; a slot whose media is the original keeps its block, unless
+        the block gave a URL (the fetched original goes inline, so the model sees what the guard saw)."""
         if len(media) != len(self.slots):
             raise ValueError(f"rebuild needs {len(self.slots)} media, got {len(media)}")
         contents: dict[int, list[Any]] = {}
         for slot, item in zip(self.slots, media, strict=True):
-            if item is slot.media:
+            if item is slot.media and not (slot.part is not None and slot.part.source == "url"):
                 continue
             content = contents.setdefault(slot.message, list(_content(self.messages[slot.message])))
             content[slot.block] = _write_at(content[slot.block], slot.path, slot.nested, slot, item)

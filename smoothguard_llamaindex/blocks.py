@@ -164,7 +164,7 @@ class _Reader:
             return
 
         self._add(where, kind, "fetched", carrier, download)
-        self.notes.append(f"{where}: remote {kind} {shorten(url)} fetched; the noisy copies were sent inline")
+        self.notes.append(f"{where}: remote {kind} {shorten(url)} fetched; every copy was sent inline")
 
     def _decode(self, kind: str, source: Any, where: str, carrier: Any) -> Media:
         try:
@@ -232,13 +232,14 @@ class _FoundMedia:
         return tuple(self._reader.notes)
 
     def _replacements(self, variant: Sequence[Media], tag: int | str, what: str) -> dict[Any, Any]:
-        """place -> new carrier for each medium of ``variant`` that is not the original Media object (and for
-        stream-form originals, which must be re-read); other places keep the caller's carrier."""
+        """place -> new carrier for each medium of ``variant`` that is not the original Media object, and for a
+        fetched original (sent inline, so the model sees what the guard saw) or a stream-form one (re-read); other
+        places keep the caller's carrier."""
         if len(variant) != len(self._places):
             raise ValueError(f"variant has {len(variant)} media, the {what} {len(self._places)}")
         replaced: dict[Any, Any] = {}
         for k, (place, medium) in enumerate(zip(self._places, variant, strict=True)):
-            if medium is not self.media[k]:
+            if medium is not self.media[k] or self._reader.slots[k].form == "fetched":
                 replaced[place] = self._reader.write(k, medium, str(tag))
             elif self._reader.slots[k].form == "io":
                 replaced[place] = self._reader.original(k)

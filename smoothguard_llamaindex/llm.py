@@ -58,7 +58,8 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
 
     * ``ImageBlock``/``AudioBlock`` content (inline bytes, file-like, path, ``data:`` URL, http(s) URL per
       ``remote_media``) is perturbed and written back in the same form; text is never changed. Audio must
-      be WAV. A fetched http(s) image's noisy copies go inline (the original keeps its URL);
+      be WAV. A fetched http(s) image goes inline in every call, the original too (so the model sees what
+      the guard saw);
       ``passthrough`` leaves URLs unsmoothed and says so in ``notes``. A call without media is passed
       through: one inner call.
     * The inner calls run concurrently (threads for sync endpoints, ``asyncio.gather`` for async ones),

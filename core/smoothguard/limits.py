@@ -57,12 +57,16 @@ class MediaBudget:
     def fetch(self, url: str, kind: str) -> Media:
         """``media.fetch(url)`` under the limits (``fetch_timeout``, ``max_media_bytes``, the pixels left, read from
         the header; ``allow_private_fetch``), decoded at the request's ``fit``. The remote-media *policy* is the
-        caller's to apply first (``remote_media``)."""
+        caller's to apply first (``remote_media``). A fetched image is written back as PNG: it goes to the model
+        inline in place of its URL, and lossless, as the noisy copies do."""
         c = self.config
         self._count()
-        return self._within(media_lib.fetch(url, kind, timeout=c.fetch_timeout, max_bytes=c.max_media_bytes,
-                                            max_pixels=self.pixels_left(), allow_private=c.allow_private_fetch,
-                                            limit_name="max_media_bytes", fit=self.fit))
+        media = media_lib.fetch(url, kind, timeout=c.fetch_timeout, max_bytes=c.max_media_bytes,
+                                max_pixels=self.pixels_left(), allow_private=c.allow_private_fetch,
+                                limit_name="max_media_bytes", fit=self.fit)
+        if media.kind == "image" and media.format != "png":
+            media = Media._make("image", media.data, "png", source_size=media.source_size)
+        return self._within(media)
 
     def admit(self, media: Media) -> Media:
         """Count a medium decoded elsewhere (a fetched one, decoded under :meth:`pixels_left`)."""

@@ -152,7 +152,8 @@ def test_remote_media_fetch_passthrough_and_error(media_server):
         found = find_media(messages, CONFIG)
         assert len(found.slots) == 1 and found.slots[0].media.width == 32
         variants = SmoothGuard(CONFIG).perturb(found.media)
-        assert found.rebuild(variants[0])[0].content[1] is messages[0].content[1]  # candidate 0 keeps the URL
+        original = found.rebuild(variants[0])[0].content[1]  # candidate 0 goes inline too: what the guard saw
+        assert url not in str(original) and base64.b64decode(_payload(original))[:4] == b"\x89PNG"
         written = found.rebuild(variants[1])[0].content[1]
         assert written["type"] == block["type"] and url not in str(written)  # the noisy copy is inline
         assert base64.b64decode(_payload(written))[:4] == b"\x89PNG"

@@ -78,6 +78,7 @@ def test_each_candidate_gets_its_own_prepared_payload_and_index():
 
 async def test_time_budget_abandons_a_late_thread_and_cancels_a_late_task():
     guard = SmoothGuard(n_samples=5, seed=0, time_budget=0.5)
+    guard.aggregate(["a cat", "a dog"])  # the embedder loaded before the clock starts
     release, cancelled = threading.Event(), []
 
     def call(index, variant):

@@ -31,7 +31,7 @@ from llama_index.core.base.llms.types import (
 )
 from reliability_support import MediaChat, MediaLLM, describe
 
-from smoothguard import GuardConfig, Media
+from smoothguard import GuardConfig, Media, SmoothGuard
 from smoothguard.errors import GenerationError
 from smoothguard.tool_calls import canonical_tool_calls
 from smoothguard_langchain import ChatSmoothGuard
@@ -119,24 +119,25 @@ class Script:
 # -- the three paths ------------------------------------------------------------------------------------------
 
 
-def _python_failure(behaviour: Any) -> Exception | None:
+def _python_reply(script: Script, media: Media | None, calls) -> Any:
+    """The next behaviour as a Python model gives it: a provider exception to raise, ``calls(behaviour)`` for tool
+    calls, else the answer (after sleeping when slow)."""
+    behaviour = script.next()
     if isinstance(behaviour, RateLimit):
         return ProviderRateLimit("Rate limit reached, retry later")
     if isinstance(behaviour, ServerError):
         return ProviderServerError("the GPU fell over")
-    return None
+    if isinstance(behaviour, Slow):
+        time.sleep(behaviour.seconds)
+    return calls(behaviour) if isinstance(behaviour, Calls) else describe(media)
 
 
 def run_langchain(script: Script, settings: dict[str, Any]) -> Outcome:
+    def called(behaviour: Calls) -> AIMessage:
+        return AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": i} for n, a, i in behaviour.pairs()])
+
     def reply(number: int, media: Media | None) -> Any:
-        behaviour = script.next()
-        if (failure := _python_failure(behaviour)) is not None:
-            return failure
-        if isinstance(behaviour, Slow):
-            time.sleep(behaviour.seconds)
-        if isinstance(behaviour, Calls):
-            return AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": i} for n, a, i in behaviour.pairs()])
-        return describe(media)
+        return _python_reply(script, media, called)
 
     block = {"type": "image", "base64": base64.b64encode(PNG).decode(), "mime_type": "image/png"}
     guard = ChatSmoothGuard(model=MediaChat(script=reply), n_samples=N, seed=0, **settings)
@@ -149,19 +150,15 @@ def run_langchain(script: Script, settings: dict[str, Any]) -> Outcome:
 
 
 def run_llamaindex(script: Script, settings: dict[str, Any]) -> Outcome:
+    def called(behaviour: Calls) -> ChatResponse:  # half as ToolCallBlocks, half as OpenAI-style additional_kwargs
+        if behaviour.number % 2:
+            blocks = [ToolCallBlock(tool_call_id=i, tool_name=n, tool_kwargs=a) for n, a, i in behaviour.pairs()]
+            return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks))
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content="",
+                                                additional_kwargs={"tool_calls": behaviour.openai()}))
+
     def reply(number: int, media: Media | None) -> Any:
-        behaviour = script.next()
-        if (failure := _python_failure(behaviour)) is not None:
-            return failure
-        if isinstance(behaviour, Slow):
-            time.sleep(behaviour.seconds)
-        if isinstance(behaviour, Calls):  # half as ToolCallBlocks, half as OpenAI-style additional_kwargs
-            if behaviour.number % 2:
-                blocks = [ToolCallBlock(tool_call_id=i, tool_name=n, tool_kwargs=a) for n, a, i in behaviour.pairs()]
-                return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks))
-            return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content="",
-                                                    additional_kwargs={"tool_calls": behaviour.openai()}))
-        return describe(media)
+        return _python_reply(script, media, called)
 
     llm = SmoothGuardLLM(llm=MediaLLM(script=reply), n_samples=N, seed=0, **settings)
     try:
@@ -220,6 +217,7 @@ def ask(path: str, behaviour, **settings: Any) -> Outcome:
 
 @pytest.mark.parametrize("path", PATHS)
 def test_time_budget_leaves_the_late_candidate_out_with_a_note(path: str) -> None:
+    SmoothGuard().aggregate(["a cat", "a dog"])  # the embedder loaded before the clock starts
     start = time.monotonic()
     outcome = ask(path, lambda number: Slow(4.0) if number == 1 else Slow(0.0), time_budget=1.0)
     assert time.monotonic() - start < 3.5, path  # the budget (room for a loaded machine), not the 4 s call

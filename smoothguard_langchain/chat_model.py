@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -53,6 +52,7 @@ from smoothguard.errors import ConfigError, MediaError
 from smoothguard_langchain.blocks import find_media
 from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
 from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, chat_model, run_guard
+from smoothguard_langchain.decoding import greedy_temperature
 from smoothguard_langchain.settings import CONFIG_FIELDS, GuardSettings
 
 __all__ = ["ChatSmoothGuard"]
@@ -61,7 +61,6 @@ __all__ = ["ChatSmoothGuard"]
 #: pass it to ``_generate``), forwarded to every candidate call.
 _CONFIGURABLE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "smoothguard_configurable", default=None)
-_warned_no_temperature: set[type] = set()
 
 
 class ChatSmoothGuard(GuardSettings, BaseChatModel):
@@ -325,7 +324,7 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
     def _call_kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         stop = stop if stop is not None else self.stop
         out = {**kwargs, "stop": stop} if stop else dict(kwargs)
-        if "temperature" not in out and _greedy_temperature(chat_model(self.model)):
+        if "temperature" not in out and greedy_temperature(chat_model(self.model)):
             out["temperature"] = 0
         return out
 
@@ -356,34 +355,6 @@ def _with_total_usage(message: Any) -> Any:
     if isinstance(message, AIMessage) and total and message.usage_metadata is None:
         return message.model_copy(update={"usage_metadata": dict(total)})
     return message
-
-
-def _greedy_temperature(model: Any) -> bool:
-    """Whether candidates should be sent ``temperature=0``: the inner chat model has a ``temperature`` setting and
-    its provider takes 0 (``ChatOpenAI``'s own validator drops it for reasoning models such as gpt-5 and o1).
-    Warns once per model class when greedy decoding cannot be requested."""
-    if model is None:
-        return False
-    fields = getattr(type(model), "model_fields", {})
-    if "temperature" not in fields:
-        if type(model) not in _warned_no_temperature:
-            _warned_no_temperature.add(type(model))
-            warnings.warn(f"ChatSmoothGuard cannot ask {type(model).__name__} for greedy decoding (it has no "
-                          "`temperature` setting): candidates use the model's own decoding, so set it to greedy "
-                          "there if it samples", UserWarning, stacklevel=4)
-        return False
-    if getattr(model, "temperature", None) == 0:
-        return False  # already greedy: nothing to add
-    validate = getattr(type(model), "validate_temperature", None)
-    name = getattr(model, "model_name", None) or getattr(model, "model", None)
-    if callable(validate) and isinstance(name, str):
-        try:
-            checked = validate({"model": name, "model_name": name, "temperature": 0})
-        except Exception:
-            return False
-        if isinstance(checked, dict) and checked.get("temperature") != 0:
-            return False  # the provider takes no temperature 0 for this model
-    return True
 
 
 def _swap_model(node: Any, inner: Any, wrap: Any, depth: int = 0) -> Any:

@@ -26,6 +26,7 @@ from smoothguard import GuardConfig, GuardResult, SmoothGuard
 from smoothguard_langchain.blocks import MessageMedia, find_media
 from smoothguard_langchain.callbacks import NOSTREAM_TAG, candidate_tag, without_stream_consumers
 from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard, vote_text
+from smoothguard_langchain.decoding import greedy_temperature
 
 __all__ = ["SmoothGuardMiddleware"]
 
@@ -44,6 +45,11 @@ class SmoothGuardMiddleware(AgentMiddleware):
     @property
     def config(self) -> GuardConfig:
         return self.guard.config
+
+    def warmup(self) -> SmoothGuardMiddleware:
+        """Load the embedder now (quietly), so the agent's first guarded call does not pay for it; returns ``self``."""
+        self.guard.warmup()
+        return self
 
     # -- hooks --------------------------------------------------------------------------------------------
 
@@ -83,9 +89,12 @@ def _request(request: ModelRequest, found: MessageMedia, media: Sequence[Any]) -
     if not found.slots:
         return request
     messages = found.rebuild(media)
+    extra: dict[str, Any] = {}
+    if "temperature" not in request.model_settings and greedy_temperature(request.model):
+        extra["model_settings"] = {**request.model_settings, "temperature": 0}  # greedy candidates
     if request.system_message is not None:
-        return request.override(system_message=messages[0], messages=messages[1:])
-    return request.override(messages=messages)
+        return request.override(system_message=messages[0], messages=messages[1:], **extra)
+    return request.override(messages=messages, **extra)
 
 
 def _candidate_config(index: int) -> dict[str, Any]:

@@ -171,6 +171,16 @@ def test_candidates_are_sent_at_temperature_zero_where_the_provider_takes_it(stu
     assert len(stub.requests) == N and all("temperature" not in r.body for r in stub.requests)  # gpt-5 takes none
 
 
+def test_middleware_candidates_are_greedy_too(stub, image):
+    from smoothguard_langchain import SmoothGuardMiddleware
+
+    middleware = SmoothGuardMiddleware(n_samples=N, seed=0)
+    assert middleware.warmup() is middleware
+    agent = create_agent(model=_openai(stub), tools=[lookup], middleware=[middleware])
+    agent.invoke({"messages": _ask(image)})
+    assert len(stub.requests) == 2 * N and all(r.body.get("temperature") == 0 for r in stub.requests)
+
+
 def test_a_model_without_temperature_is_warned_about_once(image):
     class NoTemperature(FakeVLM):  # a fresh class: the warning is once per model class
         pass

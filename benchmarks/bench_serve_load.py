@@ -6,8 +6,8 @@ Checks, per row: no errors; no cross-talk (every answer must carry its own reque
 level, so a candidate sent under the wrong request, or an image from another request, shows); the p50 latency of a
 guarded request against one upstream call (target: within 1.5x) and against a direct call at the same C; the
 proxy's CPU time per request. "repeat" answers depend only on the image level (the embedder's cache serves them),
-"novel" answers carry the request's token (one new text to embed per request). Rows for httpx and, when installed,
-aiohttp as the proxy's fan-out client.
+"novel" answers carry the request's token (one new text to embed per request). The "client" column is the proxy's
+HTTP stack: httpx (docs/serving.md keeps the rows of the aiohttp fan-out the proxy had until it was dropped).
 
 Expectation written before measuring (2 shared cores): the proxy is one Python process, so its CPU time per request
 bounds throughput: N upstream calls through httpx (~0.3-1 ms each), N noisy PNG encodings of a 16x16 image (~0.1
@@ -17,7 +17,7 @@ N=11 (2,200 calls, seconds of CPU) it cannot on 2 cores. Measured: calls cost ~1
 with aiohttp, so the C=200 rows miss by far more than expected; they scale with processes (``--workers``).
 
 Run: ``python benchmarks/bench_serve_load.py [--concurrency 1 25 200] [--latency 0.1] [--n-samples 1 3 11]
-[--answers repeat novel] [--http-client httpx aiohttp] [--workers 1] [--upstream light|stub] [--repeats 3]``
+[--answers repeat novel] [--workers 1] [--upstream light|stub] [--repeats 3]``
 (about 8 minutes with the defaults on 2 cores).
 """
 
@@ -259,8 +259,6 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, nargs="+", default=[1, 3, 11])
     parser.add_argument("--answers", nargs="+", default=["repeat", "novel"], choices=["repeat", "novel"])
     parser.add_argument("--workers", type=int, default=1, help="proxy worker processes")
-    parser.add_argument("--http-client", nargs="+", default=None, choices=["httpx", "aiohttp"],
-                        help="the proxy's fan-out library (default: httpx, and aiohttp when installed)")
     parser.add_argument("--upstream", choices=["light", "stub"], default="light",
                         help="light: a minimal asyncio server; stub: tests/fakes OpenAIStub (uvicorn)")
     parser.add_argument("--repeats", type=int, default=3, help="timed bursts per configuration")
@@ -268,10 +266,6 @@ def main() -> None:
     if args.upstream == "stub" and args.answers != ["novel"]:
         print("# the stub's completion ids do not carry the request token: only 'novel' answers are checkable")
         args.answers = ["novel"]
-    if args.http_client is None:
-        import importlib.util
-
-        args.http_client = ["httpx"] + (["aiohttp"] if importlib.util.find_spec("aiohttp") else [])
 
     ms = args.latency * 1000
     print(f"# upstream latency {ms:.0f} ms ({args.upstream} upstream), proxy workers {args.workers}, "
@@ -307,18 +301,18 @@ def main() -> None:
                     direct[c] = r["p50"]
                     r["cpu"] = float("nan")
                     row("direct", "-", "-", c, r, None, "(one upstream call, no proxy)")
-            for client, n in ((client, n) for client in args.http_client for n in args.n_samples):
+            client = "httpx"
+            for n in args.n_samples:
                 proxy_port = free_port()
                 # a plain child process (not multiprocessing's daemon), so that --workers may fork its own
                 proxy = subprocess.Popen([sys.executable, __file__, "--serve", "--upstream", upstream_url, "--port",
                                           str(proxy_port), "--n-samples", str(n), "--max-upstream-concurrency",
-                                          "4096", "--log-level", "warning", "--workers", str(args.workers),
-                                          "--http-client", client])
+                                          "4096", "--log-level", "warning", "--workers", str(args.workers)])
                 try:
                     wait_ready(f"http://127.0.0.1:{proxy_port}/health")
                     url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
                     for c in args.concurrency:
-                        if n == args.n_samples[0] and mode == args.answers[0] and client == args.http_client[0]:
+                        if n == args.n_samples[0] and mode == args.answers[0]:
                             r = measure(url, c, False, args.repeats, 1, _process(proxy.pid))
                             row("text", "httpx", "-", c, r, direct[c], "(text-only pass-through)")
                         r = measure(url, c, True, args.repeats, 2 + n, _process(proxy.pid))

@@ -130,7 +130,7 @@ class Proxy:
             s = self.settings
             self._upstream = UpstreamClient(s.upstream, timeout=s.upstream_timeout, connect_timeout=s.connect_timeout,
                                             max_concurrency=s.max_upstream_concurrency, transport=self._transport,
-                                            fanout=s.http_client, max_response_bytes=s.max_upstream_response_bytes)
+                                            max_response_bytes=s.max_upstream_response_bytes)
         return self._upstream
 
     @property

@@ -31,8 +31,7 @@ _GUARD_FLAGS = {"sigma": "sigma", "audio_sigma": "audio_sigma", "n_samples": "n_
 _SERVE_FLAGS = {"upstream": "upstream", "api_key_env": "api_key_env", "client_keys_env": "client_keys_env",
                 "max_body_bytes": "max_body_bytes", "upstream_timeout": "upstream_timeout",
                 "max_upstream_concurrency": "max_upstream_concurrency",
-                "max_upstream_response_bytes": "max_upstream_response_bytes", "image_format": "image_format",
-                "http_client": "http_client"}
+                "max_upstream_response_bytes": "max_upstream_response_bytes", "image_format": "image_format"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -70,9 +69,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="bounds on a client override, e.g. --limit n_samples=3:16 (repeatable)")
     net.add_argument("--image-format", choices=["png", "source"],
                      help="kept for old configurations: noisy copies are always sent as lossless PNG")
-    net.add_argument("--http-client", choices=["httpx", "aiohttp"],
-                     help="library of the guarded fan-out: httpx (default) or aiohttp (installed separately; "
-                     "about 3x less CPU per upstream call)")
     net.add_argument("--allow-private-fetch", action="store_true", default=None,
                      help="let remote_media=fetch download from loopback/private addresses")
     net.add_argument("--no-warmup", dest="warmup", action="store_false", default=None,

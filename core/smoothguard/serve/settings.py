@@ -77,9 +77,6 @@ class ServeSettings:
     image_format: kept for old configurations: noisy copies (and an original resized by ``image_resize``) are
         always sent as PNG, lossless, since a JPEG q95 re-encode keeps only about 75% of the noise; ``"source"``
         is accepted and sends PNG too. An original at its source size is sent as the client sent it.
-    http_client: library of the candidate fan-out: ``"httpx"`` (default) or ``"aiohttp"`` (opt-in, must be
-        installed: about a third of httpx's CPU time per upstream call, so ~3x the guarded throughput per process).
-        Forwarded requests, streams and media downloads always use httpx.
     allow_private_fetch: let ``remote_media="fetch"`` download from loopback, private and link-local addresses
         (off: a client cannot make the proxy read internal services).
     warmup: load the embedder at startup, so the first request does not pay for it (seconds).
@@ -98,7 +95,6 @@ class ServeSettings:
     limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     forward_headers: tuple[str, ...] = ("openai-organization", "openai-project")
     image_format: str = "png"
-    http_client: str = "httpx"
     allow_private_fetch: bool = False
     warmup: bool = True
     max_upstream_response_bytes: int = 8 * _MIB
@@ -128,13 +124,6 @@ class ServeSettings:
                                   "not a key: put the key(s) in a variable and name the variable here")
         if self.image_format not in ("png", "source"):
             raise ConfigError(f"image_format must be 'png' or 'source', got {self.image_format!r}")
-        if self.http_client not in ("httpx", "aiohttp"):
-            raise ConfigError(f"http_client must be 'httpx' or 'aiohttp', got {self.http_client!r}")
-        if self.http_client == "aiohttp":
-            import importlib.util
-
-            if importlib.util.find_spec("aiohttp") is None:
-                raise ConfigError("http_client='aiohttp' needs aiohttp: pip install aiohttp (or use 'httpx')")
         known = {f.name for f in dataclasses.fields(GuardConfig)}
         overridable = tuple(self.overridable)
         for name in overridable:

@@ -6,6 +6,11 @@ through one pool took about 10 s, against 3 s sharded). So calls go to several s
 created as load needs them), none ever given more requests than it has connections, behind one semaphore for the
 replica. Calls use the transports directly (httpx's public transport API): the client layer's redirects, cookies
 and auth are not needed here and cost about 15% of the CPU time of a call.
+
+httpx is the one HTTP stack of the proxy (and of ``smoothguard eval`` against endpoints). An optional aiohttp fan-out
+was measured at about half the proxy CPU per request at 25 to 200 simultaneous requests per replica
+(docs/serving.md); it was dropped as a second, untested stack outside the ``serve`` extra: add replicas
+(``--workers``) where one core runs short.
 """
 
 from __future__ import annotations
@@ -68,22 +73,18 @@ class UpstreamClient:
 
     timeout: seconds one call may take in all; connect_timeout: seconds to connect.
     transport: an httpx transport to use instead of the network (tests).
-    fanout: ``"httpx"`` or ``"aiohttp"``: the library :meth:`post_json` (the guarded fan-out) uses.
     max_response_bytes: largest response body read (decompressed), counted chunk by chunk as it arrives, so an
     oversize body is dropped after at most this much (and one chunk) was held: :class:`UpstreamError` 502
     ``upstream_response_too_large``.
     """
 
     def __init__(self, base_url: str, *, timeout: float, connect_timeout: float, max_concurrency: int,
-                 transport: httpx.AsyncBaseTransport | None = None, fanout: str = "httpx",
-                 max_response_bytes: int = 8 * 1024 * 1024) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, max_response_bytes: int = 8 * 1024 * 1024) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.connect_timeout = connect_timeout
         self.max_concurrency = max_concurrency
-        self.fanout = "httpx" if transport is not None else fanout
-        self._session: Any = None
         self._max_pools = max(1, math.ceil(max_concurrency / _POOL_SIZE))
         self._per_pool = math.ceil(max_concurrency / self._max_pools)
         self._fixed = transport
@@ -98,9 +99,6 @@ class UpstreamClient:
     async def aclose(self) -> None:
         pools, self._pools, self._load = self._pools, [], []
         await asyncio.gather(*(pool.aclose() for pool in pools), return_exceptions=True)
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
 
     def in_flight(self) -> int:
         return sum(self._load)
@@ -132,10 +130,7 @@ class UpstreamClient:
 
     async def post_json(self, path: str, payload: bytes, headers: dict[str, str], redact: Redactor) -> dict[str, Any]:
         """POST ``payload`` (JSON bytes) and return the JSON object answered; :class:`UpstreamError` otherwise."""
-        if self.fanout == "aiohttp":
-            status, content = await self._post_aiohttp(path, payload, headers)
-        else:
-            status, content = await self._post_httpx(path, payload, headers)
+        status, content = await self._post_httpx(path, payload, headers)
         if status >= 400:
             raise http_error(status, content, redact)
         try:
@@ -165,38 +160,9 @@ class UpstreamClient:
             finally:
                 self._load[i] -= 1
 
-    async def _post_aiohttp(self, path: str, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        import aiohttp
-
-        if self._session is None:
-            if self._ssl is None:
-                self._ssl = _ssl_context()
-            connector = aiohttp.TCPConnector(limit=self.max_concurrency, keepalive_timeout=30, ssl=self._ssl)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout),
-                headers=self._headers, trust_env=False, auto_decompress=True)
-        async with self._slots:
-            try:
-                async with asyncio.timeout(self.timeout), self._session.post(
-                        self.base_url + path, data=payload, allow_redirects=False,
-                        headers={**headers, "content-type": "application/json"}) as response:
-                    return response.status, await self._read_aiohttp(response)
-            except TimeoutError:
-                raise _timeout_error(self.timeout) from None
-            except aiohttp.ClientConnectorError:
-                raise UpstreamError(502, "could not connect to the upstream model server",
-                                    code="upstream_unreachable") from None
-            except aiohttp.ClientError as exc:
-                raise UpstreamError(502, f"the connection to the upstream failed ({type(exc).__name__})",
-                                    code="upstream_connection_error") from None
-
     async def _read_httpx(self, response: httpx.Response) -> bytes:
         """The body of an httpx response, at most ``max_response_bytes`` (counted while reading)."""
         return await self._read_capped(response.headers.get("content-length"), response.aiter_bytes())
-
-    async def _read_aiohttp(self, response: Any) -> bytes:
-        """The body of an aiohttp response, at most ``max_response_bytes`` (counted while reading)."""
-        return await self._read_capped(response.headers.get("content-length"), response.content.iter_any())
 
     async def _read_capped(self, length: Any, chunks: AsyncIterator[bytes]) -> bytes:
         limit = self.max_response_bytes

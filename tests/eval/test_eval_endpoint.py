@@ -71,6 +71,14 @@ def test_endpoint_run_agrees_with_in_process_run(tmp_path, standin, served, test
     # the undefended runs see the very same pixels (lossless PNG): the same answer for every item
     clean = {r["id"]: r["answer"] for r in _records(tmp_path / "endpoint") if r["run"] == "sigma=0"}
     assert clean == {r["id"]: r["answer"] for r in _records(tmp_path / "local") if r["run"] == "sigma=0"}
+    # with the noise drawn the same way in process (on the image, at its size: image_resize="none"; the default
+    # draws it on the processor's tensor instead), every candidate of every item is the same answer
+    same_noise = run_eval(testbed_main, read_pope(standin["pope"]), tmp_path / "same-noise", sigmas=[0, 0.1],
+                          n_samples=N, limit=ITEMS, progress=False, guard_settings={"image_resize": "none"})
+    assert [r["metrics"]["accuracy"] for r in same_noise["runs"]] == [r["metrics"]["accuracy"]
+                                                                      for r in endpoint["runs"]]
+    ref = {(r["run"], r["id"]): r["candidates"] for r in _records(tmp_path / "same-noise")}
+    assert {(r["run"], r["id"]): r["candidates"] for r in _records(tmp_path / "endpoint")} == ref
     # the guarded copies went out noisy: candidates 1.. differ from the original in pixels
     guarded = [r for r in sent if r.image is not None][ITEMS:ITEMS + N]
     assert abs(guarded[1].image - guarded[0].image).max() > 0

@@ -352,3 +352,40 @@ def test_dumps_loads_round_trip_with_a_serialisable_inner_model(stub, image, mon
     assert isinstance(loaded, ChatSmoothGuard) and loaded.guard_config == guard.guard_config
     assert loaded.model.openai_api_base == stub.base_url
     assert loaded.invoke(_ask(image)).response_metadata["smoothguard"]["n_used"] == N
+
+
+# -- 10. SmoothGuardRunnable finds the media slots of its prompt templates ------------------------------------------
+
+
+@pytest.mark.parametrize("slot", [
+    {"type": "image_url", "image_url": "data:image/png;base64,{image}"},  # ImagePromptTemplate
+    {"type": "image", "base64": "{image}", "mime_type": "image/png"},  # a dict block template
+])
+def test_runnable_smooths_the_media_slots_of_its_prompt_without_media_keys(image, slot):
+    from smoothguard_langchain import SmoothGuardRunnable
+    from smoothguard_langchain.inputs import template_media_keys
+
+    inner = FakeVLM()
+    prompt = ChatPromptTemplate.from_messages([("user", [{"type": "text", "text": "{question}"}, slot])])
+    guarded = SmoothGuardRunnable(bound=prompt | inner, n_samples=N, seed=0)
+    assert template_media_keys(guarded.bound) == {"image": "image"}
+
+    reply = guarded.invoke({"question": "How bright is it?", "image": image})
+
+    meta = reply.response_metadata["smoothguard"]
+    assert not meta["passthrough"] and meta["n_used"] == N == len(inner.inputs)
+    sent = {str(call.to_messages()[0].content[1]) for call in inner.inputs}
+    assert len(sent) == N  # every candidate got its own noisy copy in the template's slot
+    assert reply.content == "The image is bright; its mean level is 0.8."
+
+
+def test_runnable_fetches_a_url_in_an_image_slot_under_the_remote_media_policy(image):
+    from smoothguard.errors import MediaError
+    from smoothguard_langchain import SmoothGuardRunnable
+
+    inner = FakeVLM()
+    prompt = ChatPromptTemplate.from_messages([("user", [{"type": "image_url", "image_url": {"url": "{link}"}}])])
+    guarded = SmoothGuardRunnable(bound=prompt | inner, n_samples=N, remote_media="error")
+    with pytest.raises(MediaError, match=r"input\['link'\].*remote_media='error'"):
+        guarded.invoke({"link": "https://example.com/photo?id=3"})  # no file extension: was passed through
+    assert inner.inputs == []

@@ -395,7 +395,8 @@ def test_langchain_runnable_refuses_media_outside_messages_and_media_keys(value:
     from smoothguard_langchain import SmoothGuardRunnable
 
     inner = FakeVLM(answer_fn=lambda messages: ANSWER)
-    prompt = ChatPromptTemplate.from_messages([("user", [{"type": "image_url", "image_url": "{image}"}])])
+    # a text slot: the variable of a template's image or audio slot is smoothed without media_keys (issue 18)
+    prompt = ChatPromptTemplate.from_messages([("user", [{"type": "text", "text": "{image}"}])])
     guarded = SmoothGuardRunnable(bound=prompt | inner, n_samples=N, seed=0)
     with pytest.raises(MediaError, match=r"input\['image'\]") as info:
         guarded.invoke({"image": value})

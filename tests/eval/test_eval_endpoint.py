@@ -328,3 +328,16 @@ async def test_overlapping_calls_outside_a_session_share_one_client(tiny_image):
         answers = await asyncio.gather(*(model.post(payload) for _ in range(6)))
         assert len(answers) == 6 and all(a.startswith("The image is") for a in answers)
         assert stub.max_in_flight() <= 3 and model._client is None  # bounded by one client, closed after
+
+
+def test_attacks_dry_run(tmp_path, standin, capsys):
+    argv = ["attacks", "--model", "openai:m", "--base-url", "http://127.0.0.1:9/v1", "--surrogate", "testbed:surrogate",
+            "--data", str(standin["pope"]), "--questions", "5", "--epsilons", "8", "16", "--sigma", "0.1", "0.2",
+            "--adaptive-sigma", "0.1", "--out", str(tmp_path / "att"), "--dry-run"]
+    assert eval_command.main(argv) == 0  # loads no model (not even the surrogate), sends nothing
+    table = capsys.readouterr().out
+    # clean: undefended 5 + 2 sigmas x 55 + adaptive <= 55; each transfer input: 5 + 2 x 55
+    assert "| sigma=0.1,n=11,adaptive,clean | 5 of 5 | ≤ 55 |" in table
+    assert "| sigma=0.2,n=11,transfer-eps16 | 5 of 5 | 55 |" in table
+    assert f"| total | {4 * 5 + 2 * 3 * 5} | {5 + 110 + 55 + 2 * 115} |" in table
+    assert "plus crafting 2 x 5 adversarial images" in table and not (tmp_path / "att").exists()

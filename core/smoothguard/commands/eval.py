@@ -91,6 +91,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="sigmas also run in adaptive mode, clean and minimal inputs (default 0.1 0.2)")
     study.add_argument("--seed", type=int, default=0, help="noise and attack seed (default 0)")
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    study.add_argument("--dry-run", action="store_true",
+                       help="print the model calls and estimated tokens per input and sigma, then stop")
     add_model_arguments(study)
     add_endpoint_arguments(study)
     study.set_defaults(func=run_attack_study)
@@ -246,6 +248,26 @@ def _dry_run(args: argparse.Namespace, dataset: Any, specs: Any, endpoint: Any) 
     return 0
 
 
+def _dry_run_study(args: argparse.Namespace, study: Any, dataset: Any, endpoint: Any) -> int:
+    from pathlib import Path
+
+    from smoothguard.eval.cost import cost_table, estimate
+
+    rule = endpoint.resize_rule if endpoint is not None else "qwen2-vl"
+    costs = [cost for tag in study.tags()
+             for cost in estimate(dataset, study.run_specs(tag), rule=rule, max_output_tokens=args.max_new_tokens,
+                                  out=Path(args.out) / tag)]
+    crafting = len(study.tags()) - 1
+    note = (f"plus crafting {crafting} x {len(dataset)} adversarial images with PGD in this process (up to "
+            f"{study.steps} gradient steps each; images already in {args.out}/adv are not crafted again)")
+    if getattr(args, "json", False):
+        print(json.dumps({"model": args.model, "image_rule": rule, "runs": [c.to_dict() for c in costs],
+                          "crafting": {"images": crafting * len(dataset), "max_steps": study.steps}}, indent=2))
+    else:
+        print(cost_table(costs, rule=rule, model=args.model) + "\n" + note)
+    return 0
+
+
 def run_attack_study(args: argparse.Namespace) -> int:
     """Attack, answer and report (``OUT/study.md``, ``study.json``, ``asr_*.png``, ``roc_*.png``)."""
     from smoothguard.errors import SmoothGuardError
@@ -268,6 +290,8 @@ def run_attack_study(args: argparse.Namespace) -> int:
                              "--attacks")
         pope = read_pope(args.data, images=args.images, prompt_suffix=_unescape(args.prompt_suffix))
         dataset = negatives(pope, args.questions)
+        if args.dry_run:
+            return _dry_run_study(args, study, dataset, endpoint)
         model = endpoint if endpoint is not None else load_model(args)
         surrogate = load_model(argparse.Namespace(**{**vars(args), "model": args.surrogate})) if (
             "transfer" in args.attacks) else None

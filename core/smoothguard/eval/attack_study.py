@@ -101,7 +101,7 @@ class AttackStudy:
         model: the defended ``HFVisionLanguageModel``; dataset: POPE-format, its "no" items are used (see
         :func:`negatives`); surrogate: the model the ``transfer`` attack is crafted on (needed for it).
         """
-        from smoothguard.eval.runner import EvalRunner, RunSpec, is_endpoint
+        from smoothguard.eval.runner import EvalRunner, is_endpoint
 
         if "transfer" in self.attacks and surrogate is None:
             raise ValueError("the transfer attack needs a surrogate model (e.g. load_testbed('surrogate'))")
@@ -111,8 +111,6 @@ class AttackStudy:
                              "(crafted on the surrogate) applies")
         data = negatives(dataset)
         out = Path(out)
-        specs = [RunSpec(0.0)] + [RunSpec(s, self.n_samples) for s in self.sigmas]
-        adaptive = [RunSpec(s, self.n_samples, adaptive=True) for s in self.adaptive_sigmas]
         summaries: dict[str, dict[str, Any]] = {}
         for tag, transform in [("clean", None), *self._variants(model, surrogate, out / "adv")]:
             if served and transform is not None:  # craft every image first, one at a time, then answer concurrently
@@ -122,13 +120,26 @@ class AttackStudy:
                     transform(item, Media.image(item.image))
             runner = EvalRunner(model, data, out / tag, model_name=model_name, seed=self.seed, progress=progress,
                                 image_transform=transform, options={"input": tag, **self._settings(tag)})
-            extra = adaptive if tag == "clean" or tag.startswith("minimal-") else []
-            summaries[tag] = runner.run([dataclasses.replace(s, tag=tag) for s in specs + extra])
+            summaries[tag] = runner.run(self.run_specs(tag))
         study = self._tables(summaries, out, data)
         (out / "study.json").write_text(json.dumps(study, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         (out / "study.md").write_text(study_markdown(study), encoding="utf-8")
         self._plots(study, out)
         return study
+
+    def tags(self) -> list[str]:
+        """The input variants, in the order they are run: ``clean``, then ``<attack>-eps<epsilon>``."""
+        return ["clean", *(f"{name}-eps{eps}" for name in self.attacks for eps in self.epsilons)]
+
+    def run_specs(self, tag: str) -> list[Any]:
+        """The runs of input variant ``tag``: undefended, each sigma, and (clean and minimal inputs) the adaptive
+        sigmas."""
+        from smoothguard.eval.runner import RunSpec
+
+        specs = [RunSpec(0.0)] + [RunSpec(s, self.n_samples) for s in self.sigmas]
+        if tag == "clean" or tag.startswith("minimal-"):
+            specs += [RunSpec(s, self.n_samples, adaptive=True) for s in self.adaptive_sigmas]
+        return [dataclasses.replace(spec, tag=tag) for spec in specs]
 
     def _variants(self, model: Any, surrogate: Any, root: Path) -> list[tuple[str, Callable[[EvalItem, Any], Any]]]:
         from smoothguard.attacks import PGDAttack

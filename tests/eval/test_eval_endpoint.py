@@ -341,3 +341,15 @@ def test_attacks_dry_run(tmp_path, standin, capsys):
     assert "| sigma=0.2,n=11,transfer-eps16 | 5 of 5 | 55 |" in table
     assert f"| total | {4 * 5 + 2 * 3 * 5} | {5 + 110 + 55 + 2 * 115} |" in table
     assert "plus crafting 2 x 5 adversarial images" in table and not (tmp_path / "att").exists()
+
+
+def test_a_dead_endpoint_stops_the_run_after_five_failed_items(tmp_path, standin, capsys):
+    with OpenAIStub(answer=lambda body, image: RuntimeError("no GPU")) as stub:
+        argv = ["pope", "--model", "openai:m", "--base-url", stub.base_url, "--data", str(standin["pope"]),
+                "--out", str(tmp_path / "dead"), "--sigma", "0", "--max-retries", "0", "--concurrency", "2",
+                "--no-progress"]
+        assert eval_command.main(argv) == 2
+        assert len(stub.requests) < 12  # stopped early, not after every item
+    err = capsys.readouterr().err
+    assert "the first 5 items of run sigma=0 all failed" in err and "HTTP 500" in err
+    assert len(_records(tmp_path / "dead")) >= 5  # what was asked is logged: a rerun with --retry-errors redoes it

@@ -21,7 +21,7 @@ on 2 cores at best, and ~10-15 ms at 512 px (~100-150 calls/s); concurrency beyo
 CPU is the limit, while with 50 ms of latency throughput should grow with concurrency until then.
 
 Run: ``python benchmarks/bench_eval_endpoint.py [--items 40] [--sizes 64 512] [--concurrency 4 16 64]
-[--latency 0 50]`` (about 1-2 minutes).
+[--latency 0 50]`` (about 4 minutes on 2 busy cores).
 """
 
 from __future__ import annotations

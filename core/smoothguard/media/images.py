@@ -88,19 +88,20 @@ def decode_image_bytes(raw: bytes, max_pixels: int, max_bytes: int, fit: Fit | N
         raise MediaError(f"could not decode {what}: not a PNG, JPEG, WebP, GIF, BMP or TIFF image") from exc
     except Exception as exc:
         raise MediaError(f"could not decode {what}: {exc}") from exc
-    source = _oriented_size(img)
-    data = image_from_pil(img, max_pixels, what, fit(*source) if fit is not None else None)
+    data, source = _decoded(img, max_pixels, what, fit)
     return Decoded(data, _PIL_FORMATS.get(img.format or "", "png"), source)
 
 
-def image_from_pil(img: Image.Image, max_pixels: int, what: str, target: tuple[int, int] | None = None) -> np.ndarray:
-    """Canonical data of a PIL image; every failure becomes a MediaError about ``what``. ``target``: the
-    ``(width, height)`` wanted (after EXIF orientation); an 8-bit RGB or gray image larger than that comes back
-    at it (Lanczos), a JPEG decoded at the smallest DCT scale not below it."""
+def image_from_pil(img: Image.Image, max_pixels: int, what: str) -> np.ndarray:
+    """Canonical data of a PIL image; every failure becomes a MediaError about ``what``."""
+    return _decoded(img, max_pixels, what, None)[0]
+
+
+def _decoded(img: Image.Image, max_pixels: int, what: str, fit: Fit | None) -> tuple[np.ndarray, tuple[int, int]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _pil_pixels(img, max_pixels, target)
+            return _pil_pixels(img, max_pixels, fit)
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -109,39 +110,48 @@ def image_from_pil(img: Image.Image, max_pixels: int, what: str, target: tuple[i
         raise MediaError(f"could not decode {what}: {exc}") from exc
 
 
-def _pil_pixels(img: Image.Image, max_pixels: int, target: tuple[int, int] | None) -> np.ndarray:
-    """Pixels of a PIL image (current frame, EXIF orientation applied, alpha over white)."""
+def _pil_pixels(img: Image.Image, max_pixels: int, fit: Fit | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pixels of a PIL image (current frame, EXIF orientation applied, alpha over white) and its ``(width,
+    height)`` as encoded (after the orientation). With ``fit``, an 8-bit RGB or gray image larger than
+    ``fit(width, height)`` comes back at that size (Lanczos), a JPEG decoded at the smallest DCT scale not below it."""
     w, h = img.size
     _check_pixels(h, w, max_pixels)  # before load(): the header may lie about a huge size
-    smaller = target is not None and target[0] * target[1] < w * h
-    if smaller and img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
-        swapped = _oriented_size(img) != (w, h)
-        img.draft(img.mode, (target[1], target[0]) if swapped else target)  # DCT scaling: never below the target
+    source = target = None
+    if fit is not None and img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
+        source = _jpeg_oriented_size(img)
+        target = fit(*source)
+        if target[0] * target[1] < w * h:  # DCT scaling to the smallest scale not below the target
+            img.draft(img.mode, target if source == (w, h) else (target[1], target[0]))
     img.load()  # full decode here, so truncated files fail now
     img = ImageOps.exif_transpose(img) or img
+    if source is None:
+        source = img.size
+        target = fit(*source) if fit is not None else None
     mode = img.mode
-    if smaller and mode in ("RGB", "L") and not _has_alpha(img):
+    if target is not None and target[0] * target[1] < source[0] * source[1] and mode in ("RGB", "L") \
+            and not _has_alpha(img):
         rgb = img.convert("RGB").resize(target, Image.Resampling.LANCZOS, reducing_gap=1.5)
-        return image_from_array(np.asarray(rgb), max_pixels)
+        return image_from_array(np.asarray(rgb), max_pixels), source
     if mode.startswith("I;16"):
-        return image_from_array(np.asarray(img).astype(np.uint16), max_pixels)
+        return image_from_array(np.asarray(img).astype(np.uint16), max_pixels), source
     if mode == "I":
         arr = np.asarray(img)
         if arr.min() < 0 or arr.max() > 65535:
             raise MediaError("mode 'I' images must hold 16-bit values in [0, 65535]")
-        return image_from_array(arr.astype(np.uint16), max_pixels)
+        return image_from_array(arr.astype(np.uint16), max_pixels), source
     if mode in ("F", "1"):
-        return image_from_array(np.asarray(img), max_pixels)
+        return image_from_array(np.asarray(img), max_pixels), source
     target_mode = "RGBA" if _has_alpha(img) else "RGB"
-    return image_from_array(np.asarray(img if mode == target_mode else img.convert(target_mode)), max_pixels)
+    return image_from_array(np.asarray(img if mode == target_mode else img.convert(target_mode)), max_pixels), source
 
 
 def _has_alpha(img: Image.Image) -> bool:
     return img.mode in _ALPHA_MODES or "transparency" in img.info
 
 
-def _oriented_size(img: Image.Image) -> tuple[int, int]:
-    """``(width, height)`` after the EXIF orientation is applied (orientations 5-8 swap the sides)."""
+def _jpeg_oriented_size(img: Image.Image) -> tuple[int, int]:
+    """A JPEG's ``(width, height)`` after its EXIF orientation (5-8 swap the sides), read from its header: for a
+    JPEG ``getexif()`` decodes nothing (for a PNG it would decode the whole image)."""
     w, h = img.size
     try:
         orientation = img.getexif().get(0x0112, 1)

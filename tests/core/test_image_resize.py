@@ -566,3 +566,24 @@ def test_the_guard_reports_the_source_and_sends_the_fitted_original(photo_jpeg):
     assert site.source == PHOTO_SIZE and site.drawn_at == (1024, 768)
     original = seen[0][0]
     assert original is not fitted and original == fitted  # a new object: adapters write it, not the full block
+
+
+def test_fit_keeps_the_decoders_checks():
+    """With a fit, a header that lies about its size is still refused before decoding, and a corrupt PNG still
+    fails (reading a PNG's EXIF would decode it first: only a JPEG's is read early)."""
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    lying = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 2, 0, 0, 0))
+             + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    with pytest.raises(MediaError, match="max_pixels"):
+        Media.image(lying, max_pixels=4_000_000, fit=fitter("openai"))
+    good = io.BytesIO()
+    Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(good, "PNG")
+    raw = bytearray(good.getvalue())
+    raw[-20] ^= 0xFF  # inside IDAT: its CRC no longer matches
+    with pytest.raises(MediaError):
+        Media.image(bytes(raw), fit=fitter(8))

@@ -244,3 +244,33 @@ def test_certify_through_the_testbed_backend_draws_noise_in_the_model(testbed_ma
         assert result.answer == example.answer and result.count > 50
         assert 0 < result.radius <= 0.25 * 2.2  # sigma * Phi^-1(0.001^(1/100)) = 0.25 * 1.50 at most
     assert sum(c for _, c, _ in result.top_answers) == 100
+
+
+class ThresholdBackend:
+    """Answers "bright" when the first pixel of the noisy copy exceeds ``threshold``: a base classifier whose
+    probability of "bright" under the guard's noise is known exactly."""
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+
+    def generate(self, prompt, variants):
+        return ["Bright." if float(v[0].to_array()[0, 0, 0]) > self.threshold else "Dark." for v in variants]
+
+
+def test_certify_bounds_cover_the_true_probability_at_rate_alpha():
+    from scipy.stats import norm
+
+    sigma, p_true, alpha = 0.1, 0.6, 0.1
+    backend = ThresholdBackend(0.5 + sigma * norm.ppf(1 - p_true))  # P("Bright.") = 0.6 for a pixel at 0.5
+    guard = SmoothGuard(sigma=sigma, sigma_space="pixel")  # fresh noise per run
+    image = [Media.image(np.full((2, 2, 3), 0.5, dtype=np.float32))]
+    runs = [guard.certify(backend, "?", images=image, n0=5, n=60, alpha=alpha) for _ in range(150)]
+    bright = [r for r in runs if not r.abstained and r.answer == "Bright."]
+    wrong = [r for r in runs if not r.abstained and r.answer == "Dark."]  # its true share is 0.4: never > 1/2
+    over = sum(r.p_lower > p_true for r in bright)
+    assert not wrong
+    assert over / len(runs) <= alpha + 0.05  # the bound overshoots the truth in at most ~alpha of runs
+    assert len(bright) >= 20  # the test has power: "Bright." is certified often, its bound near the truth
+    # the estimation count is unbiased: the selection does not see it
+    selected = [r.count / r.n for r in runs if r.selection.count("Bright.") >= 3]
+    assert np.mean(selected) == pytest.approx(p_true, abs=0.03)

@@ -23,7 +23,7 @@ failed candidate counts as answering outside every cluster). Look ``t`` gets the
 
 where ``CP(k, m; a)`` is the one-sided Clopper-Pearson lower bound at level ``1 - a`` (the ``p`` with
 ``P_p(Bin(m, p) >= k) = a``). The adaptive guard stops at an interim look exactly when ``L_t > 1/2``, i.e.
-when ``P_{1/2}(Bin(m_t, 1/2) >= k) <= alpha_t / 2``; ``consensus_lower_bound`` is ``L_t`` at the look where the
+when ``P_{1/2}(Bin(m_t, 1/2) >= k) < alpha_t / 2``; ``consensus_lower_bound`` is ``L_t`` at the look where the
 request ended. Stopping happens only on a strict majority, so ``L_t > 0`` only for ``k > m_t / 2``.
 
 Why it is valid
@@ -36,7 +36,7 @@ most ``alpha``, over every look and the choice of the leading cluster.
    ``t``; it remains to show ``P(E_t) <= alpha_t``.
 2. *One look, one cluster*: ``L_t(N_c) > p_c`` needs ``CP(N_c; alpha_t/2) > p_c``, which has probability at
    most ``alpha_t / 2`` (the Clopper-Pearson guarantee), and, when ``p_c < 1/2``, needs ``L_t > 1/2``, i.e.
-   ``N_c >= b``, the smallest count with ``P_{1/2}(Bin(m, 1/2) >= b) <= alpha_t / 2``; ``b > m/2``.
+   ``N_c >= b``, the smallest count with ``P_{1/2}(Bin(m, 1/2) >= b) < alpha_t / 2``; ``b > m/2``.
 3. *The choice of the cluster*: write ``g(p) = P_p(Bin(m, p) >= b)``. ``g'(p)`` is the Beta(b, m - b + 1)
    density times a constant, ``p^(b-1) (1-p)^(m-b)``, increasing on ``[0, (b-1)/(m-1)]``, which contains
    ``[0, 1/2]`` because ``b >= (m+1)/2``. So ``g(p)/p``, the mean of ``g'`` over ``[0, p]``, is
@@ -47,12 +47,12 @@ most ``alpha``, over every look and the choice of the leading cluster.
    ``alpha_t / 2`` each. Hence ``P(E_t) <= alpha_t``.
 
 The factor 2 is what the choice of the winner costs: with two answers at exactly 50/50, five of five noisy
-candidates agreeing happens with probability ``2 * 0.5^5 = 0.0625``; the rule needs ``2 * 0.5^m <= alpha_t``.
+candidates agreeing happens with probability ``2 * 0.5^5 = 0.0625``; the rule needs ``2 * 0.5^m < alpha_t``.
 
 Spending ``alpha`` over the looks
 ---------------------------------
 ``alpha`` is split equally over the looks that could stop at all: an interim look where even a unanimous
-count could not clear the bar (``2 * 0.5^m_t > alpha / |looks|``) is dropped, and the split is redone until no
+count could not clear the bar (``2 * 0.5^m_t >= alpha / |looks|``) is dropped, and the split is redone until no
 look is dropped; the final look is always kept (it reports the bound). All of this depends only on
 ``n_samples``, ``adaptive_round``, ``include_original`` and ``confidence``, never on the answers.
 With the defaults (11 candidates, rounds of 8, the original included, confidence 0.95) the looks are at 8
@@ -107,20 +107,24 @@ def majority_lower_bound(k: int, m: int, alpha: float) -> float:
     """``CP(k, m; alpha / 2)`` when it exceeds 1/2, else 0: a lower bound on the winner's true share that holds
     at level ``1 - alpha`` whichever cluster won (module docstring). k, m: winner's noisy members, noisy
     candidates. alpha: this look's share of ``1 - confidence``; 0 gives 0."""
-    if alpha <= 0 or m <= 0 or 2 * k <= m:
+    if alpha <= 0 or m <= 0 or 2 * k <= m or _tail_at_half(k, m) >= alpha / 2:
         return 0.0
-    bound = clopper_pearson_lower(k, m, 1.0 - alpha / 2)
-    return bound if bound > 0.5 else 0.0
+    return clopper_pearson_lower(k, m, 1.0 - alpha / 2)  # > 1/2, since P_{1/2}(Bin(m, 1/2) >= k) < alpha / 2
 
 
 def stop_count(m: int, alpha: float) -> int | None:
     """The smallest winner count out of ``m`` noisy candidates with ``majority_lower_bound > 1/2`` (None if none)."""
-    from scipy.stats import binom
-
     for k in range(m // 2 + 1, m + 1):
-        if binom.sf(k - 1, m, 0.5) <= alpha / 2:
+        if _tail_at_half(k, m) < alpha / 2:
             return k
     return None
+
+
+def _tail_at_half(k: int, m: int) -> float:
+    """``P(Bin(m, 1/2) >= k)``."""
+    from scipy.special import bdtrc
+
+    return float(bdtrc(k - 1, m, 0.5))
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ def look_schedule(n_samples: int, confidence: float, *, adaptive: bool = False, 
     kept = ends
     while True:
         share = alpha / len(kept)
-        keep = [c for c in kept if c == n_samples or 2 * 0.5 ** noisy[c] <= share]
+        keep = [c for c in kept if c == n_samples or 2 * 0.5 ** noisy[c] < share]
         if keep == kept:
             break
         kept = keep

@@ -61,7 +61,7 @@ class FanOut(Generic[R]):
     call(index, payload) -> response, for :meth:`run`; acall(index, payload) -> awaitable response, for
     :meth:`arun`. ``index`` is the candidate's number (0 is the original when ``include_original``).
     prepare(variant) -> payload: the model's input for one variant (a list of :class:`~smoothguard.Media`);
-    default: the variant itself. It reads the variant once, in a worker thread.
+    default: the variant itself. It reads the variant once, in a worker thread (at most one per core at a time).
     text(response) -> str: what the vote compares (default: the response itself, which must then be a str).
 
     After a run: ``outputs`` (candidate index -> response, or the exception it failed with), ``responses`` (only
@@ -154,7 +154,11 @@ class FanOut(Generic[R]):
         call = self.call
         assert call is not None
         if self.passthrough:  # one call without media: in this thread
-            return [self._settle(indices[0], _done(lambda: call(indices[0], self._prepare(variants, 0))))]
+            try:
+                output = call(indices[0], self._prepare(variants, 0))
+            except Exception as exc:
+                output = exc
+            return [self._record(indices[0], output)]
         workers = _cpu_workers(len(variants))
         encoder = ThreadPoolExecutor(workers, thread_name_prefix="smoothguard-prepare")
         caller = ThreadPoolExecutor(self._width(len(variants)), thread_name_prefix="smoothguard-call")
@@ -175,12 +179,11 @@ class FanOut(Generic[R]):
         acall = self.acall
         assert acall is not None
         if self.passthrough:  # one call without media: no thread, no task
-            job: Future[Any] = Future()
             try:
-                job.set_result(await acall(indices[0], self._prepare(variants, 0)))
+                output = await acall(indices[0], self._prepare(variants, 0))
             except Exception as exc:
-                job.set_exception(exc)
-            return [self._settle(indices[0], job)]
+                output = exc
+            return [self._record(indices[0], output)]
         encoding = asyncio.Semaphore(_cpu_workers(len(variants)))
         calling = asyncio.Semaphore(self._width(len(variants)))
 
@@ -209,16 +212,18 @@ class FanOut(Generic[R]):
         return max(1, min(n, self.guard.config.max_concurrency or n))
 
     def _settle(self, index: int, job: Future[Any] | asyncio.Future[Any]) -> Any:
-        """The vote text of one finished call (its response kept in ``outputs``), its exception, or a late error."""
+        """The outcome of one candidate's job: see :meth:`_record`; a job not done by the deadline is late."""
         if not job.done() or job.cancelled():
-            output: Any = self._late(index)
-        else:
-            try:
-                output = job.result()
-            except _NotStarted:
-                output = self._late(index)
-            except Exception as exc:
-                output = exc
+            return self._record(index, self._late(index))
+        try:
+            return self._record(index, job.result())
+        except _NotStarted:
+            return self._record(index, self._late(index))
+        except Exception as exc:
+            return self._record(index, exc)
+
+    def _record(self, index: int, output: Any) -> Any:
+        """Keep ``output`` (a response or an exception) as candidate ``index``'s; return what the vote compares."""
         self.outputs[index] = output
         if isinstance(output, BaseException):
             return output
@@ -328,16 +333,6 @@ def add_notes(result: GuardResult, notes: Sequence[str]) -> GuardResult:
 
 
 _CPUS = os.cpu_count() or 1
-
-
-def _done(fn: Callable[[], Any]) -> Future[Any]:
-    """``fn()``'s outcome as a finished future."""
-    job: Future[Any] = Future()
-    try:
-        job.set_result(fn())
-    except Exception as exc:
-        job.set_exception(exc)
-    return job
 
 
 def _cpu_workers(n: int) -> int:

@@ -36,9 +36,12 @@ from typing import Any, Literal
 from smoothguard import GuardConfig, Media, limits
 from smoothguard.content_parts import ContentPart, check_part, classify, get_path, write_media
 from smoothguard.errors import MediaError
+from smoothguard.image_resize import fitter, rule_for_model
 from smoothguard.media.audio import WAV_MIMES
+from smoothguard.media.images import Fit
 
-__all__ = ["MediaSlot", "MessageMedia", "find_media", "is_message_like", "read_media_value", "write_media_value"]
+__all__ = ["MediaSlot", "MessageMedia", "find_media", "image_fit", "is_message_like", "read_media_value",
+           "write_media_value"]
 
 Kind = Literal["image", "audio"]
 _MAX_NESTING = 8  # levels of blocks inside blocks searched for media
@@ -91,8 +94,10 @@ class MessageMedia:
         return [_with_content(msg, contents[i]) if i in contents else msg for i, msg in enumerate(self.messages)]
 
 
-def find_media(messages: Sequence[Any], config: GuardConfig, *, where: str = "messages") -> MessageMedia:
-    """Decode every image and audio block of ``messages`` (size limits and ``remote_media`` from ``config``).
+def find_media(messages: Sequence[Any], config: GuardConfig, *, where: str = "messages",
+               fit: Fit | None = None) -> MessageMedia:
+    """Decode every image and audio block of ``messages`` (size limits and ``remote_media`` from ``config``;
+    images straight to ``fit``'s size, :func:`image_fit`).
 
     Raises :class:`MediaError` naming the block (``messages[i].content[j]``) for anything that cannot be read,
     for media the guard cannot smooth (unless ``unsmoothable_media="passthrough"``) and for unknown blocks.
@@ -100,7 +105,7 @@ def find_media(messages: Sequence[Any], config: GuardConfig, *, where: str = "me
     messages = tuple(messages)
     slots: list[MediaSlot] = []
     notes: list[str] = []
-    with limits.request(config):
+    with limits.request(config, fit):
         for i, message in enumerate(messages):
             content = _content(message)
             if isinstance(content, list):
@@ -135,6 +140,15 @@ def _scan(content: list[Any], message: int, outer: tuple[int, ...], keys: tuple[
             top, path = (outer[0], (*outer[1:], j)) if outer else (j, ())
             slots.append(MediaSlot(message, top, kind, _DIALECTS.get(info.dialect, info.dialect), label, media,
                                    path, info, keys))
+
+
+def image_fit(config: GuardConfig, model: Any) -> Fit | None:
+    """The size images are decoded at for ``model`` (a chat model, or a runnable holding one): ``image_resize``,
+    with ``"auto"`` read from the chat model as the guard reads it, so the guard's own resize has nothing left to
+    do."""
+    from smoothguard_langchain.candidates import chat_model
+
+    return fitter(config.image_resize, rule_for_model(chat_model(model)))
 
 
 def is_message_like(x: Any) -> bool:

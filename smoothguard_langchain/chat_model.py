@@ -49,7 +49,7 @@ from pydantic import Field
 
 from smoothguard import GuardResult
 from smoothguard.errors import ConfigError, MediaError
-from smoothguard_langchain.blocks import find_media
+from smoothguard_langchain.blocks import find_media, image_fit
 from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
 from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, chat_model, run_guard
 from smoothguard_langchain.decoding import greedy_temperature
@@ -194,7 +194,7 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         guard = self._guard()
-        found = find_media(messages, guard.config)
+        found = find_media(messages, guard.config, fit=image_fit(guard.config, self.model))
         call_kwargs = self._call_kwargs(stop, kwargs)
 
         def call(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
@@ -214,7 +214,8 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         guard = self._guard()
-        found = await asyncio.to_thread(find_media, messages, guard.config)  # decoding / fetching
+        found = await asyncio.to_thread(find_media, messages, guard.config,  # decoding / fetching
+                                        fit=image_fit(guard.config, self.model))
         call_kwargs = self._call_kwargs(stop, kwargs)
 
         async def acall(inputs: list[Any], start: int, width: int) -> Sequence[Any]:

@@ -27,6 +27,7 @@ from typing import Any
 from smoothguard import GuardConfig, Media, limits
 from smoothguard.content_parts import classify
 from smoothguard.errors import MediaError
+from smoothguard.media.images import Fit
 from smoothguard_langchain.blocks import find_media, is_message_like, read_media_value, write_media_value
 
 __all__ = ["InputMedia", "find_input_media", "template_media_keys"]
@@ -67,10 +68,11 @@ class InputMedia:
         return out
 
 
-def find_input_media(value: Any, config: GuardConfig, media_keys: Mapping[str, str] | None = None) -> InputMedia:
+def find_input_media(value: Any, config: GuardConfig, media_keys: Mapping[str, str] | None = None,
+                     fit: Fit | None = None) -> InputMedia:
     """Decode the media of ``value`` (see the module docstring), under one request's limits
-    (:mod:`smoothguard.limits`). Raises ``MediaError`` naming the place."""
-    with limits.request(config):
+    (:mod:`smoothguard.limits`), images straight to ``fit``'s size. Raises ``MediaError`` naming the place."""
+    with limits.request(config, fit):
         return _find_input_media(value, config, media_keys)
 
 

@@ -23,7 +23,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables.config import ensure_config, set_config_context
 
 from smoothguard import GuardConfig, GuardResult, SmoothGuard
-from smoothguard_langchain.blocks import MessageMedia, find_media
+from smoothguard_langchain.blocks import MessageMedia, find_media, image_fit
 from smoothguard_langchain.callbacks import NOSTREAM_TAG, candidate_tag, without_stream_consumers
 from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard, vote_text
 from smoothguard_langchain.decoding import greedy_temperature
@@ -54,7 +54,8 @@ class SmoothGuardMiddleware(AgentMiddleware):
     # -- hooks --------------------------------------------------------------------------------------------
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
-        found = find_media(_messages(request), self.config, where="request.messages")
+        found = find_media(_messages(request), self.config, where="request.messages",
+                           fit=image_fit(self.config, request.model))
 
         def call(inputs: list[ModelRequest], index: int, width: int) -> list[Any]:
             if not found.slots:
@@ -68,7 +69,8 @@ class SmoothGuardMiddleware(AgentMiddleware):
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[Any]]) -> Any:
-        found = await asyncio.to_thread(find_media, _messages(request), self.config, where="request.messages")
+        found = await asyncio.to_thread(find_media, _messages(request), self.config, where="request.messages",
+                                        fit=image_fit(self.config, request.model))
 
         async def acall(inputs: list[ModelRequest], index: int, width: int) -> list[Any]:
             if not found.slots:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smoothguard import GuardResult
 from smoothguard.errors import GuardFlagged
+from smoothguard_langchain.blocks import image_fit
 from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
 from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard
 from smoothguard_langchain.inputs import InputMedia, find_input_media, template_media_keys
@@ -85,7 +86,7 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
     def _invoke(self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig,
                 **kwargs: Any) -> Any:
         guard = self._guard()
-        found = find_input_media(input, guard.config, self._media_keys())
+        found = find_input_media(input, guard.config, self._media_keys(), image_fit(guard.config, self.bound))
 
         def call(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
             configs = [self._child_config(config, run_manager, start + i, width, False)
@@ -101,8 +102,8 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
     async def _ainvoke(self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig,
                        **kwargs: Any) -> Any:
         guard = self._guard()
-        found: InputMedia = await asyncio.to_thread(find_input_media, input, guard.config,
-                                                   self._media_keys())
+        found: InputMedia = await asyncio.to_thread(find_input_media, input, guard.config, self._media_keys(),
+                                                   image_fit(guard.config, self.bound))
 
         async def acall(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
             configs = [self._child_config(config, run_manager, start + i, width, True)

@@ -18,7 +18,7 @@ from llama_index.core.bridge.pydantic import BaseModel, Field
 from llama_index.core.callbacks import CallbackManager
 
 from smoothguard import GuardConfig, SmoothGuard
-from smoothguard_llamaindex.blocks import MessageMedia
+from smoothguard_llamaindex.blocks import MessageMedia, image_fit
 from smoothguard_llamaindex.fanout import chat_text
 from smoothguard_llamaindex.guarded import aguarded_call, build_config, guard_for, guarded_call, with_metadata
 
@@ -69,8 +69,8 @@ class GuardedLLMBase(BaseModel):
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
         """One guarded ``chat``: a candidate per noisy copy of the messages' media, the voted response back."""
         self._before_call()
-        payload = MessageMedia(messages, self.guard_config)
         llm = self.llm  # type: ignore[attr-defined]
+        payload = MessageMedia(messages, self.guard_config, fit=image_fit(self.guard_config, llm))
         response, result = guarded_call(self.guard, payload, lambda msgs: llm.chat(msgs, **kwargs), chat_text,
                                         model_name=self._inner_name(), endpoint=endpoint, model=llm)
         return with_metadata(response, result)
@@ -78,8 +78,9 @@ class GuardedLLMBase(BaseModel):
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str) -> ChatResponse:
         """Async :meth:`_chat` (payloads decoded and rebuilt in worker threads)."""
         self._before_call()
-        payload = await asyncio.to_thread(MessageMedia, messages, self.guard_config)
         llm = self.llm  # type: ignore[attr-defined]
+        payload = await asyncio.to_thread(MessageMedia, messages, self.guard_config,
+                                          fit=image_fit(self.guard_config, llm))
 
         async def call(msgs: list[ChatMessage]) -> ChatResponse:
             return await llm.achat(msgs, **kwargs)

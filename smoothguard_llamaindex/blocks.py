@@ -62,7 +62,9 @@ from llama_index.core.schema import BaseNode, ImageNode
 from smoothguard import GuardConfig, Media, limits
 from smoothguard.content_parts import ContentPart, check_part
 from smoothguard.errors import MediaError, shorten
+from smoothguard.image_resize import fitter, rule_for_model
 from smoothguard.limits import MediaBudget
+from smoothguard.media.images import Fit
 
 __all__ = ["DocumentMedia", "MessageMedia", "block_part", "image_documents_to_blocks", "user_message"]
 
@@ -84,12 +86,18 @@ class _Slot:
     raw: bytes | None = None  # the bytes of a file-like original (candidate 0 gets its own stream of them)
 
 
+def image_fit(config: GuardConfig, llm: Any) -> Fit | None:
+    """The size images are decoded at for ``llm``: ``image_resize``, with ``"auto"`` read from the LLM as the guard
+    reads it, so the guard's own resize has nothing left to do."""
+    return fitter(config.image_resize, rule_for_model(llm))
+
+
 class _Reader:
     """Decodes carriers into Media under the config's limits; collects notes; owns the temp directory."""
 
-    def __init__(self, config: GuardConfig) -> None:
+    def __init__(self, config: GuardConfig, fit: Fit | None = None) -> None:
         self.config = config
-        self.budget = MediaBudget(config)  # the request's media count and pixels
+        self.budget = MediaBudget(config, fit)  # the request's media count and pixels; images decoded at ``fit``
         self.media: list[Media] = []
         self.slots: list[_Slot] = []
         self.notes: list[str] = []
@@ -264,10 +272,11 @@ class MessageMedia(_FoundMedia):
     """
 
     def __init__(self, messages: Sequence[ChatMessage], config: GuardConfig, *,
-                 where: Callable[[int, int], str] | None = None) -> None:
-        """``where(i, j)`` names block j of message i in errors and notes (default ``messages[i].blocks[j]``)."""
+                 where: Callable[[int, int], str] | None = None, fit: Fit | None = None) -> None:
+        """``where(i, j)`` names block j of message i in errors and notes (default ``messages[i].blocks[j]``);
+        ``fit``: the size images are decoded at (:func:`image_fit`)."""
         self.messages = list(messages)
-        self._reader = _Reader(config)
+        self._reader = _Reader(config, fit)
         self._places: list[tuple[int, int, int | None]] = []  # (message, block, index inside a citable block)
         name = where or (lambda i, j: f"messages[{i}].blocks[{j}]")
         for i, message in enumerate(self.messages):
@@ -318,9 +327,10 @@ class DocumentMedia(_FoundMedia):
     Same contract as :class:`MessageMedia`; :meth:`build` returns a new list of the same carriers.
     """
 
-    def __init__(self, documents: Sequence[Any], config: GuardConfig, *, name: str = "image_documents") -> None:
+    def __init__(self, documents: Sequence[Any], config: GuardConfig, *, name: str = "image_documents",
+                 fit: Fit | None = None) -> None:
         self.documents = list(documents)
-        self._reader = _Reader(config)
+        self._reader = _Reader(config, fit)
         self._places: list[int] = []
         for i, doc in enumerate(self.documents):
             before = len(self._reader.slots)

@@ -31,7 +31,7 @@ from llama_index.core.multi_modal_llms import MultiModalLLM
 from smoothguard import GuardConfig
 from smoothguard.errors import ConfigError
 from smoothguard_llamaindex.base import GuardedLLMBase, reported_once
-from smoothguard_llamaindex.blocks import MessageMedia, image_documents_to_blocks, user_message
+from smoothguard_llamaindex.blocks import MessageMedia, image_documents_to_blocks, image_fit, user_message
 from smoothguard_llamaindex.fanout import chat_text
 from smoothguard_llamaindex.guarded import METADATA_KEY, aguarded_call, guarded_call, with_metadata
 
@@ -212,7 +212,8 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
         if image_documents:
             message = user_message(prompt, image_documents_to_blocks(image_documents))
             self._share_callbacks()
-            payload = MessageMedia([message], self.guard_config, where=lambda i, j: f"image_documents[{j}]")
+            payload = MessageMedia([message], self.guard_config, where=lambda i, j: f"image_documents[{j}]",
+                                   fit=image_fit(self.guard_config, self.llm))
             chat, result = guarded_call(self.guard, payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text,
                                         model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
             return _as_completion(chat, result)

@@ -12,6 +12,7 @@ For an image given as an http(s) URL on a local server:
 
 from __future__ import annotations
 
+import base64
 import io
 import sys
 import threading
@@ -156,3 +157,23 @@ def test_private_addresses_are_refused_by_default(path: str, image_url: str) -> 
 def test_fetched_media_go_out_inline_in_every_call(path: str, image_url: str) -> None:
     carried, _ = PATHS[path](image_url, GuardConfig(n_samples=N, seed=0, allow_private_fetch=True))
     assert carried == ["inline"] * N
+
+
+def test_every_adapter_decodes_an_upload_at_the_models_size() -> None:
+    """LangChain and LlamaIndex decode a large JPEG straight to the size the wrapped model looks at (OpenAI's rule
+    for these models), keeping the size sent; the proxy does the same (tests/core/test_image_resize.py)."""
+    from smoothguard_langchain.blocks import find_media, image_fit
+    from smoothguard_llamaindex.blocks import MessageMedia
+    from smoothguard_llamaindex.blocks import image_fit as li_image_fit
+
+    out = io.BytesIO()
+    Image.fromarray(np.full((1500, 2000, 3), 120, np.uint8)).save(out, "JPEG")
+    raw = out.getvalue()
+    config = GuardConfig(n_samples=N, seed=0)
+    url = "data:image/jpeg;base64," + base64.b64encode(raw).decode()
+    content = [{"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": url}}]
+    langchain = find_media([HumanMessage(content=content)], config, fit=image_fit(config, FakeVLM())).media[0]
+    message = ChatMessage(role=MessageRole.USER, blocks=[TextBlock(text="What is it?"), ImageBlock(image=raw)])
+    llamaindex = MessageMedia([message], config, fit=li_image_fit(config, PixelLLM())).media[0]
+    for media in (langchain, llamaindex):
+        assert (media.width, media.height) == (1024, 768) and media.source_size == (2000, 1500)

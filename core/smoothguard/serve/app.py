@@ -5,6 +5,11 @@ A request with images or audio becomes N upstream requests carrying noisy copies
 the answers go through :meth:`SmoothGuard.arun` and the client gets a normal chat completion whose message is
 the chosen answer, plus a ``smoothguard`` object (``GuardResult.to_dict()``). A request without media is
 forwarded untouched. The app keeps no state between requests, so replicas scale behind any load balancer.
+
+Here: routing, authentication, the request's media (fetched with the core's downloader, decoded under its limits)
+and the guarded fan-out. What a request body and an upstream completion must look like is in
+:mod:`~smoothguard.serve.parsing`; what the client gets back (the completion or stream, the vote headers, errors)
+in :mod:`~smoothguard.serve.responses`; content parts in :mod:`~smoothguard.serve.codec`.
 """
 
 from __future__ import annotations
@@ -14,16 +19,13 @@ import contextlib
 import functools
 import gc
 import hmac
-import ipaddress
 import json
 import logging
 import os
-import re
 import time
 import traceback
-import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,6 +49,29 @@ from smoothguard.media import Media, download
 from smoothguard.result import GuardResult
 from smoothguard.serve.codec import MediaSlot, answer_text, candidate_body, decode_slot, find_media, inline
 from smoothguard.serve.errors import ProxyError, Redactor
+from smoothguard.serve.parsing import (
+    bearer_token,
+    check_completion,
+    json_reason,
+    model_name,
+    parse_body,
+    safe_url,
+    url_problem,
+    withhold_addresses,
+)
+from smoothguard.serve.responses import (
+    OVER_BUDGET,
+    completion,
+    dumps,
+    error_response,
+    generation_error,
+    http_exception,
+    json_response,
+    stream_response,
+    unexpected_error,
+    vote_headers,
+    vote_meta,
+)
 from smoothguard.serve.settings import ServeSettings, apply_overrides, startup_warnings
 from smoothguard.serve.upstream import UpstreamClient, UpstreamError, http_error
 
@@ -90,7 +115,7 @@ def create_app(upstream: str | None, config: GuardConfig | Mapping[str, Any] | N
         routes=[Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
                 Route("/v1/models", proxy.models, methods=["GET"]),
                 Route("/health", proxy.health, methods=["GET"])],
-        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
+        exception_handlers={HTTPException: http_exception, Exception: unexpected_error},
         lifespan=proxy.lifespan,
     )
     app.state.proxy = proxy
@@ -162,7 +187,7 @@ class Proxy:
             gc.freeze()
         self.ready = True
         log.info("SmoothGuard proxy ready: upstream %s, n_samples=%d, sigma=%g, client authentication %s",
-                 _safe_url(self.settings.upstream), self.config.n_samples, self.config.sigma,
+                 safe_url(self.settings.upstream), self.config.n_samples, self.config.sigma,
                  f"on ({len(self._client_keys)} keys)" if self._client_keys else "off")
         try:
             yield
@@ -177,7 +202,7 @@ class Proxy:
     async def health(self, request: Request) -> Response:
         """Liveness: 200 while the process serves; ``ready`` is false until the warm-up finished."""
         in_flight = self._upstream.in_flight() if self._upstream is not None else 0
-        return _json({"status": "ok", "ready": self.ready or not self.settings.warmup, "version": __version__,
+        return json_response({"status": "ok", "ready": self.ready or not self.settings.warmup, "version": __version__,
                       "upstream_in_flight": in_flight})
 
     async def models(self, request: Request) -> Response:
@@ -191,18 +216,18 @@ class Proxy:
     async def _handle(self, request: Request, handler: Any) -> Response:
         rid = "sg-" + uuid.uuid4().hex[:16]
         started = time.perf_counter()
-        redact = Redactor([*self._secrets, _bearer_token(request.headers.get("authorization"))])
+        redact = Redactor([*self._secrets, bearer_token(request.headers.get("authorization"))])
         info: dict[str, Any] = {"mode": "-"}
         try:
             await self._authenticate(request)
             response = await handler(request, rid, redact, info)
         except ProxyError as exc:
             info["error"] = exc.code or exc.type
-            response = _error(exc)
+            response = error_response(exc)
         except Exception:
             log.error("request %s failed unexpectedly:\n%s", rid, redact(traceback.format_exc()))
             info["error"] = "internal_error"
-            response = _error(ProxyError(500, f"internal error in the SmoothGuard proxy (request {rid}); the "
+            response = error_response(ProxyError(500, f"internal error in the SmoothGuard proxy (request {rid}); the "
                                          "operator's logs have the details", type="server_error",
                                          code="internal_error"))
         response.headers["x-request-id"] = rid
@@ -243,10 +268,10 @@ class Proxy:
         raw = await _read_body(request, self.settings.max_body_bytes)
         try:
             # a large body (inline images) parses in a worker thread, so other requests' I/O goes on meanwhile
-            body, bad_text = (_parse_body(raw) if len(raw) < _THREAD_PARSE_BYTES
-                              else await asyncio.to_thread(_parse_body, raw))
+            body, bad_text = (parse_body(raw) if len(raw) < _THREAD_PARSE_BYTES
+                              else await asyncio.to_thread(parse_body, raw))
         except ValueError as exc:
-            raise ProxyError(400, f"the request body is not valid JSON: {_json_reason(exc)}",
+            raise ProxyError(400, f"the request body is not valid JSON: {json_reason(exc)}",
                              code="invalid_json") from None
         except RecursionError:
             raise ProxyError(400, "the request body is nested too deeply to parse", code="invalid_json") from None
@@ -265,7 +290,7 @@ class Proxy:
             if slots.notes:  # unsmoothable media the operator lets through (unsmoothable_media="passthrough")
                 log.warning("request %s: forwarded unsmoothed: %s", rid, redact("; ".join(slots.notes)))
             if "smoothguard" in body:
-                raw = _dumps({k: v for k, v in body.items() if k != "smoothguard"})
+                raw = dumps({k: v for k, v in body.items() if k != "smoothguard"})
             return await self._forward("POST", "/chat/completions", raw, headers, redact)
         if len(slots) > config.max_media_items:
             raise ProxyError(400, f"the request holds {len(slots)} images/audio clips; this proxy accepts at most "
@@ -281,11 +306,11 @@ class Proxy:
         notes = [*slots.notes, *notes]
         result, candidates = await self._guard(body, guarded, originals, config, headers, redact, rid, notes, info,
                                                deadline)
-        meta = _meta(result, notes, rid)
+        meta = vote_meta(result, notes, rid)
         try:
             if body.get("stream"):
-                return _vote_headers(_stream_response(result, candidates, body, meta), result)
-            return _vote_headers(_json(_completion(result, candidates, body, meta)), result)
+                return vote_headers(stream_response(result, candidates, body, meta), result)
+            return vote_headers(json_response(completion(result, candidates, body, meta)), result)
         except (TypeError, KeyError, AttributeError, ValueError):
             # the chosen completion is the upstream's: one the checks let through but that cannot be relayed is
             # the upstream's fault, a 502, not a 500
@@ -311,7 +336,7 @@ class Proxy:
                 raise ProxyError(400, f"{slot.param}: this proxy does not accept remote media URLs; send the "
                                  f"{slot.kind} inline as a base64 data URL", code="remote_media_not_allowed",
                                  param=slot.param)
-            problem = _url_problem(slot.value)
+            problem = url_problem(slot.value)
             if problem:  # parsed before any fetch: a malformed URL is the client's error, a 400
                 raise ProxyError(400, f"{slot.param}: {shorten(slot.value)} is not a valid URL: {problem}",
                                  code="invalid_media", param=slot.param)
@@ -326,12 +351,12 @@ class Proxy:
             try:
                 return (await asyncio.get_running_loop().run_in_executor(self.fetch_pool, get)).body
             except MediaError as exc:
-                message = _withhold_addresses(str(exc), slot.value)
+                message = withhold_addresses(str(exc), slot.value)
                 raise ProxyError(400, f"{slot.param}: {message}", code="media_fetch_failed",
                                  param=slot.param) from None
             except ValueError as exc:  # a URL the fetch could not parse (a redirect's, say): still not a 500
                 raise ProxyError(400, f"{slot.param}: could not fetch {shorten(slot.value)}: invalid URL "
-                                 f"({_withhold_addresses(str(exc), slot.value)})", code="media_fetch_failed",
+                                 f"({withhold_addresses(str(exc), slot.value)})", code="media_fetch_failed",
                                  param=slot.param) from None
 
         if fetch:
@@ -341,7 +366,7 @@ class Proxy:
         fetched = {(s.message, s.block): raw for s, raw in zip(fetch, raws, strict=True)}
         guarded = [s for s in slots if s not in skipped]
 
-        fit = fitter(config.image_resize, auto_rule(model_name=_model_name(body)))
+        fit = fitter(config.image_resize, auto_rule(model_name=model_name(body)))
 
         def decode_all() -> list[Media]:
             # the request's pixel budget, checked before each image is decoded; each image decoded at its noise size
@@ -383,13 +408,13 @@ class Proxy:
         image_format = self.settings.image_format
 
         def prepare(variant: list[Media]) -> bytes:
-            return _dumps(candidate_body(body, slots, originals, variant, set_fields=set_fields, drop_fields=drop,
+            return dumps(candidate_body(body, slots, originals, variant, set_fields=set_fields, drop_fields=drop,
                                          image_format=image_format))
 
         async def call(index: int, payload: bytes) -> dict[str, Any]:
             try:
                 data = await self.upstream.post_json("/chat/completions", payload, headers, redact)
-                _check_completion(data)
+                check_completion(data)
                 answer_text(data)
             except UpstreamError:
                 raise
@@ -403,7 +428,7 @@ class Proxy:
             return data
 
         fan: FanOut[dict[str, Any]] = FanOut(SmoothGuard(config), acall=call, prepare=prepare, text=answer_text)
-        auto_resize = auto_rule(model_name=_model_name(body))
+        auto_resize = auto_rule(model_name=model_name(body))
         guard = asyncio.ensure_future(fan.arun(originals, deadline=deadline, auto_resize=auto_resize))
         try:
             if deadline is not None:
@@ -417,10 +442,10 @@ class Proxy:
         except GuardFlagged as exc:
             info.update(n=exc.result.n_used, agreement=f"{exc.result.agreement:.2f}", flagged=True)
             raise ProxyError(422, f"the guard flagged this request: {exc}", type="smoothguard_flagged",
-                             code="flagged", extra={"smoothguard": _meta(exc.result, notes, rid)}) from None
+                             code="flagged", extra={"smoothguard": vote_meta(exc.result, notes, rid)}) from None
         except GenerationError as exc:
             info.update(n=fan.asked, failed=len(exc.causes))
-            raise _generation_error(exc, fan.asked, redact, rid) from None
+            raise generation_error(exc, fan.asked, redact, rid) from None
         except BaseException:
             guard.cancel()
             raise
@@ -476,7 +501,7 @@ async def _relay(response: httpx.Response, release: Any) -> AsyncIterator[bytes]
     except httpx.HTTPError as exc:
         error = {"error": {"message": f"the upstream stream broke off ({type(exc).__name__})",
                            "type": "upstream_error", "param": None, "code": "upstream_connection_error"}}
-        yield b"data: " + _dumps(error) + b"\n\n"
+        yield b"data: " + dumps(error) + b"\n\n"
     finally:
         await release()
 
@@ -508,14 +533,13 @@ async def _drain(request: Request) -> None:
                 break
 
 
-_OVER_BUDGET = "time_budget_exceeded"
 
 
 def _budget_spent(budget: float | None) -> ProxyError:
     """The answer when the time budget runs out before any candidate could be sent."""
     return ProxyError(504, f"the time budget of {budget or 0:g} s was spent before any candidate could be sent to the "
                       "model (reading, fetching, decoding and adding noise to the media took that long); send smaller "
-                      "media or raise time_budget", type="upstream_timeout", code=_OVER_BUDGET)
+                      "media or raise time_budget", type="upstream_timeout", code=OVER_BUDGET)
 
 
 async def _until(deadline: float | None, work: Awaitable[Any], budget: float | None) -> Any:
@@ -542,287 +566,3 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: str) -> ProxyError:
-    """Too few of the ``asked`` candidates answered. Where the failures agree (the core's rule,
-    :func:`smoothguard.fanout.raise_failure`: ``exc`` is then also that failure's type), that failure's status;
-    504 where candidates missed the time budget; otherwise 502. The body lists every candidate's error."""
-    causes = [cause for _, cause in exc.causes]
-    errors = [{"index": i, "error": redact(c.message if isinstance(c, UpstreamError) else str(c))}
-              for i, c in exc.causes]
-    extra = {"smoothguard": {"request_id": rid, "errors": errors}}
-    alike = (f"all {asked} candidates failed the same way" if len(causes) == asked else
-             f"only {asked - len(causes)} of {asked} candidates were answered; the {len(causes)} others failed the "
-             "same way")
-    if isinstance(exc, UpstreamError):
-        code = exc.code if len({getattr(c, "code", None) for c in causes}) == 1 else "upstream_failed"
-        return ProxyError(exc.status, f"{alike}: {exc.message}", type=exc.type, code=code, extra=extra)
-    if isinstance(exc, TimeoutError):  # every failed candidate missed the time budget
-        return ProxyError(504, f"{alike}: {causes[0]}", type="upstream_timeout", code=_OVER_BUDGET, extra=extra)
-    if any(isinstance(c, TimeoutError) for c in causes):
-        return ProxyError(504, redact(str(exc)), type="upstream_timeout", code=_OVER_BUDGET, extra=extra)
-    return ProxyError(502, redact(str(exc)), type="upstream_error", code="upstream_failed", extra=extra)
-
-
-def _vote_headers(response: Response, result: GuardResult) -> Response:
-    """The vote in response headers too, for clients that drop unknown body fields (``ChatOpenAI``'s
-    ``include_response_headers=True`` exposes them): agreement (winner share, 0-1), flagged, model calls made."""
-    response.headers["x-smoothguard-agreement"] = f"{result.agreement:.4f}"
-    response.headers["x-smoothguard-flagged"] = "true" if result.flagged else "false"
-    response.headers["x-smoothguard-calls"] = str(result.n_used)
-    return response
-
-
-def _meta(result: GuardResult, notes: Sequence[str], rid: str) -> dict[str, Any]:
-    meta = result.to_dict()
-    meta["notes"] = list(meta.get("notes", [])) + list(notes)
-    meta["request_id"] = rid
-    return meta
-
-
-def _chosen(result: GuardResult, candidates: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The completion of the chosen candidate and its message (the guard's answer as content)."""
-    index = result.representative if result.representative in candidates else min(candidates)
-    completion = candidates[index]
-    choice = completion["choices"][0]
-    if result.refused:
-        return completion, {"role": "assistant", "content": result.answer}
-    message = dict(choice.get("message") or {})
-    message.setdefault("role", "assistant")
-    content = message.get("content")
-    if (isinstance(content, str) and content.strip()) or not message.get("tool_calls"):
-        message["content"] = result.answer
-    return completion, message
-
-
-def _usage(candidates: dict[int, dict[str, Any]]) -> dict[str, int] | None:
-    """Token usage summed over every answered candidate: what the request really cost."""
-    total: dict[str, int] = {}
-    for completion in candidates.values():
-        usage = completion.get("usage")
-        if isinstance(usage, dict):
-            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-                if isinstance(usage.get(key), int):
-                    total[key] = total.get(key, 0) + usage[key]
-    return total or None
-
-
-def _completion(result: GuardResult, candidates: dict[int, dict[str, Any]], body: dict[str, Any],
-                meta: dict[str, Any]) -> dict[str, Any]:
-    completion, message = _chosen(result, candidates)
-    choice = completion["choices"][0]
-    out = {
-        "id": completion.get("id") or f"chatcmpl-{meta['request_id']}",
-        "object": "chat.completion",
-        "created": completion.get("created") or int(time.time()),
-        "model": completion.get("model") or body.get("model"),
-        "choices": [{"index": 0, "message": message, "logprobs": None if result.refused else choice.get("logprobs"),
-                     "finish_reason": "stop" if result.refused else choice.get("finish_reason") or "stop"}],
-    }
-    if completion.get("system_fingerprint"):
-        out["system_fingerprint"] = completion["system_fingerprint"]
-    usage = _usage(candidates)
-    if usage:
-        out["usage"] = usage
-    out["smoothguard"] = meta
-    return out
-
-
-def _stream_response(result: GuardResult, candidates: dict[int, dict[str, Any]], body: dict[str, Any],
-                     meta: dict[str, Any]) -> StreamingResponse:
-    """The chosen answer as an SSE stream of chat.completion.chunk events ending with ``data: [DONE]``."""
-    full = _completion(result, candidates, body, meta)
-    message = full["choices"][0]["message"]
-    base = {"id": full["id"], "object": "chat.completion.chunk", "created": full["created"], "model": full["model"]}
-    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-    if message.get("tool_calls"):
-        delta["tool_calls"] = [{**call, "index": k} for k, call in enumerate(message["tool_calls"])]
-    events = [
-        {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]},
-        {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                              "finish_reason": full["choices"][0]["finish_reason"]}], "smoothguard": meta},
-    ]
-    options = body.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage") and full.get("usage"):
-        events.append({**base, "choices": [], "usage": full["usage"]})
-
-    chunks = [b"data: " + _dumps(event) + b"\n\n" for event in events]  # now: a failure is an error, not a cut stream
-
-    async def stream() -> AsyncIterator[bytes]:
-        for chunk in chunks:
-            yield chunk
-        yield b"data: [DONE]\n\n"
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
-
-
-def _dumps(obj: Any) -> bytes:
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_json_default)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (from the upstream: client text is checked): escape it, as JSON can
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True, default=_json_default).encode("ascii")
-
-
-def _json_default(obj: Any) -> Any:
-    item = getattr(obj, "item", None)  # numpy scalars
-    if callable(item):
-        return item()
-    if isinstance(obj, tuple | set | frozenset):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_dumps(obj), status_code=status, media_type="application/json", headers=headers)
-
-
-def _error(exc: ProxyError) -> Response:
-    return _json(exc.body(), exc.status, exc.headers or None)
-
-
-def _json_reason(exc: ValueError) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
-    return "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "unreadable"
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _parse_body(raw: bytes) -> tuple[Any, str | None]:
-    """The JSON body, and where in it a lone surrogate sits (a ``"\\ud800"`` escape without its pair: no valid
-    text holds one), or None."""
-    body = json.loads(raw)
-    # only a \uD8xx-\uDFxx escape can put a surrogate in the parsed text (raw ones are invalid UTF-8, refused by
-    # json.loads): walk the body only when the bytes hold such an escape
-    if b"\\ud" in raw or b"\\uD" in raw:
-        return body, _lone_surrogate(body)
-    return body, None
-
-
-def _lone_surrogate(body: Any) -> str | None:
-    """Where the first string (or key) holding a lone surrogate is, as a parameter path; None when none does."""
-    stack: list[tuple[Any, str]] = [(body, "")]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, str):
-            if _SURROGATE.search(value):
-                return path or "the body"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                where = f"{path}.{_printable(key)}" if path else _printable(key)
-                if _SURROGATE.search(key):
-                    return where
-                stack.append((item, where))
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
-    return None
-
-
-def _printable(text: str, limit: int = 80) -> str:
-    """``text`` with surrogates escaped (so it can be sent back), shortened."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _check_completion(data: dict[str, Any]) -> None:
-    """ValueError when the completion's tool calls are malformed (the proxy relays them, so they must be objects
-    with a ``function`` object, as OpenAI's API writes them); :func:`answer_text` checks the rest."""
-    choices = data.get("choices")
-    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
-        return
-    message = choices[0].get("message")
-    calls = message.get("tool_calls") if isinstance(message, dict) else None
-    if calls is None:
-        return
-    if not isinstance(calls, list):
-        raise ValueError(f"choices[0].message.tool_calls must be a list of tool calls, got {type(calls).__name__}")
-    for k, call in enumerate(calls):
-        where = f"choices[0].message.tool_calls[{k}]"
-        if not isinstance(call, dict):
-            raise ValueError(f"{where} must be an object, got {type(call).__name__}")
-        function = call.get("function")
-        if function is None:
-            continue
-        if not isinstance(function, dict):
-            raise ValueError(f"{where}.function must be an object, got {type(function).__name__}")
-        if function.get("name") is not None and not isinstance(function["name"], str):
-            raise ValueError(f"{where}.function.name must be a string")
-        arguments = function.get("arguments")
-        if arguments is not None and not isinstance(arguments, str | dict):
-            raise ValueError(f"{where}.function.arguments must be a string")
-
-
-def _url_problem(url: str) -> str | None:
-    """Why ``url`` is not a usable http(s) URL (a bad port, a malformed IPv6 literal, ...), or None."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 -- parsing the port raises for one out of range or not a number
-    except ValueError as exc:
-        return str(exc) or "it cannot be parsed"
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return "it needs an http(s) scheme and a host"
-    return None
-
-
-
-_ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.%]*[:.][0-9A-Fa-f:.%]*")
-
-
-def _withhold_addresses(text: str, url: str) -> str:
-    """``text`` (a fetch error) without the IP addresses a host name resolved to: a client learns nothing about
-    the internal network from a refused fetch. Addresses written in the client's own URL stay."""
-
-    def withhold(match: re.Match[str]) -> str:
-        token = match.group(0)
-        try:
-            ipaddress.ip_address(token.split("%", 1)[0])
-        except ValueError:
-            return token
-        return token if token in url else "an address withheld"
-
-    return _ADDRESS_LIKE.sub(withhold, text)
-
-
-def _bearer_token(value: str | None) -> str | None:
-    if not value:
-        return None
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else value
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without any user:password part, for logs."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    status = getattr(exc, "status_code", 500)
-    if status == 404:
-        message = (f"no route {request.url.path!r}: the SmoothGuard proxy serves POST /v1/chat/completions, "
-                   "GET /v1/models and GET /health")
-    elif status == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    else:
-        message = str(getattr(exc, "detail", "")) or "request failed"
-    return _json({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                            "code": {404: "not_found", 405: "method_not_allowed"}.get(status)}}, status)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-    return _json({"error": {"message": "internal error in the SmoothGuard proxy", "type": "server_error",
-                            "param": None, "code": "internal_error"}}, 500)
-
-
-def _model_name(body: dict[str, Any]) -> str | None:
-    """The request's model name, which decides what ``image_resize="auto"`` means (a Qwen2-VL served by vLLM
-    keeps its full resolution; others get OpenAI's or Anthropic's input size)."""
-    model = body.get("model")
-    return model if isinstance(model, str) else None

@@ -11,9 +11,10 @@ from smoothguard.config import GuardConfig
 from smoothguard.errors import ConfigError, GenerationError, GuardFlagged, MediaError, SmoothGuardError
 from smoothguard.guard import SmoothGuard
 from smoothguard.media import Media
-from smoothguard.result import GuardResult, Sample
+from smoothguard.result import CertifyResult, GuardResult, Sample
 
 __all__ = [
+    "CertifyResult",
     "ConfigError",
     "GenerationError",
     "GuardConfig",

@@ -41,6 +41,7 @@ What it does not cover:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -56,7 +57,7 @@ from smoothguard.result import CertifyResult
 if TYPE_CHECKING:
     from smoothguard.guard import SmoothGuard
 
-__all__ = ["certify", "clopper_pearson_lower", "smoothing_radius"]
+__all__ = ["acertify", "certify", "clopper_pearson_lower", "smoothing_radius"]
 
 
 def certify(guard: SmoothGuard, backend: Any, prompt: str, *, images: Sequence[Any] = (),
@@ -70,6 +71,34 @@ def certify(guard: SmoothGuard, backend: Any, prompt: str, *, images: Sequence[A
     ``cluster_threshold``). Every candidate is noisy (``include_original`` is ignored). Returns a
     :class:`~smoothguard.result.CertifyResult`; abstaining is a value (``abstained=True``), not an exception.
     """
+    def generate(prompt: str, variants: Any, **extra: Any) -> Any:
+        return backend.generate(prompt, variants, **extra)
+
+    return _certify(guard, generate, prompt, images=images, audio=audio, n0=n0, n=n, alpha=alpha,
+                    batch_size=batch_size, threshold=threshold, backend=backend)
+
+
+async def acertify(guard: SmoothGuard, backend: Any, prompt: str, *, images: Sequence[Any] = (),
+                   audio: Sequence[Any] | Any = (), n0: int = 10, n: int = 1000, alpha: float = 0.001,
+                   batch_size: int = 1000, threshold: float | None = None) -> CertifyResult:
+    """:func:`certify` through ``backend.agenerate``: the same procedure, noise and result for the same seed.
+
+    The noise, the vote and the membership rule run in a worker thread (the event loop stays free); each batch
+    of candidates is one ``await backend.agenerate(...)`` on the caller's event loop.
+    """
+    loop = asyncio.get_running_loop()
+
+    def generate(prompt: str, variants: Any, **extra: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(backend.agenerate(prompt, variants, **extra), loop).result()
+
+    return await asyncio.to_thread(_certify, guard, generate, prompt, images=images, audio=audio, n0=n0, n=n,
+                                   alpha=alpha, batch_size=batch_size, threshold=threshold, backend=backend)
+
+
+def _certify(guard: SmoothGuard, generate: Any, prompt: str, *, images: Sequence[Any], audio: Sequence[Any] | Any,
+             n0: int, n: int, alpha: float, batch_size: int, threshold: float | None,
+             backend: Any) -> CertifyResult:
+    """:func:`certify` with ``generate(prompt, variants[, tensor_noise=...])`` answering each batch."""
     from smoothguard.guard import SmoothGuard, _call, _collect_media, _failure
 
     for name, value in (("n0", n0), ("n", n), ("batch_size", batch_size)):
@@ -89,9 +118,9 @@ def certify(guard: SmoothGuard, backend: Any, prompt: str, *, images: Sequence[A
         request.round = indices
         variants = request.variants(indices)
         if request.tensor_noise:
-            fn = request.bind(lambda v, noise: backend.generate(prompt, v, tensor_noise=noise))
+            fn = request.bind(lambda v, noise: generate(prompt, v, tensor_noise=noise))
         else:
-            fn = request.bind(lambda v: backend.generate(prompt, v))
+            fn = request.bind(lambda v: generate(prompt, v))
         outputs = _call(fn, variants)
         if isinstance(outputs, (str, bytes)) or not isinstance(outputs, Sequence) or len(outputs) != len(indices):
             return [RuntimeError("the backend returned the wrong number of answers")] * len(indices)

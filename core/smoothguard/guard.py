@@ -189,6 +189,17 @@ class SmoothGuard:
         return certify(self, backend, prompt, images=images, audio=audio, n0=n0, n=n, alpha=alpha,
                        batch_size=batch_size, threshold=threshold)
 
+    async def acertify(self, backend: Any, prompt: str, *, images: Sequence[Any] = (),
+                       audio: Sequence[Any] | Any = (), n0: int = 10, n: int = 1000, alpha: float = 0.001,
+                       batch_size: int = 1000, threshold: float | None = None) -> CertifyResult:
+        """Async :meth:`certify`, through ``backend.agenerate`` (``batch_size`` candidates per call): the same
+        procedure, guarantee and, for the same ``seed``, the same result. The noise, vote and counting run in a
+        worker thread, so the event loop stays free."""
+        from smoothguard.certify import acertify
+
+        return await acertify(self, backend, prompt, images=images, audio=audio, n0=n0, n=n, alpha=alpha,
+                              batch_size=batch_size, threshold=threshold)
+
     def _backend_request(self, backend: Any, prompt: str, media: list[Media]) -> _Request:
         channel_std = getattr(backend, "pixel_std", None)
         if getattr(backend, "adds_noise", False) and self.config.image_resize != "none":

@@ -148,7 +148,9 @@ def test_smoothguardllm_with_audioblock(audio_testbed, cases, one_torch_thread):
 
     class AudioTestbedLLM(CustomLLM):
         """A LlamaIndex LLM answering with the audio testbed: the text blocks are the question, the AudioBlock the
-        clip (as a multimodal LLM receives them)."""
+        clip (as a multimodal LLM receives them). Greedy: ``temperature`` 0 (the guard sets it on the copies)."""
+
+        temperature: float = 0.0
 
         @property
         def metadata(self) -> LLMMetadata:

@@ -1,6 +1,6 @@
 """The shipped testbed weights as a SmoothGuard backend: :func:`load_testbed`, :func:`weights_available`.
 
-The trained models live in ``smoothguard/testbed/weights/<name>/`` (``main`` and ``surrogate``), each a
+The trained models live in ``smoothguard/testbed/weights/<name>/`` (``main``, ``surrogate``, ``audio``), each a
 :func:`~smoothguard.testbed.model.save_testbed` directory (fp16 safetensors, tokenizer, processor config,
 ``testbed.json``, ``metrics.json``). ``SMOOTHGUARD_TESTBED_WEIGHTS=DIR`` makes ``DIR/<name>/`` be read instead
 (weights kept outside the package; tests). Without the weights, :func:`load_testbed` raises a
@@ -72,9 +72,9 @@ def missing_weights_message(name: str = "main") -> str:
     if name == "audio":
         return (
             f"the SmoothGuard audio testbed model has not been trained in this installation: {where} holds no "
-            f"weights (it needs {', '.join(_REQUIRED)}). Train it on a CPU from the repository root (about 25 "
+            f"weights (it needs {', '.join(_REQUIRED)}). Train it on a CPU from the repository root (about 45 "
             "minutes of one core): `PYTHONPATH=core python training/audio_train.py --out runs/audio` (resume a "
-            f"stopped run with --resume), then copy runs/audio/model/ to {where}/. See training/README.md. "
+            f"stopped run with --resume), then copy runs/audio/model/ to {where}/. See training/audio.md. "
             "Meanwhile, use a real model (`HFAudioLanguageModel.from_pretrained(...)`)."
         )
     return (

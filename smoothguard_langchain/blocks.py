@@ -1,7 +1,9 @@
 """The content-block codec: find images and audio in LangChain messages, write variants back in the same dialect.
 
-What each block is comes from :func:`smoothguard.content_parts.classify`, the rule the proxy shares. Dialects
-smoothed (reference/frameworks.md §1), each written back in the form it came in:
+Finding media in a content list and writing it back is the core's codec (:mod:`smoothguard.content_codec`, which
+the proxy shares); this module keeps what is LangChain's: messages to and from content lists, the v0/v1 naming,
+and decoding through :mod:`smoothguard.limits`. Dialects smoothed (reference/frameworks.md §1), each written back
+in the form it came in:
 
 ==============  =====================================================================================
 ``v1``          ``{"type": "image"|"audio", "base64": ..., "mime_type": ...}`` (also ``url``)
@@ -33,8 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from smoothguard import GuardConfig, Media, limits
-from smoothguard.content_parts import ContentPart, check_part, classify, get_path, write_media
+from smoothguard import GuardConfig, Media, content_codec, limits
+from smoothguard.content_codec import MediaPart
+from smoothguard.content_parts import ContentPart
 from smoothguard.errors import MediaError
 from smoothguard.image_resize import fitter, rule_for_model
 from smoothguard.media.audio import WAV_MIMES
@@ -44,24 +47,39 @@ __all__ = ["MediaSlot", "MessageMedia", "find_media", "image_fit", "is_message_l
            "write_media_value"]
 
 Kind = Literal["image", "audio"]
-_MAX_NESTING = 8  # levels of blocks inside blocks searched for media
 #: content_parts dialect -> the short name slots carry
 _DIALECTS = {"langchain-v1": "v1", "langchain-v0": "v0"}
 
 
 @dataclass(frozen=True)
 class MediaSlot:
-    """One image or clip found in a message: where it is, its dialect, and the decoded original."""
+    """One image or clip found in a message: where it is (``ref``, the core codec's slot), its dialect (``v1``,
+    ``v0``, ``anthropic``, ...), the label errors use, and the decoded original."""
 
-    message: int
-    block: int
+    ref: MediaPart
     kind: Kind
     dialect: str
     label: str
     media: Media
-    path: tuple[int, ...] = ()  # indices in the nested ``content`` lists below ``block`` (e.g. a tool_result's)
-    part: ContentPart | None = None  # the block's classification (where its payload lives)
-    nested: tuple[tuple[str, ...], ...] = ()  # the keys of each nested content list on the way down
+
+    @property
+    def message(self) -> int:
+        return self.ref.message
+
+    @property
+    def block(self) -> int:
+        """The block's index in the message's content, or of the top-level block holding it."""
+        return self.ref.block
+
+    @property
+    def path(self) -> tuple[int, ...]:
+        """Indices in the nested ``content`` lists below ``block`` (a tool_result's); () at top level."""
+        return self.ref.path
+
+    @property
+    def part(self) -> ContentPart:
+        """The block's classification (where its payload lives)."""
+        return self.ref.part
 
 
 @dataclass(frozen=True)
@@ -85,12 +103,10 @@ class MessageMedia:
         the block gave a URL (the fetched original goes inline, so the model sees what the guard saw)."""
         if len(media) != len(self.slots):
             raise ValueError(f"rebuild needs {len(self.slots)} media, got {len(media)}")
-        contents: dict[int, list[Any]] = {}
-        for slot, item in zip(self.slots, media, strict=True):
-            if item is slot.media and not (slot.part is not None and slot.part.source == "url"):
-                continue
-            content = contents.setdefault(slot.message, list(_content(self.messages[slot.message])))
-            content[slot.block] = _write_at(content[slot.block], slot.path, slot.nested, slot, item)
+        writes = [(slot.ref, base64.b64encode(item.to_bytes()).decode("ascii"), _mime(slot, item))
+                  for slot, item in zip(self.slots, media, strict=True)
+                  if item is not slot.media or slot.part.source == "url"]
+        contents = content_codec.rebuild(lambda i: _content(self.messages[i]), writes)
         return [_with_content(msg, contents[i]) if i in contents else msg for i, msg in enumerate(self.messages)]
 
 
@@ -109,37 +125,16 @@ def find_media(messages: Sequence[Any], config: GuardConfig, *, where: str = "me
         for i, message in enumerate(messages):
             content = _content(message)
             if isinstance(content, list):
-                _scan(content, i, (), (), f"{where}[{i}].content", config, slots, notes)
+                for ref in content_codec.scan(content, f"{where}[{i}].content", config, notes, message=i):
+                    label = f"{ref.place} ({ref.part.label})"
+                    media = _read_block(ref.part, label, config, notes)
+                    if media is not None:
+                        dialect = _DIALECTS.get(ref.part.dialect, ref.part.dialect)
+                        slots.append(MediaSlot(ref, ref.part.kind, dialect, label, media))  # type: ignore[arg-type]
             elif content is not None and not isinstance(content, str):
                 raise MediaError(f"{where}[{i}].content is a {type(content).__name__}, not text or a list of "
                                  "content blocks; the guard cannot tell whether it holds media")
     return MessageMedia(messages, tuple(slots), tuple(notes))
-
-
-def _scan(content: list[Any], message: int, outer: tuple[int, ...], keys: tuple[tuple[str, ...], ...], where: str,
-          config: GuardConfig, slots: list[MediaSlot], notes: list[str]) -> None:
-    """Add the media of one content list to ``slots``, descending into blocks that hold a ``content`` list of
-    their own (Anthropic ``tool_result`` blocks carry images there), so nested media are smoothed too."""
-    for j, block in enumerate(content):
-        place = f"{where}[{j}]"
-        info = classify(block)
-        if not info.smoothable:
-            if note := check_part(info, place, config):  # raises UnsupportedContent (a MediaError) when refused
-                notes.append(note)
-            if info.is_text and info.nested:
-                if len(outer) >= _MAX_NESTING:
-                    raise MediaError(f"{place}: content blocks nested more than {_MAX_NESTING} levels deep cannot be "
-                                     "checked for images or audio; flatten them")
-                _scan(get_path(block, info.nested), message, (*outer, j), (*keys, info.nested),
-                      f"{place}.{'.'.join(info.nested)}", config, slots, notes)
-            continue
-        kind: Kind = info.kind  # type: ignore[assignment]
-        label = f"{place} ({info.label})"
-        media = _read_block(info, kind, label, config, notes)
-        if media is not None:
-            top, path = (outer[0], (*outer[1:], j)) if outer else (j, ())
-            slots.append(MediaSlot(message, top, kind, _DIALECTS.get(info.dialect, info.dialect), label, media,
-                                   path, info, keys))
 
 
 def image_fit(config: GuardConfig, model: Any) -> Fit | None:
@@ -165,8 +160,9 @@ def is_message_like(x: Any) -> bool:
 # -- reading ------------------------------------------------------------------------------------------------
 
 
-def _read_block(info: ContentPart, kind: Kind, label: str, config: GuardConfig, notes: list[str]) -> Media | None:
+def _read_block(info: ContentPart, label: str, config: GuardConfig, notes: list[str]) -> Media | None:
     """The block's media, or None when it is passed through (noted); MediaError names ``label``."""
+    kind: Kind = info.kind  # type: ignore[assignment]
     try:
         if kind == "audio" and info.audio_format is not None and info.audio_format not in ("wav", "wave", "x-wav"):
             raise MediaError(f"only WAV audio can be smoothed, got format {info.audio_format!r}; convert it to WAV "
@@ -211,39 +207,14 @@ def _remote(url: str, kind: Kind, label: str, config: GuardConfig, notes: list[s
     return None
 
 
-
 # -- writing ------------------------------------------------------------------------------------------------
 
 
-def _write_at(block: dict[str, Any], path: tuple[int, ...], keys: tuple[tuple[str, ...], ...], slot: MediaSlot,
-              media: Media) -> dict[str, Any]:
-    """:func:`_write` of the block at ``path`` in ``block``'s nested content lists (copied on the way down)."""
-    if not path:
-        return _write(block, slot, media)
-    key, *rest = keys[0]
-    inner_list = list(get_path(block, keys[0]))
-    inner_list[path[0]] = _write_at(inner_list[path[0]], path[1:], keys[1:], slot, media)
-    if not rest:
-        return {**block, key: inner_list}
-    return {**block, key: _set(block[key], tuple(rest), inner_list)}
-
-
-def _set(mapping: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str, Any]:
-    if len(keys) == 1:
-        return {**mapping, keys[0]: value}
-    return {**mapping, keys[0]: _set(mapping[keys[0]], keys[1:], value)}
-
-
-def _write(block: dict[str, Any], slot: MediaSlot, media: Media) -> dict[str, Any]:
-    """A new block in ``slot``'s dialect carrying ``media`` inline (the old block is not touched)."""
-    data = base64.b64encode(media.to_bytes()).decode("ascii")
-    info = slot.part if slot.part is not None else classify(block)
-    return write_media(block, info, data, _mime(block, slot, media))
-
-
-def _mime(block: dict[str, Any], slot: MediaSlot, media: Media) -> str:
+def _mime(slot: MediaSlot, media: Media) -> str:
+    """The MIME type a rewritten block declares: WAV for audio (the block's own WAV spelling kept), else the
+    image's."""
     if slot.kind == "audio":
-        given = block.get("mime_type")
+        given = slot.ref.original.get("mime_type")
         return given if given in WAV_MIMES else "audio/wav"
     return media.mime_type
 

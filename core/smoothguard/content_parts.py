@@ -1,10 +1,10 @@
 """What a content part is, written once: text, or media (and where its payload lives), or unknown.
 
-Every codec that looks for media in a request (the proxy's OpenAI body codec, the LangChain block codec; the
-LlamaIndex adapter maps its typed blocks onto the same kinds) asks :func:`classify` what each content part is,
-and lets :func:`unsmoothable` decide what happens to media the guard cannot smooth. So the rule that keeps media
-from skipping the guard lives here, and a shape a provider reads as media is never forwarded unguarded because
-one codec did not know it.
+Every codec that looks for media in a request (:mod:`smoothguard.content_codec`, which the proxy's OpenAI body
+codec and the LangChain block codec share; the LlamaIndex adapter maps its typed blocks onto the same kinds) asks
+:func:`classify` what each content part is, and lets :func:`unsmoothable` decide what happens to media the guard
+cannot smooth. So the rule that keeps media from skipping the guard lives here, and a shape a provider reads as
+media is never forwarded unguarded because one codec did not know it.
 
 Kinds (:class:`ContentPart.kind`):
 
@@ -66,6 +66,7 @@ __all__ = [
     "check_part",
     "classify",
     "get_path",
+    "set_path",
     "unsmoothable",
     "unsmoothable_policy",
     "write_media",
@@ -190,15 +191,19 @@ class UnsupportedContent(MediaError):
     """A content part refused: media the guard cannot smooth, a malformed media part, or an unknown part.
 
     place: where it is (``messages[0].content[2]``); part_type: its type; kind: what it is (``video``, ``unknown``,
-    ...); code: ``"unsupported_media"``, ``"unknown_content_part"`` or ``"invalid_media"`` (the proxy's error code).
+    ...); code: ``"unsupported_media"``, ``"unknown_content_part"``, ``"invalid_media"`` or ``"invalid_messages"``
+    (content nested too deep; the proxy's error codes); problem_path: for ``invalid_media``, the keys inside the part
+    that are wrong.
     """
 
-    def __init__(self, message: str, *, place: str, part_type: str, kind: str, code: str) -> None:
+    def __init__(self, message: str, *, place: str, part_type: str, kind: str, code: str,
+                 problem_path: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.place = place
         self.part_type = part_type
         self.kind = kind
         self.code = code
+        self.problem_path = problem_path
 
 
 # -- classification ----------------------------------------------------------------------------------------
@@ -602,7 +607,7 @@ def unsmoothable(part: ContentPart, place: str, policy: Policy, *, setting: str 
             place=place, part_type=part.type, kind="unknown", code="unknown_content_part") from None
     if part.problem is not None:
         raise UnsupportedContent(f"{place} ({part.label}): {part.problem}", place=place, part_type=part.type,
-                                 kind=part.kind, code="invalid_media") from None
+                                 kind=part.kind, code="invalid_media", problem_path=part.problem_path) from None
     why = part.reason or {"video": "video is not smoothed", "file": "files and documents are not smoothed",
                           "embeds": "precomputed embeddings cannot be given noise"}.get(part.kind, "it is not inline")
     if policy == "passthrough":
@@ -627,7 +632,7 @@ def get_path(part: Any, path: tuple[str, ...]) -> Any:
     return part
 
 
-def _set_path(part: Mapping[str, Any], path: tuple[str, ...], value: Any, drop: tuple[str, ...] = ()) -> dict:
+def set_path(part: Mapping[str, Any], path: tuple[str, ...], value: Any, drop: tuple[str, ...] = ()) -> dict:
     """A copy of ``part`` with ``path`` set to ``value`` (mappings on the way copied; ``drop``: keys removed from
     the innermost one)."""
     out = {k: v for k, v in part.items() if not (len(path) == 1 and k in drop)}
@@ -635,7 +640,7 @@ def _set_path(part: Mapping[str, Any], path: tuple[str, ...], value: Any, drop: 
         out[path[0]] = value
         return out
     inner = part.get(path[0])
-    out[path[0]] = _set_path(inner if isinstance(inner, Mapping) else {}, path[1:], value, drop)
+    out[path[0]] = set_path(inner if isinstance(inner, Mapping) else {}, path[1:], value, drop)
     return out
 
 
@@ -669,8 +674,8 @@ def write_media(part: Mapping[str, Any], info: ContentPart, data: str, mime: str
         return {**base, info.type: {**part[info.type], "data": data, mime_key: mime}}
     if info.type == "input_image":
         new = {k: v for k, v in base.items() if k != "file_id"}
-        return _set_path(new, path if path else ("image_url",), url)
+        return set_path(new, path if path else ("image_url",), url)
     if not path:
         raise ValueError(f"cannot write media back into a {info.label}")
-    return _set_path(base, path, url if info.source in ("data_url", "url") or info.type.endswith("_url") else data)
+    return set_path(base, path, url if info.source in ("data_url", "url") or info.type.endswith("_url") else data)
 

@@ -1,7 +1,9 @@
 """OpenAI chat-completions bodies <-> :class:`~smoothguard.Media`: find the media, rebuild a body per variant.
 
-What each content part is comes from :func:`smoothguard.content_parts.classify`, the rule every adapter shares.
-Image and audio parts the guard can smooth are read, and written back in their own shape; among them:
+Finding the media in a content list and writing it back is the core's codec (:mod:`smoothguard.content_codec`,
+which the LangChain adapter shares); this module keeps what is the proxy's: the body's ``messages``, ProxyError
+codes and params, decoding a slot, and :func:`inline`. Image and audio parts the guard can smooth are read, and
+written back in their own shape; among them:
 
 * ``{"type": "image_url", "image_url": {"url": "data:image/png;base64,..." | "https://...", "detail": ...}}``,
   also with ``"image_url": "<url>"`` as a plain string, and without ``type`` (as vLLM reads it);
@@ -20,14 +22,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smoothguard import limits, tool_calls
 from smoothguard.config import GuardConfig
-from smoothguard.content_parts import ContentPart, UnsupportedContent, check_part, classify, get_path, write_media
+from smoothguard.content_codec import MediaPart, rebuild, scan
+from smoothguard.content_parts import ContentPart, UnsupportedContent, classify
 from smoothguard.errors import MediaError
 from smoothguard.media import Media
 from smoothguard.media.images import image_mime_of
@@ -36,7 +38,9 @@ from smoothguard.serve.errors import ProxyError
 __all__ = ["FoundMedia", "MediaSlot", "answer_text", "candidate_body", "decode_slot", "encode_media", "find_media",
            "inline"]
 
-_MAX_NESTING = 8  # levels of parts inside parts checked for media
+#: why media nested inside another part is refused (or passed through) rather than smoothed here
+_NESTED = ("media nested inside another part; the proxy smooths top-level content parts only, so send it as a part "
+           "of the message's own content")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class MediaSlot:
     type: the part's type (``image_url``, ``input_image``, ``input_audio``, ``audio_url``, ...); kind: ``"image"`` or
     ``"audio"``. source: ``"data"`` (inline: data URL or base64) or ``"url"`` (http(s), subject to
     ``remote_media``). value: the data URL, base64 payload or http(s) URL. audio_format: ``input_audio``'s
-    ``format``. part: the part's classification (dialect, where the payload lives).
+    ``format``. part: the part's classification (dialect, where the payload lives); ref: the core codec's slot.
     """
 
     message: int
@@ -58,6 +62,7 @@ class MediaSlot:
     value: str
     audio_format: str | None = None
     part: ContentPart | None = field(default=None, compare=False, repr=False)
+    ref: MediaPart | None = field(default=None, compare=False, repr=False)
 
     @property
     def param(self) -> str:
@@ -95,60 +100,39 @@ def find_media(body: dict[str, Any], config: GuardConfig | None = None) -> Found
         if not isinstance(content, list):
             raise ProxyError(400, f"messages[{i}].content must be a string or a list of content parts, not a "
                              f"{type(content).__name__}", code="invalid_messages", param=f"messages[{i}].content")
-        for j, block in enumerate(content):
-            place = f"messages[{i}].content[{j}]"
-            info = classify(block)
-            try:
-                if info.smoothable:
-                    found.append(_slot(i, j, info))
-                    continue
-                if note := check_part(info, place, config):
-                    found.notes.append(note)
-                if info.is_text and info.nested:
-                    _refuse_nested(get_path(block, info.nested), f"{place}.{'.'.join(info.nested)}", config,
-                                   found.notes, 1)
-            except UnsupportedContent as exc:
-                raise _proxy_error(exc, info) from None
+        try:
+            found.extend(_slot(ref) for ref in scan(content, f"messages[{i}].content", config, found.notes, message=i,
+                                                    refuse_nested=_NESTED))
+        except UnsupportedContent as exc:
+            raise _proxy_error(exc) from None
     return found
 
 
-def _refuse_nested(content: Any, where: str, config: GuardConfig | None, notes: list[str], depth: int) -> None:
-    """Media nested inside a part (a tool result's content) cannot be rewritten here: refused like media the
-    guard cannot smooth, unless the policy passes those through."""
-    if not isinstance(content, list):
-        return
-    if depth > _MAX_NESTING:
-        raise ProxyError(400, f"{where}: content parts nested more than {_MAX_NESTING} levels deep cannot be "
-                         "checked for media; flatten them", code="invalid_messages", param=where)
-    for k, part in enumerate(content):
-        place = f"{where}[{k}]"
-        info = classify(part)
-        try:
-            if info.smoothable:
-                info = _nested(info)
-            if note := check_part(info, place, config):
-                notes.append(note)
-        except UnsupportedContent as exc:
-            raise _proxy_error(exc, info) from None
-        if info.is_text and info.nested:
-            _refuse_nested(get_path(part, info.nested), f"{place}.{'.'.join(info.nested)}", config, notes, depth + 1)
-
-
-def _nested(info: ContentPart) -> ContentPart:
-    return dataclasses.replace(info, reason="media nested inside another part; the proxy smooths top-level content "
-                               "parts only, so send it as a part of the message's own content")
-
-
-def _proxy_error(exc: UnsupportedContent, info: ContentPart) -> ProxyError:
+def _proxy_error(exc: UnsupportedContent) -> ProxyError:
     param = exc.place
-    if exc.code == "invalid_media" and info.problem_path:
-        param += "." + ".".join(info.problem_path)
+    if exc.code == "invalid_media" and exc.problem_path:
+        param += "." + ".".join(exc.problem_path)
     return ProxyError(400, str(exc), code=exc.code, param=param)
 
 
-def _slot(i: int, j: int, info: ContentPart) -> MediaSlot:
-    return MediaSlot(i, j, info.type, info.kind, "url" if info.source == "url" else "data",  # type: ignore[arg-type]
-                     info.value, audio_format=info.audio_format, part=info)
+def _slot(ref: MediaPart) -> MediaSlot:
+    info = ref.part
+    return MediaSlot(ref.message, ref.block, info.type, info.kind,  # type: ignore[arg-type]
+                     "url" if info.source == "url" else "data", info.value, audio_format=info.audio_format, part=info,
+                     ref=ref)
+
+
+def _ref(body: dict[str, Any], slot: MediaSlot) -> MediaPart:
+    """The core codec's slot for ``slot`` (made from the body for a slot built by hand)."""
+    if slot.ref is not None:
+        return slot.ref
+    block = body["messages"][slot.message]["content"][slot.block]
+    return MediaPart(slot.message, slot.block, slot.part or classify(block), slot.param, original=block)
+
+
+def _with_contents(body: dict[str, Any], contents: dict[int, list[Any]]) -> list[Any]:
+    """``body``'s messages with the new content lists of :func:`~smoothguard.content_codec.rebuild` (copies)."""
+    return [{**m, "content": contents[i]} if i in contents else m for i, m in enumerate(body["messages"])]
 
 
 def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) -> Media:
@@ -187,21 +171,11 @@ def inline(body: dict[str, Any], slot: MediaSlot, raw: bytes, media: Media) -> t
     """``body`` with the URL of ``slot`` replaced by the bytes fetched from it (``raw``, decoded as ``media``),
     inline in the part's own shape, and the slot that now points at them. ``body`` is not modified."""
     mime = "audio/wav" if media.kind == "audio" else image_mime_of(raw)
-    block = _replace_block(body, slot, base64.b64encode(raw).decode("ascii"), mime)
-    messages = list(body["messages"])
-    message = dict(messages[slot.message])
-    content = list(message["content"])
-    content[slot.block] = block
-    message["content"] = content
-    messages[slot.message] = message
-    info = classify(block)
-    return {**body, "messages": messages}, _slot(slot.message, slot.block, info)
-
-
-def _replace_block(body: dict[str, Any], slot: MediaSlot, data: str, mime: str) -> dict[str, Any]:
-    block = body["messages"][slot.message]["content"][slot.block]
-    info = slot.part if slot.part is not None else classify(block)
-    return write_media(block, info, data, mime)
+    ref = _ref(body, slot)
+    contents = rebuild(lambda i: body["messages"][i]["content"], [(ref, base64.b64encode(raw).decode("ascii"), mime)])
+    block = contents[slot.message][slot.block]
+    return ({**body, "messages": _with_contents(body, contents)},
+            _slot(MediaPart(slot.message, slot.block, classify(block), ref.place, original=block)))
 
 
 def encode_media(media: Media, image_format: str = "png") -> str:
@@ -212,11 +186,10 @@ def encode_media(media: Media, image_format: str = "png") -> str:
     return media.to_data_url("png")
 
 
-def _encode_block(block: dict[str, Any], slot: MediaSlot, media: Media, image_format: str) -> dict[str, Any]:
-    url = encode_media(media, image_format)
-    header, data = url.split(",", 1)
-    info = slot.part if slot.part is not None else classify(block)
-    return write_media(block, info, data, header[5:].split(";", 1)[0])
+def _encoded(media: Media, image_format: str) -> tuple[str, str]:
+    """:func:`encode_media` as ``(base64 data, mime)``."""
+    header, data = encode_media(media, image_format).split(",", 1)
+    return data, header[5:].split(";", 1)[0]
 
 
 def candidate_body(body: dict[str, Any], slots: Sequence[MediaSlot], originals: Sequence[Media],
@@ -224,20 +197,11 @@ def candidate_body(body: dict[str, Any], slots: Sequence[MediaSlot], originals: 
                    drop_fields: Sequence[str] = (), image_format: str = "png") -> dict[str, Any]:
     """``body`` with each slot's media replaced by ``variant``'s (a medium that *is* the original keeps the
     client's block, bytes unchanged), ``drop_fields`` removed and ``set_fields`` set. ``body`` is not modified."""
-    messages = list(body["messages"])
-    copied: set[int] = set()
-    for slot, original, media in zip(slots, originals, variant, strict=True):
-        if media is original:
-            continue
-        if slot.message not in copied:
-            message = dict(messages[slot.message])
-            message["content"] = list(message["content"])
-            messages[slot.message] = message
-            copied.add(slot.message)
-        content = messages[slot.message]["content"]
-        content[slot.block] = _encode_block(content[slot.block], slot, media, image_format)
+    writes = [(_ref(body, slot), *_encoded(media, image_format))
+              for slot, original, media in zip(slots, originals, variant, strict=True) if media is not original]
+    contents = rebuild(lambda i: body["messages"][i]["content"], writes)
     out = {k: v for k, v in body.items() if k not in drop_fields}
-    out["messages"] = messages
+    out["messages"] = _with_contents(body, contents)
     out.update(set_fields or {})
     return out
 

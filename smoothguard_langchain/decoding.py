@@ -1,39 +1,41 @@
-"""Greedy candidates: whether the wrapped chat model can be asked for temperature 0, so the copies differ only by
-the noise (the guard's answers are compared, so sampling would add disagreement of its own)."""
+"""Greedy candidates for LangChain chat models: read the model's fields and ask the core's rule
+(:func:`smoothguard.decoding.greedy_temperature`, which also says which providers take no temperature 0)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
+
+from smoothguard import decoding
 
 __all__ = ["greedy_temperature"]
 
-_warned_no_temperature: set[type] = set()
-
 
 def greedy_temperature(model: Any) -> bool:
-    """Whether candidates should be sent ``temperature=0``: the inner chat model has a ``temperature`` setting and
-    its provider takes 0 (``ChatOpenAI``'s own validator drops it for reasoning models such as gpt-5 and o1).
-    Warns once per model class when greedy decoding cannot be requested."""
+    """Whether candidates should be sent ``temperature=0``: the inner chat model has a ``temperature`` setting,
+    it is not 0 already, and its provider takes 0 (not OpenAI's reasoning models such as gpt-5 and o1, nor a
+    model ``ChatOpenAI``'s own validator drops it for). Warns once per model class when greedy decoding cannot
+    be requested."""
     if model is None:
         return False
-    fields = getattr(type(model), "model_fields", {})
-    if "temperature" not in fields:
-        if type(model) not in _warned_no_temperature:
-            _warned_no_temperature.add(type(model))
-            warnings.warn(f"SmoothGuard cannot ask {type(model).__name__} for greedy decoding (it has no "
-                          "`temperature` setting): candidates use the model's own decoding, so set it to greedy "
-                          "there if it samples", UserWarning, stacklevel=4)
-        return False
-    if getattr(model, "temperature", None) == 0:
-        return False  # already greedy: nothing to add
-    validate = getattr(type(model), "validate_temperature", None)
     name = getattr(model, "model_name", None) or getattr(model, "model", None)
-    if callable(validate) and isinstance(name, str):
-        try:
-            checked = validate({"model": name, "model_name": name, "temperature": 0})
-        except Exception:
-            return False
-        if isinstance(checked, dict) and checked.get("temperature") != 0:
-            return False  # the provider takes no temperature 0 for this model
-    return True
+    name = name if isinstance(name, str) else None
+    reasoning = getattr(model, "reasoning", None)
+    effort = getattr(model, "reasoning_effort", None) or (reasoning.get("effort") if isinstance(reasoning, dict)
+                                                          else None)
+    effort = effort if isinstance(effort, str) else None
+    return decoding.greedy_temperature(
+        model, has_setting="temperature" in getattr(type(model), "model_fields", {}),
+        temperature=getattr(model, "temperature", None), model_name=name, reasoning_effort=effort,
+        provider_refuses=_validator_drops_zero(model, name, effort), stacklevel=4)
+
+
+def _validator_drops_zero(model: Any, name: str | None, effort: str | None) -> bool:
+    """The provider class's own temperature validator (``ChatOpenAI.validate_temperature``) drops 0 for ``name``."""
+    validate = getattr(type(model), "validate_temperature", None)
+    if not callable(validate) or name is None:
+        return False
+    try:
+        checked = validate({"model": name, "model_name": name, "temperature": 0, "reasoning_effort": effort})
+    except Exception:
+        return True
+    return isinstance(checked, dict) and checked.get("temperature") != 0

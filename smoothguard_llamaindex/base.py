@@ -19,6 +19,7 @@ from llama_index.core.callbacks import CallbackManager
 
 from smoothguard import GuardConfig, SmoothGuard
 from smoothguard_llamaindex.blocks import MessageMedia, image_fit
+from smoothguard_llamaindex.decoding import greedy_kwargs
 from smoothguard_llamaindex.fanout import chat_text
 from smoothguard_llamaindex.guarded import aguarded_call, build_config, guard_for, guarded_call, with_metadata
 
@@ -70,6 +71,7 @@ class GuardedLLMBase(BaseModel):
         """One guarded ``chat``: a candidate per noisy copy of the messages' media, the voted response back."""
         self._before_call()
         llm = self.llm  # type: ignore[attr-defined]
+        kwargs = greedy_kwargs(llm, kwargs)
         payload = MessageMedia(messages, self.guard_config, fit=image_fit(self.guard_config, llm))
         response, result = guarded_call(self.guard, payload, lambda msgs: llm.chat(msgs, **kwargs), chat_text,
                                         model_name=self._inner_name(), endpoint=endpoint, model=llm)
@@ -79,6 +81,7 @@ class GuardedLLMBase(BaseModel):
         """Async :meth:`_chat` (payloads decoded and rebuilt in worker threads)."""
         self._before_call()
         llm = self.llm  # type: ignore[attr-defined]
+        kwargs = greedy_kwargs(llm, kwargs)
         payload = await asyncio.to_thread(MessageMedia, messages, self.guard_config,
                                           fit=image_fit(self.guard_config, llm))
 

@@ -32,6 +32,7 @@ from smoothguard import GuardConfig
 from smoothguard.errors import ConfigError
 from smoothguard_llamaindex.base import GuardedLLMBase, reported_once
 from smoothguard_llamaindex.blocks import MessageMedia, image_documents_to_blocks, image_fit, user_message
+from smoothguard_llamaindex.decoding import greedy_kwargs
 from smoothguard_llamaindex.fanout import chat_text
 from smoothguard_llamaindex.guarded import METADATA_KEY, aguarded_call, guarded_call, with_metadata
 
@@ -209,6 +210,7 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
     def _complete(self, prompt: str, formatted: bool, image_documents: Sequence[Any] | None,
                   kwargs: dict[str, Any], endpoint: str) -> CompletionResponse:
         formatted, image_documents = _legacy_order(formatted, image_documents)
+        kwargs = greedy_kwargs(self.llm, kwargs)
         if image_documents:
             message = user_message(prompt, image_documents_to_blocks(image_documents))
             self._share_callbacks()
@@ -226,6 +228,7 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
     async def _acomplete(self, prompt: str, formatted: bool, image_documents: Sequence[Any] | None,
                          kwargs: dict[str, Any], endpoint: str) -> CompletionResponse:
         formatted, image_documents = _legacy_order(formatted, image_documents)
+        kwargs = greedy_kwargs(self.llm, kwargs)
         if image_documents:
             message = user_message(prompt, image_documents_to_blocks(image_documents))
             self._share_callbacks()

@@ -25,6 +25,7 @@ from llama_index.core.multi_modal_llms import MultiModalLLM, MultiModalLLMMetada
 from smoothguard import GuardConfig
 from smoothguard_llamaindex.base import GuardedLLMBase
 from smoothguard_llamaindex.blocks import DocumentMedia, image_fit
+from smoothguard_llamaindex.decoding import greedy_kwargs
 from smoothguard_llamaindex.guarded import aguarded_call, guarded_call, with_metadata
 
 __all__ = ["SmoothGuardMultiModalLLM"]
@@ -114,6 +115,7 @@ class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
 
     def _complete(self, prompt: str, documents: Sequence[Any], kwargs: dict[str, Any],
                   endpoint: str) -> CompletionResponse:
+        kwargs = greedy_kwargs(self.llm, kwargs)
         payload = DocumentMedia(documents or [], self.guard_config, fit=image_fit(self.guard_config, self.llm))
         response, result = guarded_call(
             self.guard, payload, lambda docs: self.llm.complete(prompt, docs, **kwargs), _text,
@@ -122,6 +124,7 @@ class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
 
     async def _acomplete(self, prompt: str, documents: Sequence[Any], kwargs: dict[str, Any],
                          endpoint: str) -> CompletionResponse:
+        kwargs = greedy_kwargs(self.llm, kwargs)
         payload = await asyncio.to_thread(DocumentMedia, documents or [], self.guard_config,
                                           fit=image_fit(self.guard_config, self.llm))
 

@@ -233,7 +233,8 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
             message = user_message(prompt, image_documents_to_blocks(image_documents))
             self._share_callbacks()
             payload = await asyncio.to_thread(MessageMedia, [message], self.guard_config,
-                                              where=lambda i, j: f"image_documents[{j}]")
+                                              where=lambda i, j: f"image_documents[{j}]",
+                                              fit=image_fit(self.guard_config, self.llm))
 
             async def chat_call(msgs: list[ChatMessage]) -> ChatResponse:
                 return await self.llm.achat(msgs, **kwargs)

@@ -66,7 +66,7 @@ def test_export_loads_as_audio_backend(parts, tmp_path, monkeypatch):
     from smoothguard.backends import HFAudioLanguageModel
     from smoothguard.testbed import load_testbed, weights_available
 
-    tok, processor, model = parts
+    _, processor, model = parts
     save_audio_testbed(model, processor, tmp_path / "audio", "audio", {"untrained": True})
     info = json.loads((tmp_path / "audio" / "testbed.json").read_text())
     assert info["kind"] == "audio" and info["untrained"]
@@ -115,3 +115,15 @@ def test_trainer_resumes_exactly(tmp_path):
     metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert set(metrics["greedy"]["clean"]) >= {"count", "pitch", "yesno"} and len(metrics["curve"]) == 2
     assert (tmp_path / "straight" / "model" / "model.safetensors").is_file()
+
+
+def test_cli_kinds_and_media_are_checked(capsys):
+    from smoothguard.cli import main
+
+    assert main(["demo", "--audio", "--kind", "colour"]) == 2
+    assert "choose from count, pitch, yesno" in capsys.readouterr().err
+    assert main(["demo", "--kind", "pitch"]) == 2
+    assert "choose from yesno, colour, count, describe" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["attack", "--model", "testbed:audio", "--prompt", "x", "--target", "y", "--out", "x.wav"])
+    assert "one of the arguments --image --audio is required" in capsys.readouterr().err

@@ -262,13 +262,15 @@ def test_certify_bounds_cover_the_true_probability_at_rate_alpha():
 
     sigma, p_true, alpha = 0.1, 0.6, 0.1
     backend = ThresholdBackend(0.5 + sigma * norm.ppf(1 - p_true))  # P("Bright.") = 0.6 for a pixel at 0.5
-    guard = SmoothGuard(sigma=sigma, sigma_space="pixel")  # fresh noise per run
     image = [Media.image(np.full((2, 2, 3), 0.5, dtype=np.float32))]
-    runs = [guard.certify(backend, "?", images=image, n0=5, n=60, alpha=alpha) for _ in range(150)]
+    # fresh noise per run, seeded so that the test is deterministic (unseeded, "never Dark." failed ~6% of runs:
+    # the guarantee allows a wrong certificate with probability alpha, and 150 runs make one plausible)
+    runs = [SmoothGuard(sigma=sigma, sigma_space="pixel", seed=seed).certify(backend, "?", images=image, n0=5, n=60,
+                                                                             alpha=alpha) for seed in range(150)]
     bright = [r for r in runs if not r.abstained and r.answer == "Bright."]
     wrong = [r for r in runs if not r.abstained and r.answer == "Dark."]  # its true share is 0.4: never > 1/2
     over = sum(r.p_lower > p_true for r in bright)
-    assert not wrong
+    assert len(wrong) / len(runs) <= alpha  # a wrong certificate is allowed with probability alpha; here 0.4 < 1/2
     assert over / len(runs) <= alpha + 0.05  # the bound overshoots the truth in at most ~alpha of runs
     assert len(bright) >= 20  # the test has power: "Bright." is certified often, its bound near the truth
     # the estimation count is unbiased: the selection does not see it

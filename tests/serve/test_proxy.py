@@ -79,6 +79,18 @@ def test_operator_temperature(serve, setting, sent):
     assert {r.body["temperature"] for r in stub.requests} == {sent}
 
 
+def test_a_reasoning_model_is_not_sent_temperature_0(serve):
+    """o-series and gpt-5 models refuse temperature 0 (smoothguard.decoding, the rule the adapters share): the
+    proxy keeps the client's decoding for them and says so; other models get 0."""
+    with OpenAIStub() as stub, serve(stub.base_url) as proxy:
+        reasoning = client(proxy).chat.completions.create(model="o3-mini", messages=[image_message(png_url())])
+        sent = [r.body for r in stub.requests]
+        client(proxy).chat.completions.create(model="gpt-5-chat-latest", messages=[image_message(png_url())])
+    assert sent and all("temperature" not in body for body in sent)
+    assert any("takes no temperature 0" in note for note in reasoning.smoothguard["notes"])
+    assert {r.body.get("temperature") for r in stub.requests[len(sent):]} == {0}
+
+
 def test_streaming_returns_the_chosen_answer_as_sse(serve):
     with OpenAIStub() as stub, serve(stub.base_url) as proxy:
         chunks = list(client(proxy).chat.completions.create(

@@ -41,6 +41,7 @@ from smoothguard import limits
 from smoothguard._version import __version__
 from smoothguard.config import GuardConfig
 from smoothguard.deadline import seconds_left
+from smoothguard.decoding import refuses_zero_temperature
 from smoothguard.errors import GenerationError, GuardFlagged, MediaError, shorten
 from smoothguard.fanout import FanOut
 from smoothguard.guard import SmoothGuard
@@ -402,8 +403,14 @@ class Proxy:
         as it is encoded, no encoding starts after the deadline, candidates still running then are cancelled and
         count as failed, and a deadline that passes before the noisy copies were even drawn is a 504."""
         set_fields: dict[str, Any] = {"stream": False}
-        if originals and self.settings.temperature is not None:
-            set_fields["temperature"] = self.settings.temperature
+        temperature = self.settings.temperature
+        effort = body.get("reasoning_effort")
+        if temperature == 0 and refuses_zero_temperature(model_name(body), reasoning_effort=effort):
+            temperature = None  # an OpenAI reasoning model answers 400 to temperature 0
+            notes.append(f"model {shorten(model_name(body))} takes no temperature 0: the candidates were sent with the "
+                         "client's decoding settings, so their answers may also differ by sampling")
+        if originals and temperature is not None:
+            set_fields["temperature"] = temperature
         drop = ("smoothguard", "stream_options")
         image_format = self.settings.image_format
 

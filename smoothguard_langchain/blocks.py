@@ -30,7 +30,6 @@ raise (fail closed). Text, reasoning, tool calls and the like are left as they a
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from smoothguard.errors import MediaError
 from smoothguard.image_resize import fitter, rule_for_model
 from smoothguard.media.audio import WAV_MIMES
 from smoothguard.media.images import Fit
+from smoothguard.media.sources import decode_base64
 
 __all__ = ["MediaSlot", "MessageMedia", "find_media", "image_fit", "is_message_like", "read_media_value",
            "write_media_value"]
@@ -185,15 +185,7 @@ def _decode_base64(value: Any, kind: Kind, config: GuardConfig) -> Media:
         raise MediaError(f"its base64 data must be a string, got {type(value).__name__}")
     if value[:5].lower() == "data:":  # some producers put a data URL where base64 belongs
         return _decode(value, kind, config)
-    compact = "".join(value.split())
-    if len(compact) // 4 * 3 > config.max_media_bytes + 3:
-        raise MediaError(f"its data is about {len(compact) // 4 * 3} bytes, over max_media_bytes="
-                         f"{config.max_media_bytes}")
-    try:
-        raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise MediaError(f"its data is not valid base64 ({exc})") from None
-    return _decode(raw, kind, config)
+    return _decode(decode_base64(value, config.max_media_bytes, "its data", "max_media_bytes"), kind, config)
 
 
 def _decode(x: bytes | str, kind: Kind, config: GuardConfig) -> Media:

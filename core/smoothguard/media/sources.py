@@ -71,13 +71,20 @@ def _decode_data_url(url: str, kind: Kind, max_bytes: int) -> bytes:
         raise MediaError(f"data URL has MIME type {mime or '(none)'!r}; Media.{kind} needs {kind}/...")
     if "base64" not in (p.strip().lower() for p in params[1:]):
         raise MediaError("only base64 data URLs are supported: 'data:<mime>;base64,<payload>'")
-    compact = "".join(payload.split())
+    return decode_base64(payload, max_bytes, "data URL payload")
+
+
+def decode_base64(text: str, max_bytes: int, what: str, limit_name: str = "max_bytes") -> bytes:
+    """The bytes of base64 ``text`` (whitespace ignored, missing padding added). :class:`MediaError` naming ``what``
+    when it is not base64, or when it would decode to more than ``max_bytes`` (``limit_name``: the setting it came
+    from), checked before anything is decoded."""
+    compact = "".join(text.split())
     approx = len(compact) // 4 * 3
     if approx > max_bytes + 3:
-        raise MediaError(f"data URL payload is about {approx} bytes, over max_bytes={max_bytes}")
+        raise MediaError(f"{what} is about {approx} bytes, over {limit_name}={max_bytes}")
     try:
-        return base64.b64decode(compact, validate=True)
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise MediaError(f"data URL payload is not valid base64: {exc}") from exc
+        raise MediaError(f"{what} is not valid base64 ({exc})") from None
 
 

@@ -21,7 +21,6 @@ every untouched part and copy the rest.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,6 +32,7 @@ from smoothguard.content_parts import ContentPart, UnsupportedContent, classify
 from smoothguard.errors import MediaError
 from smoothguard.media import Media
 from smoothguard.media.images import image_mime_of
+from smoothguard.media.sources import decode_base64
 from smoothguard.serve.errors import ProxyError
 
 __all__ = ["FoundMedia", "MediaSlot", "answer_text", "candidate_body", "decode_slot", "encode_media", "find_media",
@@ -154,14 +154,7 @@ def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) 
             raise MediaError(f"audio of type {mime!r} cannot be smoothed: only WAV is decoded; send 16-bit PCM WAV")
         if not isinstance(slot.value, str):
             raise MediaError(f"{slot.type} data must be base64 text, not {type(slot.value).__name__}")
-        compact = "".join(slot.value.split())
-        if len(compact) // 4 * 3 > config.max_media_bytes + 3:
-            raise MediaError(f"{slot.type} data is about {len(compact) // 4 * 3} bytes, over "
-                             f"max_media_bytes={config.max_media_bytes}")
-        try:
-            source = base64.b64decode(compact, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise MediaError(f"{slot.type} data is not valid base64: {exc}") from None
+        source = decode_base64(slot.value, config.max_media_bytes, f"{slot.type} data", "max_media_bytes")
     else:
         source = slot.value
     return limits.decode(source, slot.kind, config)

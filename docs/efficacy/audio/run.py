@@ -9,7 +9,9 @@
   ``audio_testbed_target(answer)`` (one step away: yes <-> no, high <-> low, N -> N + 1 beeps, 4 -> 3);
   :class:`~smoothguard.attacks.AudioPGDAttack` at each ``--epsilons`` (L-infinity, [-1, 1] units; step
   epsilon / 10): minimal (stopped at the first success, at most ``--steps``), full budget (``--steps``, no stop),
-  EOT (``--eot-samples`` noisy copies per step at audio_sigma ``--eot-sigma``, ``--eot-steps``, no stop). Success
+  EOT (``--eot-samples`` noisy copies per step at audio_sigma ``--eot-sigma``, ``--eot-steps``, no stop), and with
+  ``--surrogate DIR`` transfer (full budget on a second audio testbed of the same architecture, trained with
+  another seed, replayed on the shipped one: ``training/audio_train.py --seed 1 --steps 1200``). Success
   = the answer contains the target; guarded success the same on the guard's answer; SNR of each clip reported;
 - detection: AUC of ``1 - agreement`` separating each attacked set from the same clips clean, at each sigma, with
   the false-flag and detection rates at ``min_agreement`` 0.5 (:func:`smoothguard.eval.metrics.agreement_detection`);
@@ -17,7 +19,10 @@
 
 Run from the repository root (resumable: finished records in ``results.jsonl`` are kept; rerun after a kill):
 
-    .venv/bin/python docs/efficacy/audio/run.py                    # writes docs/efficacy/audio/{results.jsonl,table.md}
+    PYTHONPATH=core .venv/bin/python training/audio_train.py --out runs/audio-surrogate --seed 1 --steps 1200 \
+        --eval-every 400 --eval-examples 100 --eval-sigmas ""     # the transfer surrogate, about 10 minutes
+    .venv/bin/python docs/efficacy/audio/run.py --surrogate runs/audio-surrogate/model
+                                                      # writes docs/efficacy/audio/{results.jsonl,table.md}
     .venv/bin/python docs/efficacy/audio/run.py --table-only
 """
 
@@ -33,19 +38,21 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+ATTACKS = ("minimal", "full", "eot", "transfer")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--utility-questions", type=int, default=40, help="clean questions per kind for utility (40)")
-    p.add_argument("--questions", type=int, default=6, help="attacked questions per kind (6)")
-    p.add_argument("--sigmas", type=float, nargs="+", default=[0.005, 0.01, 0.02, 0.05])
+    p.add_argument("--utility-questions", type=int, default=100, help="clean questions per kind for utility (100)")
+    p.add_argument("--questions", type=int, default=15, help="attacked questions per kind (15)")
+    p.add_argument("--sigmas", type=float, nargs="+", default=[0.005, 0.01, 0.02, 0.05, 0.1])
     p.add_argument("--epsilons", type=float, nargs="+", default=[0.01, 0.03, 0.1])
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--eot-samples", type=int, default=4)
     p.add_argument("--eot-steps", type=int, default=50)
     p.add_argument("--eot-sigma", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--surrogate", type=Path, default=None, help="an audio testbed directory for the transfer attack")
     p.add_argument("--out", type=Path, default=HERE)
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args(argv)
@@ -68,6 +75,11 @@ def measure(args: argparse.Namespace, results: Path) -> None:
 
     torch.set_num_threads(1)
     backend = load_testbed("audio", max_new_tokens=12)
+    surrogate = None
+    if args.surrogate is not None:
+        from smoothguard.testbed import load_testbed_from
+
+        surrogate = load_testbed_from(args.surrogate, max_new_tokens=12)
     done = set()
     if results.exists():
         done = {json.loads(line)["key"] for line in results.read_text().splitlines() if line.strip()}
@@ -115,19 +127,22 @@ def measure(args: argparse.Namespace, results: Path) -> None:
                     row[f"s{s:g}"] = {"success": target in a, "agreement": agr}
                 record(key, stage="clean", **row)
             for eps in args.epsilons:
-                for attack in ("minimal", "full", "eot"):
+                for attack in ("minimal", "full", "eot", "transfer"):
                     key = f"attack/{attack}/{eps:g}/{base}"
-                    if key in done:
+                    if key in done or (attack == "transfer" and surrogate is None):
                         continue
                     settings = {"minimal": dict(steps=args.steps, early_stop=True),
                                 "full": dict(steps=args.steps),
                                 "eot": dict(steps=args.eot_steps, eot_samples=args.eot_samples,
-                                            eot_sigma=args.eot_sigma)}[attack]
-                    res = AudioPGDAttack(backend, epsilon=eps, seed=args.seed, **settings).run(
+                                            eot_sigma=args.eot_sigma),
+                                "transfer": dict(steps=args.steps)}[attack]
+                    crafted_on = surrogate if attack == "transfer" else backend
+                    res = AudioPGDAttack(crafted_on, epsilon=eps, seed=args.seed, **settings).run(
                         clip, ex.question, target)
+                    answer = res.answer if attack != "transfer" else backend.generate(ex.question, [[res.clip]])[0]
                     row = {"kind": kind, "attack": attack, "epsilon": eps, "target": target,
-                           "undefended": res.success, "answer": res.answer, "snr_db": res.snr_db,
-                           "steps": res.steps, "seconds": res.elapsed}
+                           "undefended": target in answer, "answer": answer, "snr_db": res.snr_db,
+                           "steps": res.steps, "seconds": res.elapsed, "on_surrogate": res.success}
                     for s in args.sigmas:
                         a, agr, n, sec = guarded(res.clip, ex.question, s, i)
                         row[f"s{s:g}"] = {"success": target in a, "agreement": agr}
@@ -168,20 +183,26 @@ def tables(records: list[dict], args: argparse.Namespace) -> str:
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in attacks:
         groups.setdefault((r["attack"], r["epsilon"]), []).append(r)
-    order = sorted(groups, key=lambda g: (("minimal", "full", "eot").index(g[0]), g[1]))
+    order = sorted(groups, key=lambda g: (ATTACKS.index(g[0]), g[1]))
     for g in order:
         rows = groups[g]
         snr = statistics.median(r["snr_db"] for r in rows)
         lines.append(f"| {g[0]}-eps{g[1]:g} | {_pct(r['undefended'] for r in rows)} | {snr:.1f} | "
                      + " | ".join(_pct(r[f"s{s}"]["success"] for r in rows) for s in sigmas) + " |")
-    lines += ["", "Per kind, undefended success (minimal / full / EOT):", "",
+    transfer = [r for r in attacks if r["attack"] == "transfer"]
+    if transfer:
+        lines += ["", "Transfer: the clips crafted on the surrogate reached the target on the surrogate itself for "
+                  + ", ".join(f"{_pct(r['on_surrogate'] for r in transfer if r['epsilon'] == e)} (eps {e:g})"
+                              for e in args.epsilons) + "."]
+    present = [a for a in ATTACKS if any(g[0] == a for g in groups)]
+    lines += ["", f"Per kind, undefended success ({' / '.join(present)}):", "",
               "| kind | " + " | ".join(f"eps {e:g}" for e in args.epsilons) + " |",
               "|---|" + "---|" * len(args.epsilons)]
     for k in kinds:
         cells = []
         for e in args.epsilons:
             cells.append(" / ".join(_pct(r["undefended"] for r in groups.get((a, e), []) if r["kind"] == k)
-                                    for a in ("minimal", "full", "eot")))
+                                    for a in present))
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "### Detection: AUC of 1 - agreement, attacked vs the same clips clean "
               "(false flags / attacked flagged at min_agreement 0.5)", "",

@@ -22,7 +22,7 @@ __all__ = ["greedy_temperature", "refuses_zero_temperature"]
 _O_SERIES = re.compile(r"^o\d+(?:$|[-_.])")
 _GPT = re.compile(r"^gpt-(\d+)")
 
-_warned: set[tuple[str, str | None]] = set()
+_warned: set[tuple[type, str | None]] = set()  # (model class, model name): warned once each
 
 
 def refuses_zero_temperature(model_name: str | None, *, reasoning_effort: str | None = None) -> bool:
@@ -56,20 +56,20 @@ def greedy_temperature(model: Any, *, has_setting: bool, temperature: Any = None
     """
     kind = type(model).__name__
     if not has_setting:
-        _warn_once((kind, None), f"SmoothGuard cannot ask {kind} for greedy decoding (it has no `temperature` "
-                                 "setting): candidates use the model's own decoding, so set it to greedy there if "
-                                 "it samples", stacklevel)
+        _warn_once((type(model), None),
+                   f"SmoothGuard cannot ask {kind} for greedy decoding (it has no `temperature` setting): candidates "
+                   "use the model's own decoding, so set it to greedy there if it samples", stacklevel)
         return False
     if provider_refuses or refuses_zero_temperature(model_name, reasoning_effort=reasoning_effort):
-        _warn_once((kind, model_name), f"SmoothGuard cannot ask {kind} for greedy decoding: the provider takes no "
-                                       f"temperature 0 for {model_name!r} (a reasoning model), so candidates are "
-                                       "sampled at its own temperature and may disagree beyond the noise (lower "
-                                       "agreement, more flags)", stacklevel)
+        _warn_once((type(model), model_name),
+                   f"SmoothGuard cannot ask {kind} for greedy decoding: the provider takes no temperature 0 for "
+                   f"{model_name!r} (a reasoning model), so candidates are sampled at its own temperature and may "
+                   "disagree beyond the noise (lower agreement, more flags)", stacklevel)
         return False
     return temperature != 0
 
 
-def _warn_once(key: tuple[str, str | None], message: str, stacklevel: int) -> None:
+def _warn_once(key: tuple[type, str | None], message: str, stacklevel: int) -> None:
     if key not in _warned:
         _warned.add(key)
         warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)

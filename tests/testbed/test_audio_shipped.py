@@ -36,7 +36,6 @@ def _accuracy(backend, kind: str, n: int, sigma: float) -> float:
     return right / n
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", AUDIO_KINDS)
 def test_heldout_accuracy_at_least_95_percent(audio_testbed, kind):
     assert _accuracy(audio_testbed, kind, 200, 0.0) >= 0.95

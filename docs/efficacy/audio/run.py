@@ -9,9 +9,10 @@
   ``audio_testbed_target(answer)`` (one step away: yes <-> no, high <-> low, N -> N + 1 beeps, 4 -> 3);
   :class:`~smoothguard.attacks.AudioPGDAttack` at each ``--epsilons`` (L-infinity, [-1, 1] units; step
   epsilon / 10): minimal (stopped at the first success, at most ``--steps``), full budget (``--steps``, no stop),
-  EOT (``--eot-samples`` noisy copies per step at audio_sigma ``--eot-sigma``, ``--eot-steps``, no stop), and with
-  ``--surrogate DIR`` transfer (full budget on a second audio testbed of the same architecture, trained with
-  another seed, replayed on the shipped one: ``training/audio_train.py --seed 1 --steps 1200``). Success
+  EOT (``--eot-samples`` noisy copies per step at audio_sigma ``--eot-sigma``, ``--eot-steps``, no stop), and
+  transfer (full budget on ``--surrogate``, a second audio testbed of the same architecture trained with another
+  seed, replayed on the shipped one; trained first when missing: ``training/audio_train.py --seed 1 --steps 1200``,
+  about 10 minutes; ``--no-transfer`` leaves it out). Success
   = the answer contains the target; guarded success the same on the guard's answer; SNR of each clip reported;
 - detection: AUC of ``1 - agreement`` separating each attacked set from the same clips clean, at each sigma, with
   the false-flag and detection rates at ``min_agreement`` 0.5 (:func:`smoothguard.eval.metrics.agreement_detection`);
@@ -19,10 +20,7 @@
 
 Run from the repository root (resumable: finished records in ``results.jsonl`` are kept; rerun after a kill):
 
-    PYTHONPATH=core .venv/bin/python training/audio_train.py --out runs/audio-surrogate --seed 1 --steps 1200 \
-        --eval-every 400 --eval-examples 100 --eval-sigmas ""     # the transfer surrogate, about 10 minutes
-    .venv/bin/python docs/efficacy/audio/run.py --surrogate runs/audio-surrogate/model
-                                                      # writes docs/efficacy/audio/{results.jsonl,table.md}
+    .venv/bin/python docs/efficacy/audio/run.py      # writes docs/efficacy/audio/{results.jsonl,table.md}
     .venv/bin/python docs/efficacy/audio/run.py --table-only
 """
 
@@ -38,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+SURROGATE = Path("runs/audio-surrogate/model")
 ATTACKS = ("minimal", "full", "eot", "transfer")
 
 
@@ -52,17 +51,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eot-steps", type=int, default=50)
     p.add_argument("--eot-sigma", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--surrogate", type=Path, default=None, help="an audio testbed directory for the transfer attack")
+    p.add_argument("--surrogate", type=Path, default=SURROGATE,
+                   help=f"the transfer attack's audio testbed directory (default {SURROGATE}, trained when missing)")
+    p.add_argument("--no-transfer", action="store_true", help="leave the transfer attack out")
     p.add_argument("--out", type=Path, default=HERE)
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args(argv)
     results = args.out / "results.jsonl"
+    if args.no_transfer:
+        args.surrogate = None
     if not args.table_only:
+        if args.surrogate is not None and not (args.surrogate / "testbed.json").is_file():
+            train_surrogate(args.surrogate)
         measure(args, results)
     records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     (args.out / "table.md").write_text(tables(records, args) + "\n")
     print((args.out / "table.md").read_text())
     return 0
+
+
+def train_surrogate(model_dir: Path) -> None:
+    """Train the transfer surrogate into ``model_dir``'s parent (``model_dir`` = ``RUN/model``): the shipped
+    architecture and recipe, seed 1 (other weights and other data), 1,200 steps of 64 clips."""
+    import os
+    import subprocess
+
+    root = HERE.parents[2]
+    command = [sys.executable, str(root / "training" / "audio_train.py"), "--out", str(model_dir.parent), "--seed", "1",
+               "--steps", "1200", "--eval-every", "400", "--eval-examples", "100", "--eval-sigmas", "", "--resume"]
+    paths = [str(root / "core"), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    print("training the transfer surrogate:", " ".join(command), flush=True)
+    subprocess.run(command, check=True, env=env)
 
 
 def measure(args: argparse.Namespace, results: Path) -> None:

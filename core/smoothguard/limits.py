@@ -5,6 +5,10 @@ Every adapter decodes a request's media one after the other while it reads the r
 request has left)`` (read from the header, before the pixels are decoded) and refuses a medium past
 ``max_media_items``, so a request's decoded memory stays under ``max_request_pixels`` x 12 bytes (float32 RGB)
 whatever it sends. Outside a block each call is a request of its own.
+
+Remote media follow one policy (:func:`remote`: ``remote_media`` and the http(s)-only rule) and one fetch
+(:func:`fetch`: the core's downloader under the same limits). A block opened with a ``fit`` decodes each image
+straight to the size its noise will be drawn at, while the limits count the pixels sent.
 """
 
 from __future__ import annotations

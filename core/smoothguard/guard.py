@@ -112,12 +112,9 @@ class SmoothGuard:
 
     async def _arun(self, request: _Request, generate: Callable[..., Any]) -> GuardResult:
         while (variants := await asyncio.to_thread(request.next_round)) is not None:
-            try:
-                outputs = request.bind(generate)(variants)
-                if inspect.isawaitable(outputs):
-                    outputs = await outputs
-            except Exception as exc:  # the whole call failed: every candidate of the round failed
-                outputs = [exc] * len(variants)
+            outputs = _call(request.bind(generate), variants)
+            if inspect.isawaitable(outputs):
+                outputs = await _awaited(outputs, len(variants))
             await asyncio.to_thread(request.record, variants, outputs)
         return await asyncio.to_thread(request.finish)
 
@@ -216,7 +213,11 @@ class SmoothGuard:
     @staticmethod
     def _drive(request: _Request, generate: Callable[..., Any]) -> GuardResult:
         while (variants := request.next_round()) is not None:
-            request.record(variants, _call(request.bind(generate), variants))
+            outputs = _call(request.bind(generate), variants)
+            if inspect.isawaitable(outputs):
+                _close(outputs)
+                raise TypeError("generate returned a coroutine: use `await guard.arun(...)` for async models")
+            request.record(variants, outputs)
         return request.finish()
 
 
@@ -432,15 +433,22 @@ class _Request:
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def _call(generate: Generate, variants: Variants) -> Sequence[Any]:
+def _call(generate: Callable[..., Any], variants: Variants) -> Sequence[Any] | Awaitable[Sequence[Any]]:
+    """One round's outputs, for :meth:`SmoothGuard.run` and :meth:`~SmoothGuard.arun` alike: ``generate(variants)``,
+    or, when the whole call raises, that exception for every candidate (the round failed). An async ``generate``'s
+    awaitable is returned as it is: :func:`_awaited` applies the same rule to it."""
     try:
-        outputs = generate(variants)
-    except Exception as exc:  # the whole call failed: every candidate of the round failed
+        return generate(variants)
+    except Exception as exc:
         return [exc] * len(variants)
-    if inspect.isawaitable(outputs):
-        _close(outputs)
-        raise TypeError("generate returned a coroutine: use `await guard.arun(...)` for async models")
-    return outputs
+
+
+async def _awaited(outputs: Awaitable[Sequence[Any]], n: int) -> Sequence[Any]:
+    """The outputs of an async ``generate``; the exception for every one of its ``n`` candidates when it raises."""
+    try:
+        return await outputs
+    except Exception as exc:
+        return [exc] * n
 
 
 def _pixel_std(config: GuardConfig, channel_std: Sequence[float] | None) -> tuple[float, float, float] | None:

@@ -312,3 +312,28 @@ def test_normalized_noise_backends_get_clean_images_and_seeds():
     assert backend.calls[1][1].seeds == noise.seeds  # seeded: reproducible
     asyncio.run(SmoothGuard(seed=2, n_samples=4, adaptive=True, adaptive_round=2).aask(backend, "?", images=image))
     assert backend.calls[2][1].seeds == noise.seeds[:2]  # adaptive rounds draw the same noise per index
+
+
+def test_run_refuses_an_async_generate_and_arun_fails_every_candidate_of_a_failed_call():
+    """One rule for both entry points: a whole call that raises fails every candidate of its round."""
+    import warnings
+
+    image = Media.image(np.full((8, 8, 3), 0.5, dtype=np.float32))
+    guard = SmoothGuard(n_samples=3, seed=0)
+
+    async def answers(variants):
+        return ["A grey square."] * len(variants)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the coroutine is closed, never left un-awaited
+        with pytest.raises(TypeError, match="arun"):
+            guard.run([image], answers)
+
+    async def broken(variants):
+        raise ConnectionError("the model server is down")
+
+    with pytest.raises(GenerationError) as info:
+        asyncio.run(guard.arun([image], broken))
+    assert [i for i, _ in info.value.causes] == [0, 1, 2]
+    assert all(isinstance(cause, ConnectionError) for _, cause in info.value.causes)
+    assert asyncio.run(guard.arun([image], answers)).answer == "A grey square."

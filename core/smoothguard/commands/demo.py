@@ -40,12 +40,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-__all__ = ["configure", "run"]
+from typing import TYPE_CHECKING, Any
 
 from smoothguard.testbed.audio_data import AUDIO_KINDS
 from smoothguard.testbed.data import KINDS
+
+if TYPE_CHECKING:
+    from smoothguard import Media, SmoothGuard
+
+__all__ = ["configure", "run"]
 
 _TESTBED = "testbed"
 #: the audio demo's guard noise (``--audio-sigma``), waveform std in [-1, 1] units (docs/efficacy.md, audio)
@@ -260,20 +263,9 @@ def demo(backend: Any, *, label: str = "", is_testbed: bool = True, n: int = 3, 
             std = pixel_sigma(noise_sigma, "normalized", channel_std)
             perturbed = clean.with_data(add_image_noise(clean.to_array("float32"), std, noise_rng))
             row["perturbed"] = _answer(_one(backend, example.question, perturbed), example)
-        guarded = guard.ask(backend, example.question, images=[perturbed])
-        copy = guard.perturb([perturbed], n=2, channel_std=channel_std)[1][0]
-        copy_answer = (guarded.samples[1].answer if len(guarded.samples) > 1 and guarded.samples[1].answer is not None
-                       else _one(backend, example.question, copy))
-        row["noisy_copy"] = _answer(copy_answer, example)
-        row["guarded"] = {**_answer(guarded.answer, example), "agreement": guarded.agreement,
-                          "clusters": sorted((c.size for c in guarded.clusters), reverse=True),
-                          "flagged": guarded.flagged, "n_used": guarded.n_used, "result": guarded.to_dict()}
+        copy = _guarded(guard, backend, example, perturbed, row, channel_std=channel_std)
         if out_dir is not None:
-            names = {"clean": f"example-{i + 1}-clean.png", "perturbed": f"example-{i + 1}-{_word(mode)}.png",
-                     "noisy_copy": f"example-{i + 1}-guard-copy.png"}
-            for key, media in (("clean", clean), ("perturbed", perturbed), ("noisy_copy", copy)):
-                (out_dir / names[key]).write_bytes(media.to_png_bytes())
-            row["files"] = names
+            row["files"] = _save(out_dir, i, mode, clean, perturbed, copy)
         rows.append(row)
         pictures.append((clean, perturbed, copy))
     report: dict[str, Any] = {
@@ -309,6 +301,7 @@ def demo_audio(backend: Any, *, label: str = "", is_testbed: bool = True, n: int
     import numpy as np
 
     from smoothguard import Media, SmoothGuard
+    from smoothguard.noise import add_audio_noise
     from smoothguard.testbed.audio_data import SAMPLE_RATE, make_audio_example
 
     started = time.perf_counter()
@@ -342,23 +335,11 @@ def demo_audio(backend: Any, *, label: str = "", is_testbed: bool = True, n: int
                                 "snr_db": round(result.snr_db, 2)}
         else:
             noise_rng = np.random.default_rng([seed, 4, i])
-            wave = np.clip(clean.data + noise_rng.normal(0.0, noise_sigma, clean.data.shape), -1.0, 1.0)
-            perturbed = clean.with_data(wave.astype(np.float32))
+            perturbed = clean.with_data(add_audio_noise(clean.data, noise_sigma, noise_rng))
             row["perturbed"] = _answer(_one(backend, example.question, perturbed), example)
-        guarded = guard.ask(backend, example.question, audio=[perturbed])
-        copy = guard.perturb([perturbed], n=2)[1][0]
-        copy_answer = (guarded.samples[1].answer if len(guarded.samples) > 1 and guarded.samples[1].answer is not None
-                       else _one(backend, example.question, copy))
-        row["noisy_copy"] = _answer(copy_answer, example)
-        row["guarded"] = {**_answer(guarded.answer, example), "agreement": guarded.agreement,
-                          "clusters": sorted((c.size for c in guarded.clusters), reverse=True),
-                          "flagged": guarded.flagged, "n_used": guarded.n_used, "result": guarded.to_dict()}
+        copy = _guarded(guard, backend, example, perturbed, row)
         if out_dir is not None:
-            names = {"clean": f"example-{i + 1}-clean.wav", "perturbed": f"example-{i + 1}-{_word(mode)}.wav",
-                     "noisy_copy": f"example-{i + 1}-guard-copy.wav"}
-            for key, media in (("clean", clean), ("perturbed", perturbed), ("noisy_copy", copy)):
-                (out_dir / names[key]).write_bytes(media.to_wav_bytes("float32"))
-            row["files"] = names
+            row["files"] = _save(out_dir, i, mode, clean, perturbed, copy)
         rows.append(row)
         pictures.append((clean, perturbed, copy))
     report: dict[str, Any] = {
@@ -379,6 +360,33 @@ def demo_audio(backend: Any, *, label: str = "", is_testbed: bool = True, n: int
         (out_dir / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
     return report
+
+
+def _guarded(guard: SmoothGuard, backend: Any, example: Any, perturbed: Media, row: dict[str, Any], *,
+             channel_std: Any = None) -> Media:
+    """Guard the question on ``perturbed`` (an image or a clip): ``row["noisy_copy"]`` (one noisy copy's answer) and
+    ``row["guarded"]`` filled in; returns that noisy copy."""
+    kind = "images" if perturbed.kind == "image" else "audio"
+    guarded = guard.ask(backend, example.question, **{kind: [perturbed]})
+    copy = guard.perturb([perturbed], n=2, channel_std=channel_std)[1][0]
+    copy_answer = (guarded.samples[1].answer if len(guarded.samples) > 1 and guarded.samples[1].answer is not None
+                   else _one(backend, example.question, copy))
+    row["noisy_copy"] = _answer(copy_answer, example)
+    row["guarded"] = {**_answer(guarded.answer, example), "agreement": guarded.agreement,
+                      "clusters": sorted((c.size for c in guarded.clusters), reverse=True),
+                      "flagged": guarded.flagged, "n_used": guarded.n_used, "result": guarded.to_dict()}
+    return copy
+
+
+def _save(out_dir: Path, i: int, mode: str, clean: Media, perturbed: Media, copy: Media) -> dict[str, str]:
+    """Write example ``i``'s clean, perturbed and noisy-copy media (PNG images, float32 WAV clips); their names."""
+    ext = "png" if clean.kind == "image" else "wav"
+    names = {"clean": f"example-{i + 1}-clean.{ext}", "perturbed": f"example-{i + 1}-{_word(mode)}.{ext}",
+             "noisy_copy": f"example-{i + 1}-guard-copy.{ext}"}
+    for key, media in (("clean", clean), ("perturbed", perturbed), ("noisy_copy", copy)):
+        raw = media.to_png_bytes() if ext == "png" else media.to_wav_bytes("float32")
+        (out_dir / names[key]).write_bytes(raw)
+    return names
 
 
 def _one(backend: Any, question: str, media: Any) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 from transformers import (
     PreTrainedTokenizerFast,
     Qwen2AudioConfig,
@@ -35,6 +35,7 @@ from transformers import (
 )
 
 from smoothguard.testbed.audio_data import SAMPLE_RATE, audio_texts
+from smoothguard.testbed.model import ASSISTANT, END, PAD, SYSTEM, USER, question_first_template, train_bpe, wrap_bpe
 
 __all__ = [
     "AUDIO_CHAT_TEMPLATE",
@@ -49,26 +50,14 @@ __all__ = [
     "save_audio_testbed",
 ]
 
-PAD, AUDIO, AUDIO_BOS, AUDIO_EOS = "<pad>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"
-USER, ASSISTANT, SYSTEM, END = "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"
+AUDIO, AUDIO_BOS, AUDIO_EOS = "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"  # the chat tokens are the image testbed's
 #: Special tokens, in id order (ids 0-7).
 AUDIO_SPECIAL_TOKENS: tuple[str, ...] = (PAD, AUDIO, AUDIO_BOS, AUDIO_EOS, USER, ASSISTANT, SYSTEM, END)
 
 #: Jinja chat template: each turn is ``<|role|>text<|end|>``; in a turn the text parts come first, then one
 #: ``<|audio_bos|><|AUDIO|><|audio_eos|>`` per audio part, whatever their order in the message (question first:
 #: the audio tokens can attend to the question, which is what makes CPU training quick).
-AUDIO_CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "<|{{ message['role'] }}|>"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] in ('audio', 'input_audio') -%}<|audio_bos|><|AUDIO|><|audio_eos|>{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}<|end|>"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
-)
+AUDIO_CHAT_TEMPLATE = question_first_template("in ('audio', 'input_audio')", f"{AUDIO_BOS}{AUDIO}{AUDIO_EOS}")
 
 _VOCAB_SIZE = 384  # an upper bound: BPE stops once every word of the task is one token
 _FORMAT = 1  # version of the saved directory layout (testbed.json)
@@ -111,26 +100,13 @@ def _resolve(config: str | AudioTestbedConfig) -> AudioTestbedConfig:
 
 
 def _wrap(bpe: Tokenizer) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        pad_token=PAD,
-        eos_token=END,
-        extra_special_tokens={"audio_token": AUDIO, "audio_bos_token": AUDIO_BOS, "audio_eos_token": AUDIO_EOS},
-        additional_special_tokens=[USER, ASSISTANT, SYSTEM],
-        padding_side="left",
-        model_max_length=_resolve("audio").max_positions,
-    )
+    return wrap_bpe(bpe, {"audio_token": AUDIO, "audio_bos_token": AUDIO_BOS, "audio_eos_token": AUDIO_EOS},
+                    _resolve("audio").max_positions)
 
 
 def build_audio_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on every question and answer of the task, :data:`AUDIO_SPECIAL_TOKENS` first."""
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=_VOCAB_SIZE, special_tokens=list(AUDIO_SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(audio_texts(), trainer)
-    return _wrap(bpe)
+    return _wrap(train_bpe(audio_texts(), AUDIO_SPECIAL_TOKENS, _VOCAB_SIZE))
 
 
 def audio_prompt_text(question: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,11 @@ __all__ = [
     "build_tokenizer",
     "load_testbed_dir",
     "prompt_text",
+    "question_first_template",
     "save_testbed",
     "tokenizer_from_json",
+    "train_bpe",
+    "wrap_bpe",
 ]
 
 PAD, IMAGE, USER, ASSISTANT, SYSTEM, END = "<pad>", "<image>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"
@@ -82,18 +86,25 @@ CHAT_TEMPLATE = (
 
 #: The surrogate's template (``TestbedConfig.question_first``): in each turn the text parts come first, then the
 #: images, whatever their order in the message, so the image tokens can attend to the question.
-CHAT_TEMPLATE_QUESTION_FIRST = (
-    "{%- for message in messages -%}"
-    "<|{{ message['role'] }}|>"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}<image>{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}<|end|>"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
-)
+def question_first_template(media_test: str, media_tokens: str) -> str:
+    """A chat template whose turns are ``<|role|>text<|end|>``, with a turn's text parts first and then
+    ``media_tokens`` once per part for which the Jinja test ``media_test`` holds (on ``part['type']``), whatever
+    their order in the message: the media tokens can attend to the question (shared by the audio testbed)."""
+    return (
+        "{%- for message in messages -%}"
+        "<|{{ message['role'] }}|>"
+        "{%- if message['content'] is string -%}{{ message['content'] }}"
+        "{%- else -%}{%- for part in message['content'] -%}"
+        "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+        "{%- endfor -%}{%- for part in message['content'] -%}"
+        f"{{%- if part['type'] {media_test} -%}}{media_tokens}{{%- endif -%}}"
+        "{%- endfor -%}{%- endif -%}<|end|>"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+    )
+
+
+CHAT_TEMPLATE_QUESTION_FIRST = question_first_template("== 'image'", "<image>")
 
 _VOCAB_SIZE = 512  # an upper bound: BPE stops once every word of the task is one token
 _FORMAT = 1  # version of the saved directory layout (testbed.json)
@@ -160,15 +171,37 @@ def _resolve(config: str | TestbedConfig) -> TestbedConfig:
 
 
 def _wrap(bpe: Tokenizer) -> PreTrainedTokenizerFast:
+    return wrap_bpe(bpe, {"image_token": IMAGE}, _resolve("main").max_positions)
+
+
+def wrap_bpe(bpe: Tokenizer, media_tokens: dict[str, str], max_positions: int) -> PreTrainedTokenizerFast:
+    """``bpe`` as a left-padding ``PreTrainedTokenizerFast`` with the testbeds' chat tokens and ``media_tokens``
+    (e.g. ``{"image_token": "<image>"}``) as its extra special tokens."""
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         pad_token=PAD,
         eos_token=END,
-        extra_special_tokens={"image_token": IMAGE},
+        extra_special_tokens=media_tokens,
         additional_special_tokens=[USER, ASSISTANT, SYSTEM],
         padding_side="left",
-        model_max_length=_resolve("main").max_positions,
+        model_max_length=max_positions,
     )
+
+
+def train_bpe(texts: Iterable[str], special_tokens: Sequence[str], vocab_size: int) -> Tokenizer:
+    """A byte-level BPE trained on ``texts``, ``special_tokens`` first (their ids 0, 1, ...): any text can be
+    encoded (bytes are the fallback), and with ``vocab_size`` large enough the task's words are single tokens."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer)
+    return bpe
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -176,17 +209,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
     Any text can be encoded (bytes are the fallback); the task's words are single tokens. Left padding.
     """
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=_VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(all_texts(), trainer)
-    return _wrap(bpe)
+    return _wrap(train_bpe(all_texts(), SPECIAL_TOKENS, _VOCAB_SIZE))
 
 
 def tokenizer_from_json(text: str) -> PreTrainedTokenizerFast:

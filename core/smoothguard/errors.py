@@ -7,13 +7,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from smoothguard.result import GuardResult
 
-__all__ = ["ConfigError", "GenerationError", "GuardFlagged", "MediaError", "SmoothGuardError", "shorten"]
+__all__ = ["ConfigError", "GenerationError", "GuardFlagged", "MediaError", "SmoothGuardError", "check_int", "shorten"]
 
 
 def shorten(value: object, limit: int = 80) -> str:
     """``repr`` of ``str(value)`` cut to ``limit`` characters (and "..."), for naming a value in an error message."""
     text = str(value)
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    """``value`` when it is an integer ``>= low`` (a bool is not); :class:`ConfigError` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
 
 
 class SmoothGuardError(Exception):

@@ -35,7 +35,7 @@ import torch
 from smoothguard.attacks.objective import TargetObjective
 from smoothguard.attacks.result import hits
 from smoothguard.attacks.targets import normalize_targets
-from smoothguard.errors import ConfigError
+from smoothguard.errors import ConfigError, check_int
 from smoothguard.media import Media
 
 __all__ = ["AudioAttackResult", "AudioPGDAttack", "LogMel", "audio_testbed_target", "snr_db"]
@@ -186,8 +186,7 @@ class AudioPGDAttack:
         if not step > 0.0:
             raise ConfigError(f"step_size must be positive, got {step_size}")
         for name, value, low in (("steps", steps, 0), ("check_every", check_every, 1), ("eot_samples", eot_samples, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, value, low)
         if eot_samples and not eot_sigma > 0.0:
             raise ConfigError(f"eot_sigma must be positive with eot_samples > 0, got {eot_sigma}")
         self.backend = backend

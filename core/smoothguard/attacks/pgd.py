@@ -28,7 +28,7 @@ from smoothguard.attacks.objective import TargetObjective
 from smoothguard.attacks.preprocess import Preprocessor, preprocessor_for
 from smoothguard.attacks.result import AttackResult, AttackState, StepInfo, hits
 from smoothguard.attacks.targets import normalize_targets
-from smoothguard.errors import ConfigError
+from smoothguard.errors import ConfigError, check_int
 from smoothguard.media import Media
 
 __all__ = ["PGDAttack"]
@@ -74,12 +74,12 @@ class PGDAttack:
             raise ConfigError(f"epsilon must be in (0, 1] (pixel units: 16/255 is 16 levels) or None, got {epsilon}")
         if not step_size > 0.0:
             raise ConfigError(f"step_size must be positive, got {step_size}")
-        _positive_int("check_every", check_every, 1)
-        _positive_int("batch_size", batch_size, 1)
-        _positive_int("steps", steps, 0)
-        _positive_int("eot_samples", eot_samples, 0)
+        check_int("check_every", check_every, 1)
+        check_int("batch_size", batch_size, 1)
+        check_int("steps", steps, 0)
+        check_int("eot_samples", eot_samples, 0)
         if max_batch_size is not None:
-            _positive_int("max_batch_size", max_batch_size, 1)
+            check_int("max_batch_size", max_batch_size, 1)
         if eot_space not in ("normalized", "pixel"):
             raise ConfigError(f"eot_space must be 'normalized' or 'pixel', got {eot_space!r}")
         if eot_samples and not eot_sigma > 0.0:
@@ -293,11 +293,6 @@ class PGDAttack:
                 raise answer
             answers.append(answer)
         return media, answers, [hits(a, t) for a, t in zip(answers, targets, strict=True)]
-
-
-def _positive_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _round8(x: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from smoothguard.errors import ConfigError, SmoothGuardError
+from smoothguard.errors import ConfigError, SmoothGuardError, check_int
 
 __all__ = ["EndpointError", "EndpointModel", "EndpointStats", "api_key_from_env", "item_counter", "parse_model_spec"]
 
@@ -105,8 +105,7 @@ class EndpointModel:
             raise ConfigError(f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
         for name, value, low in (("concurrency", concurrency, 1), ("max_tokens", max_tokens, 1),
                                  ("max_retries", max_retries, 0)):
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, value, low)
         for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")

@@ -156,6 +156,18 @@ class OpenAIStub:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    async def _arrive(self, request: Any) -> tuple[RecordedRequest, int]:
+        """Record a completion request and wait out its latency; (its record, its arrival order from 0)."""
+        record = RecordedRequest(body=await request.json(), headers=dict(request.headers), arrived=time.monotonic())
+        with self._lock:
+            self.requests.append(record)
+            order = len(self.requests) - 1
+        record.image = first_image(record.body)
+        latency = self.latency(order) if callable(self.latency) else self.latency
+        if latency:
+            await asyncio.sleep(latency)
+        return record, order
+
     def _app(self) -> Any:
         from starlette.applications import Starlette
         from starlette.requests import Request
@@ -163,15 +175,7 @@ class OpenAIStub:
         from starlette.routing import Route
 
         async def completions(request: Request) -> Any:
-            record = RecordedRequest(body=await request.json(), headers=dict(request.headers),
-                                     arrived=time.monotonic())
-            with self._lock:
-                self.requests.append(record)
-                order = len(self.requests) - 1
-            record.image = first_image(record.body)
-            latency = self.latency(order) if callable(self.latency) else self.latency
-            if latency:
-                await asyncio.sleep(latency)
+            record, _ = await self._arrive(request)
             reply = self.answer(record.body, record.image)
             record.finished = time.monotonic()
             if isinstance(reply, Exception):

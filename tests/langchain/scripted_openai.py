@@ -14,13 +14,12 @@ Usage is deterministic: 10 prompt tokens per message, one completion token per w
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from fakes.openai_server import OpenAIStub, RecordedRequest, first_image
+from fakes.openai_server import OpenAIStub
 
 
 def fill(schema: dict[str, Any], text: str, defs: dict[str, Any] | None = None) -> Any:
@@ -80,15 +79,7 @@ class ScriptedOpenAI(OpenAIStub):
         from starlette.routing import Route
 
         async def completions(request: Request) -> Any:
-            record = RecordedRequest(body=await request.json(), headers=dict(request.headers),
-                                     arrived=time.monotonic())
-            with self._lock:
-                self.requests.append(record)
-                order = len(self.requests) - 1
-            record.image = first_image(record.body)
-            latency = self.latency(order) if callable(self.latency) else self.latency
-            if latency:
-                await asyncio.sleep(latency)
+            record, order = await self._arrive(request)
             record.finished = time.monotonic()
             status = self.status(order) if self.status is not None else None
             if status:

@@ -340,8 +340,8 @@ class _Request:
         if self.config.adaptive and not self.passthrough and look is not None and not look.final:
             ok = [i for i, a in enumerate(self.outputs) if _failure(a) is None]
             if len(ok) >= self._quorum():
-                verdict = self._aggregate([self.outputs[i].strip() for i in ok])
-                self.settled = self._bound(verdict, ok, look) > 0.5  # a valid stop: smoothguard.consensus
+                verdict = self._aggregate(ok)
+                self.settled = self._bound(verdict, look) > 0.5  # a valid stop: smoothguard.consensus
 
     def _look(self) -> Look | None:
         """The planned look at the current number of candidates (None between looks or at a dropped one)."""
@@ -350,11 +350,11 @@ class _Request:
                                  include_original=c.include_original)
         return next((look for look in schedule if look.calls == len(self.outputs)), None)
 
-    def _bound(self, verdict: Verdict, ok: Sequence[int], look: Look | None) -> float:
+    def _bound(self, verdict: Verdict, look: Look | None) -> float:
         """The winner's majority bound at ``look`` over the noisy candidates (the original not counted)."""
         if look is None:
             return 0.0
-        members = [ok[m] for m in verdict.clusters[verdict.winner].members]
+        members = verdict.clusters[verdict.winner].members  # candidate indices
         noisy = sum(1 for i in members if not (i == 0 and self.config.include_original))
         return majority_lower_bound(noisy, look.noisy, look.alpha)
 
@@ -362,9 +362,10 @@ class _Request:
         attempted = len(self.outputs)
         return self.config.quorum if self.config.quorum is not None else attempted // 2 + 1
 
-    def _aggregate(self, answers: list[str]) -> Verdict:
+    def _aggregate(self, ok: list[int]) -> Verdict:
+        """The verdict over the answered candidates ``ok`` (named by their candidate index)."""
         start = time.perf_counter()
-        self.verdict = aggregate(answers, self.config)
+        self.verdict = aggregate([self.outputs[i].strip() for i in ok], self.config, indices=ok)
         self.timings["aggregate"] += time.perf_counter() - start
         return self.verdict
 
@@ -382,17 +383,17 @@ class _Request:
                 f"only {len(ok)} of {len(self.outputs)} candidates were answered, {need} needed: {detail}{more}. "
                 "Check the model, or lower `quorum`.", causes,
                 answers={i: self.outputs[i] for i in ok})
-        answers = [self.outputs[i].strip() for i in ok]
         original = 0 if config.include_original and not self.passthrough else None
         if self.passthrough:
-            return self._result(answer=answers[0], samples=(Sample(0, answers[0], original=False),),
+            answer = self.outputs[0].strip()
+            return self._result(answer=answer, samples=(Sample(0, answer, original=False),),
                                 clusters=(), winner=None, representative=None, agreement=1.0,
                                 lower=None, radius=None, passthrough=True,
                                 notes=("no image or audio in the request: one unguarded call",))
 
         verdict = self.verdict
-        if verdict is None or verdict.answers != tuple(answers):
-            verdict = self._aggregate(answers)
+        if verdict is None or verdict.indices != tuple(ok):  # the adaptive stop's verdict, when it saw them all
+            verdict = self._aggregate(ok)
         slot = {candidate: k for k, candidate in enumerate(ok)}
         samples = []
         for i, failure in failures:
@@ -403,15 +404,10 @@ class _Request:
                 samples.append(Sample(i, verdict.answers[k], cluster=verdict.labels[k],
                                       sentiment=verdict.sentiments[k], refusal=verdict.refusals[k],
                                       original=i == original))
-        clusters = tuple(
-            type(c)(label=c.label, size=c.size, members=tuple(ok[m] for m in c.members), benign=c.benign,
-                    score=c.score)
-            for c in verdict.clusters
-        )
-        lower = self._bound(verdict, ok, self._look())
+        lower = self._bound(verdict, self._look())
         sigma = config.sigma if any(m.kind == "image" for m in self.media) else config.audio_sigma
-        return self._result(answer=verdict.answer, samples=tuple(samples), clusters=clusters,
-                            winner=verdict.winner, representative=ok[verdict.representative],
+        return self._result(answer=verdict.answer, samples=tuple(samples), clusters=verdict.clusters,
+                            winner=verdict.winner, representative=verdict.representative,
                             agreement=verdict.agreement, lower=lower, radius=smoothing_radius(sigma, lower))
 
     def _result(self, *, answer: str, samples: tuple[Sample, ...], clusters: tuple[Any, ...], winner: int | None,

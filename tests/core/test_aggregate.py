@@ -228,3 +228,21 @@ def test_structured_answers_are_grouped_by_exact_json():
 def test_answers_equal_after_normalisation_are_one_cluster_even_if_one_is_not_json():
     verdict = aggregate(["{}", "{}."], GuardConfig(seed=0))
     assert verdict.labels == (0, 0) and verdict.agreement == 1.0
+
+
+def test_indices_name_the_answers_in_members_and_representative():
+    answers = [CAT[0], DOG[0], DOG[1], DOG[2]]
+    plain = aggregate(answers, GuardConfig(seed=0))
+    named = aggregate(answers, GuardConfig(seed=0), indices=[2, 5, 7, 9])
+    assert named.indices == (2, 5, 7, 9) and plain.indices == (0, 1, 2, 3)
+    assert named.labels == plain.labels and named.winner == plain.winner and named.answer == plain.answer
+    rename = dict(enumerate(named.indices))
+    assert named.representative == rename[plain.representative] != plain.representative
+    assert [c.members for c in named.clusters] == [tuple(rename[m] for m in c.members) for c in plain.clusters]
+    assert set(named.clusters[named.winner].members) == {5, 7, 9}
+
+
+@pytest.mark.parametrize("indices", [[0, 1], [0, 1, 1], [3, 4, 5, 6]])
+def test_indices_must_name_each_answer_once(indices):
+    with pytest.raises(ValueError, match="name each of the 3 answers once"):
+        aggregate(["yes", "no", "yes"], indices=indices)

@@ -337,3 +337,27 @@ def test_run_refuses_an_async_generate_and_arun_fails_every_candidate_of_a_faile
     assert [i for i, _ in info.value.causes] == [0, 1, 2]
     assert all(isinstance(cause, ConnectionError) for _, cause in info.value.causes)
     assert asyncio.run(guard.arun([image], answers)).answer == "A grey square."
+
+
+@pytest.mark.parametrize("adaptive,failing", [(False, 2), (True, None)])
+def test_the_answers_are_clustered_once(monkeypatch, adaptive, failing):
+    """finish() reuses the adaptive stop's verdict (which saw every answer), and clusters name candidates."""
+    import smoothguard.guard as guard_module
+
+    calls = []
+    real = guard_module.aggregate
+
+    def counting(answers, config=None, **kwargs):
+        calls.append(kwargs.get("indices"))
+        return real(answers, config, **kwargs)
+
+    monkeypatch.setattr(guard_module, "aggregate", counting)
+
+    def model(variants):  # a failed candidate: members are named by candidate, not by position among the answers
+        return [RuntimeError("down") if i == failing else "A grey square." for i in range(len(variants))]
+
+    result = SmoothGuard(adaptive=adaptive, seed=0).run([Media.image(triggered_image(False))], model)
+    answered = [i for i in range(result.n_used) if i != failing]
+    assert result.n_used == (8 if adaptive else 11)  # adaptive: settled at the first look
+    assert calls == [answered]
+    assert result.clusters[result.winner].members == tuple(answered) and result.representative in answered

@@ -34,9 +34,12 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What the answers say together. Indices refer to the list given to :func:`aggregate`."""
+    """What the answers say together. ``answers``, ``labels``, ``sentiments`` and ``refusals`` hold one entry per
+    answer, in the order given; ``indices`` names each answer (the ``indices`` given to :func:`aggregate`: by
+    default its position), and ``Cluster.members`` and ``representative`` are such names."""
 
     answers: tuple[str, ...]
+    indices: tuple[int, ...]
     labels: tuple[int, ...]
     clusters: tuple[Cluster, ...]
     winner: int
@@ -48,7 +51,7 @@ class Verdict:
     @property
     def answer(self) -> str:
         """The representative answer of the winning cluster."""
-        return self.answers[self.representative]
+        return self.answers[self.indices.index(self.representative)]
 
 
 def structured_key(text: str) -> str | None:
@@ -68,8 +71,11 @@ def normalize_answer(text: str) -> str:
 
 
 def aggregate(answers: Sequence[str], config: GuardConfig | None = None, *,
-              embedder: Embedder | None = None) -> Verdict:
+              embedder: Embedder | None = None, indices: Sequence[int] | None = None) -> Verdict:
     """Embed, cluster and vote over ``answers`` (at least one string); see :mod:`smoothguard.aggregate.vote`.
+
+    ``indices``: a name for each answer (distinct ints, e.g. the candidate each answer came from), used in the
+    verdict's cluster members and representative; default ``0 .. len(answers) - 1``.
 
     The representative is the winning cluster's member nearest its centroid (cosine; ties go to the earliest).
     Agreement is the winning cluster's share of all answers.
@@ -85,6 +91,9 @@ def aggregate(answers: Sequence[str], config: GuardConfig | None = None, *,
     for i, answer in enumerate(answers):
         if not isinstance(answer, str):
             raise TypeError(f"answer {i} is {type(answer).__name__}, not str")
+    names = np.arange(len(answers)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    if len(names) != len(answers) or len(set(names.tolist())) != len(names):
+        raise ValueError(f"indices must name each of the {len(answers)} answers once, got {list(indices or ())}")
     structured = [structured_key(a) for a in answers]
     keys = [normalize_answer(a) for a in answers]
     all_structured = all(key is not None for key in structured)
@@ -104,15 +113,15 @@ def aggregate(answers: Sequence[str], config: GuardConfig | None = None, *,
     members = np.flatnonzero(labels == winner)
     centroid = vectors[members].mean(axis=0)
     centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
-    representative = int(members[int(np.argmax(vectors[members] @ centroid))])
+    representative = int(names[members[int(np.argmax(vectors[members] @ centroid))]])
 
     clusters = tuple(
-        Cluster(label=c, size=int((labels == c).sum()), members=tuple(np.flatnonzero(labels == c).tolist()),
+        Cluster(label=c, size=int((labels == c).sum()), members=tuple(names[labels == c].tolist()),
                 benign=float(benign[labels == c].mean()), score=float(scores[c]))
         for c in range(int(labels.max()) + 1)
     )
-    return Verdict(answers=answers, labels=tuple(labels.tolist()), clusters=clusters, winner=winner,
-                   representative=representative, agreement=clusters[winner].size / len(answers),
+    return Verdict(answers=answers, indices=tuple(names.tolist()), labels=tuple(labels.tolist()), clusters=clusters,
+                   winner=winner, representative=representative, agreement=clusters[winner].size / len(answers),
                    sentiments=tuple(compound.tolist()), refusals=tuple(refusals.tolist()))
 
 

@@ -31,17 +31,17 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smoothguard import GuardConfig, Media, content_codec, limits
 from smoothguard.content_codec import MediaPart
-from smoothguard.content_parts import ContentPart
 from smoothguard.errors import MediaError
 from smoothguard.image_resize import fitter, rule_for_model
 from smoothguard.media.audio import WAV_MIMES
 from smoothguard.media.images import Fit
 from smoothguard.media.sources import decode_base64
+from smoothguard_langchain.candidates import chat_model
 
 __all__ = ["MediaSlot", "MessageMedia", "find_media", "image_fit", "is_message_like", "read_media_value",
            "write_media_value"]
@@ -52,34 +52,25 @@ _DIALECTS = {"langchain-v1": "v1", "langchain-v0": "v0"}
 
 
 @dataclass(frozen=True)
-class MediaSlot:
-    """One image or clip found in a message: where it is (``ref``, the core codec's slot), its dialect (``v1``,
-    ``v0``, ``anthropic``, ...), the label errors use, and the decoded original."""
+class MediaSlot(MediaPart):
+    """One image or clip found in a message: the core codec's slot (``message``, ``block``, ``path``, ``part``,
+    ``place``, ``original``) with its decoded original ``media``."""
 
-    ref: MediaPart
-    kind: Kind
-    dialect: str
-    label: str
-    media: Media
+    media: Media = field(kw_only=True, compare=False)
 
     @property
-    def message(self) -> int:
-        return self.ref.message
+    def kind(self) -> Kind:
+        return self.part.kind  # type: ignore[return-value]
 
     @property
-    def block(self) -> int:
-        """The block's index in the message's content, or of the top-level block holding it."""
-        return self.ref.block
+    def dialect(self) -> str:
+        """``v1``, ``v0``, ``anthropic``, ``openai``, ..."""
+        return _DIALECTS.get(self.part.dialect, self.part.dialect)
 
     @property
-    def path(self) -> tuple[int, ...]:
-        """Indices in the nested ``content`` lists below ``block`` (a tool_result's); () at top level."""
-        return self.ref.path
-
-    @property
-    def part(self) -> ContentPart:
-        """The block's classification (where its payload lives)."""
-        return self.ref.part
+    def label(self) -> str:
+        """How errors name it: ``messages[0].content[1] (OpenAI image_url block)``."""
+        return _label(self)
 
 
 @dataclass(frozen=True)
@@ -103,7 +94,7 @@ class MessageMedia:
         the block gave a URL (the fetched original goes inline, so the model sees what the guard saw)."""
         if len(media) != len(self.slots):
             raise ValueError(f"rebuild needs {len(self.slots)} media, got {len(media)}")
-        writes = [(slot.ref, base64.b64encode(item.to_bytes()).decode("ascii"), _mime(slot, item))
+        writes = [(slot, base64.b64encode(item.to_bytes()).decode("ascii"), _mime(slot, item))
                   for slot, item in zip(self.slots, media, strict=True)
                   if item is not slot.media or slot.part.source == "url"]
         contents = content_codec.rebuild(lambda i: _content(self.messages[i]), writes)
@@ -126,11 +117,10 @@ def find_media(messages: Sequence[Any], config: GuardConfig, *, where: str = "me
             content = _content(message)
             if isinstance(content, list):
                 for ref in content_codec.scan(content, f"{where}[{i}].content", config, notes, message=i):
-                    label = f"{ref.place} ({ref.part.label})"
-                    media = _read_block(ref.part, label, config, notes)
+                    part = ref.part
+                    media = _read(part.value, part.source, part.kind, _label(ref), config, notes, part.audio_format)
                     if media is not None:
-                        dialect = _DIALECTS.get(ref.part.dialect, ref.part.dialect)
-                        slots.append(MediaSlot(ref, ref.part.kind, dialect, label, media))  # type: ignore[arg-type]
+                        slots.append(MediaSlot(**vars(ref), media=media))
             elif content is not None and not isinstance(content, str):
                 raise MediaError(f"{where}[{i}].content is a {type(content).__name__}, not text or a list of "
                                  "content blocks; the guard cannot tell whether it holds media")
@@ -141,8 +131,6 @@ def image_fit(config: GuardConfig, model: Any) -> Fit | None:
     """The size images are decoded at for ``model`` (a chat model, or a runnable holding one): ``image_resize``,
     with ``"auto"`` read from the chat model as the guard reads it, so the guard's own resize has nothing left to
     do."""
-    from smoothguard_langchain.candidates import chat_model
-
     return fitter(config.image_resize, rule_for_model(chat_model(model)))
 
 
@@ -160,43 +148,57 @@ def is_message_like(x: Any) -> bool:
 # -- reading ------------------------------------------------------------------------------------------------
 
 
-def _read_block(info: ContentPart, label: str, config: GuardConfig, notes: list[str]) -> Media | None:
-    """The block's media, or None when it is passed through (noted); MediaError names ``label``."""
-    kind: Kind = info.kind  # type: ignore[assignment]
+def read_media_value(value: Any, kind: Kind, label: str, config: GuardConfig,
+                     notes: list[str]) -> Media | None:
+    """Decode a raw input value (``SmoothGuardRunnable.media_keys``): a data URL, a bare base64 string, bytes, or
+    an http(s) URL (``remote_media``)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _read(bytes(value), "data_url", kind, label, config, notes)
+    if not isinstance(value, str):
+        raise MediaError(f"{label}: expected a data URL, base64 string, http(s) URL or bytes, got "
+                         f"{type(value).__name__}")
+    if value[:5].lower() == "data:":
+        return _read(value, "data_url", kind, label, config, notes)
+    if value[:7].lower() == "http://" or value[:8].lower() == "https://":
+        return _read(value, "url", kind, label, config, notes)
+    return _read(value, "base64", kind, label, config, notes)
+
+
+def _label(ref: MediaPart) -> str:
+    return f"{ref.place} ({ref.part.label})"
+
+
+def _read(value: Any, source: str, kind: str, label: str, config: GuardConfig, notes: list[str],
+          audio_format: str | None = None) -> Media | None:
+    """The medium held as ``source`` (``base64``, ``data_url``: a data URL or the file's bytes, else a URL), or
+    None when it is passed through (noted). One :class:`MediaError` naming ``label``, with no PIL/base64 traceback
+    chained to it, for anything that cannot be read."""
     try:
-        if kind == "audio" and info.audio_format is not None and info.audio_format not in ("wav", "wave", "x-wav"):
-            raise MediaError(f"only WAV audio can be smoothed, got format {info.audio_format!r}; convert it to WAV "
-                             "first")
-        if info.source == "base64":
-            return _decode_base64(info.value, kind, config)
-        if info.source == "data_url":
-            return _decode(info.value, kind, config)
-        return _remote(info.value, kind, label, config, notes)
-    except MediaError as exc:  # one clear error naming the block; no PIL/base64 traceback chained to it
+        if kind == "audio" and audio_format not in (None, "wav", "wave", "x-wav"):
+            raise MediaError(f"only WAV audio can be smoothed, got format {audio_format!r}; convert it to WAV first")
+        if source == "base64":
+            return limits.decode(_unbase64(value, config), kind, config)
+        if source == "data_url":
+            return limits.decode(value, kind, config)
+        if limits.remote(value, kind, config):
+            return limits.fetch(value, kind, config)
+        notes.append(f"{label}: {limits.passthrough_note(value, kind)}")
+        return None
+    except MediaError as exc:
         raise MediaError(f"{label}: {exc}") from None
     except Exception as exc:  # a malformed block (wrong types inside): still our error, naming the block
         raise MediaError(f"{label}: could not read it ({type(exc).__name__}: {exc})") from None
 
 
-def _decode_base64(value: Any, kind: Kind, config: GuardConfig) -> Media:
+def _unbase64(value: Any, config: GuardConfig) -> bytes | str:
+    """The bytes of a block's base64 data (a data URL given there instead is kept as it is)."""
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value).decode("ascii", errors="replace")
     if not isinstance(value, str):
         raise MediaError(f"its base64 data must be a string, got {type(value).__name__}")
     if value[:5].lower() == "data:":  # some producers put a data URL where base64 belongs
-        return _decode(value, kind, config)
-    return _decode(decode_base64(value, config.max_media_bytes, "its data", "max_media_bytes"), kind, config)
-
-
-def _decode(x: bytes | str, kind: Kind, config: GuardConfig) -> Media:
-    return limits.decode(x, kind, config)
-
-
-def _remote(url: str, kind: Kind, label: str, config: GuardConfig, notes: list[str]) -> Media | None:
-    if limits.remote(url, kind, config):
-        return limits.fetch(url, kind, config)
-    notes.append(f"{label}: {limits.passthrough_note(url, kind)}")
-    return None
+        return value
+    return decode_base64(value, config.max_media_bytes, "its data", "max_media_bytes")
 
 
 # -- writing ------------------------------------------------------------------------------------------------
@@ -206,9 +208,21 @@ def _mime(slot: MediaSlot, media: Media) -> str:
     """The MIME type a rewritten block declares: WAV for audio (the block's own WAV spelling kept), else the
     image's."""
     if slot.kind == "audio":
-        given = slot.ref.original.get("mime_type")
+        given = slot.original.get("mime_type")
         return given if given in WAV_MIMES else "audio/wav"
     return media.mime_type
+
+
+def write_media_value(original: Any, media: Media) -> Any:
+    """``media`` in the form ``original`` had: bytes, a data URL (also for fetched URLs) or bare base64."""
+    raw = media.to_bytes()
+    if isinstance(original, (bytes, bytearray, memoryview)):
+        return raw
+    data = base64.b64encode(raw).decode("ascii")
+    if original[:5].lower() == "data:" or original[:4].lower() == "http":
+        mime = "audio/wav" if media.kind == "audio" else media.mime_type
+        return f"data:{mime};base64,{data}"
+    return data
 
 
 # -- message plumbing ---------------------------------------------------------------------------------------
@@ -228,37 +242,3 @@ def _with_content(message: Any, content: list[Any]) -> Any:
     if isinstance(message, tuple):
         return (message[0], content)
     return message.model_copy(update={"content": content})
-
-
-# -- raw values (SmoothGuardRunnable.media_keys) ------------------------------------------------------------
-
-
-def read_media_value(value: Any, kind: Kind, label: str, config: GuardConfig,
-                     notes: list[str]) -> Media | None:
-    """Decode a raw input value: a data URL, a bare base64 string, bytes, or an http(s) URL (``remote_media``)."""
-    try:
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return _decode(bytes(value), kind, config)
-        if not isinstance(value, str):
-            raise MediaError(f"expected a data URL, base64 string, http(s) URL or bytes, got {type(value).__name__}")
-        if value[:5].lower() == "data:":
-            return _decode(value, kind, config)
-        if value[:7].lower() == "http://" or value[:8].lower() == "https://":
-            return _remote(value, kind, label, config, notes)
-        return _decode_base64(value, kind, config)
-    except MediaError as exc:  # one clear error naming the block; no PIL/base64 traceback chained to it
-        raise MediaError(f"{label}: {exc}") from None
-    except Exception as exc:  # a malformed block (wrong types inside): still our error, naming the block
-        raise MediaError(f"{label}: could not read it ({type(exc).__name__}: {exc})") from None
-
-
-def write_media_value(original: Any, media: Media) -> Any:
-    """``media`` in the form ``original`` had: bytes, a data URL (also for fetched URLs) or bare base64."""
-    raw = media.to_bytes()
-    if isinstance(original, (bytes, bytearray, memoryview)):
-        return raw
-    data = base64.b64encode(raw).decode("ascii")
-    if original[:5].lower() == "data:" or original[:4].lower() == "http":
-        mime = "audio/wav" if media.kind == "audio" else media.mime_type
-        return f"data:{mime};base64,{data}"
-    return data

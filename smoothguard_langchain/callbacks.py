@@ -19,11 +19,11 @@ from uuid import UUID
 from langchain_core.callbacks import AsyncCallbackManager, BaseCallbackHandler, CallbackManager
 from langchain_core.runnables.config import set_config_context, var_child_runnable_config
 
-from smoothguard_langchain.candidates import EVENT_NAME
+__all__ = ["EVENT_NAME", "NOSTREAM_TAG", "SmoothGuardResults", "aemit_result", "candidate_tag", "child_manager",
+           "emit_result", "fanout_context", "is_stream_consumer", "parent_manager", "without_stream_consumers"]
 
-__all__ = ["NOSTREAM_TAG", "SmoothGuardResults", "aemit_result", "candidate_tag", "child_manager", "emit_result",
-           "fanout_context", "is_stream_consumer", "parent_manager", "without_stream_consumers"]
-
+#: Name of the custom callback event carrying ``GuardResult.to_dict()`` for every guarded request.
+EVENT_NAME = "smoothguard_result"
 #: LangGraph's tag for runs whose tokens must not appear in ``stream_mode="messages"``.
 NOSTREAM_TAG = "nostream"
 
@@ -34,18 +34,23 @@ def candidate_tag(index: int) -> str:
 
 
 def parent_manager(run_manager: Any, *, is_async: bool = False) -> Any:
-    """A callback manager whose runs are children of ``run_manager``'s run, without stream consumers.
-
-    Works for every run manager, including ``CallbackManagerForLLMRun``, which has no ``get_child()``.
-    None without a run manager.
-    """
+    """A callback manager whose runs are children of ``run_manager``'s run, tagged ``nostream``, without stream
+    consumers (None without a run manager). Works for every run manager, including ``CallbackManagerForLLMRun``,
+    which has no ``get_child()``."""
     if run_manager is None:
         return None
+    handlers = [h for h in run_manager.inheritable_handlers if not is_stream_consumer(h)]
+    manager = _manager(run_manager, handlers, is_async)
+    manager.add_tags([NOSTREAM_TAG])
+    return manager
+
+
+def _manager(run_manager: Any, handlers: list[Any], is_async: bool) -> Any:
+    """A manager under ``run_manager``'s run with ``handlers`` and its inheritable tags and metadata."""
     manager = (AsyncCallbackManager if is_async else CallbackManager)(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers([h for h in run_manager.inheritable_handlers if not is_stream_consumer(h)])
+    manager.set_handlers(handlers)
     manager.add_tags(run_manager.inheritable_tags)
     manager.add_metadata(run_manager.inheritable_metadata)
-    manager.add_tags([NOSTREAM_TAG])
     return manager
 
 
@@ -101,24 +106,16 @@ def without_stream_consumers(callbacks: Any) -> Any:
 
 def emit_result(run_manager: Any, data: dict[str, Any]) -> None:
     """Send ``data`` as the ``smoothguard_result`` custom event of ``run_manager``'s run (sync managers)."""
-    if run_manager is None or not run_manager.inheritable_handlers:
-        return
-    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    manager.on_custom_event(EVENT_NAME, data, run_id=run_manager.run_id)
+    if run_manager is not None and run_manager.inheritable_handlers:
+        manager = _manager(run_manager, run_manager.inheritable_handlers, is_async=False)
+        manager.on_custom_event(EVENT_NAME, data, run_id=run_manager.run_id)
 
 
 async def aemit_result(run_manager: Any, data: dict[str, Any]) -> None:
     """Async :func:`emit_result`."""
-    if run_manager is None or not run_manager.inheritable_handlers:
-        return
-    manager = AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    await manager.on_custom_event(EVENT_NAME, data, run_id=run_manager.run_id)
+    if run_manager is not None and run_manager.inheritable_handlers:
+        manager = _manager(run_manager, run_manager.inheritable_handlers, is_async=True)
+        await manager.on_custom_event(EVENT_NAME, data, run_id=run_manager.run_id)
 
 
 class SmoothGuardResults(BaseCallbackHandler):

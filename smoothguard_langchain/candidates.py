@@ -8,11 +8,13 @@ The fan-out itself (concurrency, time budget, failures, notes) is the core's :cl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel
 
 from smoothguard import GuardResult, Media, SmoothGuard
@@ -20,74 +22,98 @@ from smoothguard import tool_calls as canonical
 from smoothguard.errors import GenerationError, GuardFlagged
 from smoothguard.fanout import FanOut
 from smoothguard.image_resize import rule_for_model
+from smoothguard_langchain.callbacks import aemit_result, emit_result, fanout_context
 
-__all__ = ["EVENT_NAME", "Candidates", "annotate_message", "arun_guard", "chat_model", "run_guard", "total_usage",
+if TYPE_CHECKING:
+    from smoothguard_langchain.blocks import MessageMedia
+    from smoothguard_langchain.inputs import InputMedia
+
+__all__ = ["annotate_message", "arun_batch", "arun_guard", "chat_model", "run_batch", "run_guard", "total_usage",
            "vote_text"]
 
-#: Name of the custom callback event carrying ``GuardResult.to_dict()`` for every guarded request.
-EVENT_NAME = "smoothguard_result"
-
-Call = Callable[[list[Any], int, int], Sequence[Any]]
-ACall = Callable[[list[Any], int, int], Awaitable[Sequence[Any]]]
+Rebuild = Callable[[list[Media]], Any]
 
 
-class Candidates:
-    """One guarded request's candidates in LangChain's terms, fanned out by :class:`smoothguard.fanout.FanOut`.
+def run_guard(guard: SmoothGuard, media: list[Media], notes: Sequence[str], *, rebuild: Rebuild,
+              call: Callable[[int, Any], Any], model: Any,
+              text: Callable[[Any], Any] | None = None) -> tuple[GuardResult, FanOut[Any]]:
+    """The core fan-out (threads) of one request: ``rebuild(variant)`` is a candidate's input, ``call(index,
+    input)`` its output, ``text(output)`` what the vote compares; ``model`` (the wrapped runnable) says what
+    ``image_resize="auto"`` means. ``notes`` reach the result (also a ``GuardFlagged``'s). Failures are the core's
+    (:mod:`smoothguard.fanout`); a LangGraph interrupt (``GraphBubbleUp``) raised by a candidate is re-raised as
+    it is. Returns the result and the fan-out, whose ``outputs`` hold every candidate's output."""
+    fan = FanOut(guard, call=call, prepare=rebuild, text=text or vote_text)
+    with _control_flow(fan):
+        return fan.run(media, notes=notes, auto_resize=rule_for_model(chat_model(model))), fan
 
-    rebuild(variant media) -> one inner input; call(inputs, candidate index, round width) -> one output or
-    exception per input (``Runnable.batch(..., return_exceptions=True)``), called with one input per candidate
-    so that concurrency, the time budget and failures are the core fan-out's. text(output) -> what is voted on.
-    model: the wrapped runnable (it decides what ``image_resize="auto"`` means).
-    """
 
-    def __init__(self, rebuild: Callable[[list[Media]], Any], call: Call | None = None,
-                 acall: ACall | None = None, text: Callable[[Any], Any] | None = None, model: Any = None) -> None:
-        self.rebuild = rebuild
-        self.auto_resize = rule_for_model(chat_model(model))  # what image_resize="auto" means for the model
-        self.call = call
-        self.acall = acall
-        self.text = text or vote_text
-        self.control_flow: BaseException | None = None  # e.g. a LangGraph interrupt raised by a candidate
-        self.fan: FanOut[Any] | None = None
+async def arun_guard(guard: SmoothGuard, media: list[Media], notes: Sequence[str], *, rebuild: Rebuild,
+                     acall: Callable[[int, Any], Awaitable[Any]], model: Any,
+                     text: Callable[[Any], Any] | None = None) -> tuple[GuardResult, FanOut[Any]]:
+    """Async :func:`run_guard` (tasks)."""
+    fan = FanOut(guard, acall=acall, prepare=rebuild, text=text or vote_text)
+    with _control_flow(fan):
+        return await fan.arun(media, notes=notes, auto_resize=rule_for_model(chat_model(model))), fan
 
-    @property
-    def outputs(self) -> list[Any]:
-        """Every candidate's output (or exception), in candidate order."""
-        return [] if self.fan is None else [self.fan.outputs[i] for i in sorted(self.fan.outputs)]
 
-    def fan_out(self, guard: SmoothGuard) -> FanOut[Any]:
-        """The core fan-out over this request's candidates."""
-        width = guard.config.n_samples
+def run_batch(guard: SmoothGuard, found: MessageMedia | InputMedia, runnable: Runnable[Any, Any], run_manager: Any,
+              config: Callable[[int], RunnableConfig], kwargs: dict[str, Any]) -> tuple[GuardResult, FanOut[Any]]:
+    """:func:`run_guard` with ``runnable.batch`` as the model: each candidate is one ``batch([input],
+    [config(index)], **kwargs)`` (one input each, so concurrency and the time budget stay the fan-out's), run as
+    a child of ``run_manager``'s run (:func:`~smoothguard_langchain.callbacks.fanout_context`). The result is
+    also sent as the ``smoothguard_result`` event."""
 
-        def call(index: int, inner: Any) -> Any:
-            assert self.call is not None
-            try:
-                return self._one(self.call([inner], index, width))
-            except Exception as exc:
-                return self._one([exc])
+    def call(index: int, inner: Any) -> Any:
+        with fanout_context(run_manager) as ctx:
+            return _single(ctx.run(runnable.batch, [inner], [config(index)], return_exceptions=True, **kwargs))
 
-        async def acall(index: int, inner: Any) -> Any:
-            assert self.acall is not None
-            try:
-                return self._one(await self.acall([inner], index, width))
-            except Exception as exc:
-                return self._one([exc])
+    result, fan = run_guard(guard, found.media, found.notes, rebuild=found.rebuild, call=call, model=runnable)
+    emit_result(run_manager, result.to_dict())
+    return result, fan
 
-        self.fan = FanOut(guard, call=call if self.call else None, acall=acall if self.acall else None,
-                          prepare=self.rebuild, text=self.text)
-        return self.fan
 
-    def _one(self, outputs: Sequence[Any]) -> Any:
-        output = outputs[0] if len(outputs) == 1 else RuntimeError(f"the model returned {len(outputs)} outputs "
-                                                                   "for one input")
-        if self.control_flow is None and _is_control_flow(output):
-            self.control_flow = output
-        return output
+async def arun_batch(guard: SmoothGuard, found: MessageMedia | InputMedia, runnable: Runnable[Any, Any],
+                     run_manager: Any, config: Callable[[int], RunnableConfig],
+                     kwargs: dict[str, Any]) -> tuple[GuardResult, FanOut[Any]]:
+    """Async :func:`run_batch` (``runnable.abatch``)."""
 
-    def chosen(self, result: GuardResult) -> Any:
-        """The output of the representative candidate (candidate 0 for a pass-through request)."""
-        assert self.fan is not None
-        return self.fan.chosen(result)
+    async def acall(index: int, inner: Any) -> Any:
+        with fanout_context(run_manager, is_async=True) as ctx:
+            batch = runnable.abatch([inner], [config(index)], return_exceptions=True, **kwargs)
+            return _single(await asyncio.create_task(batch, context=ctx))
+
+    result, fan = await arun_guard(guard, found.media, found.notes, rebuild=found.rebuild, acall=acall,
+                                   model=runnable)
+    await aemit_result(run_manager, result.to_dict())
+    return result, fan
+
+
+def _single(outputs: Sequence[Any]) -> Any:
+    if len(outputs) == 1:
+        return outputs[0]
+    return RuntimeError(f"the model returned {len(outputs)} outputs for one input")
+
+
+@contextmanager
+def _control_flow(fan: FanOut[Any]) -> Iterator[None]:
+    """Re-raise a candidate's control flow (a LangGraph interrupt) before any outcome of the vote."""
+    try:
+        yield
+    except (GuardFlagged, GenerationError):
+        if (signal := _control_flow_of(fan)) is not None:
+            raise signal from None
+        raise
+    if (signal := _control_flow_of(fan)) is not None:
+        raise signal
+
+
+def _control_flow_of(fan: FanOut[Any]) -> BaseException | None:
+    """The first candidate exception that is a LangGraph ``GraphBubbleUp`` (an interrupt): never a failed
+    candidate, always re-raised."""
+    for _, output in sorted(fan.outputs.items()):
+        if isinstance(output, BaseException) and any(c.__name__ == "GraphBubbleUp" for c in type(output).__mro__):
+            return output
+    return None
 
 
 def chat_model(runnable: Any) -> Any:
@@ -99,45 +125,9 @@ def chat_model(runnable: Any) -> Any:
         inner = getattr(runnable, "bound", None) or getattr(runnable, "default", None)
         if inner is None:
             steps = getattr(runnable, "steps", None) or []
-            inner = next((m for m in map(chat_model, steps) if m is not None), None)
-            return inner
+            return next((m for m in map(chat_model, steps) if m is not None), None)
         runnable = inner
     return None
-
-
-def run_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates, notes: Sequence[str]) -> GuardResult:
-    """The core fan-out over ``candidates`` (threads), with ``notes`` added to the result (also to a
-    ``GuardFlagged``'s result). Failures are the core's (:mod:`smoothguard.fanout`): the provider's own exception
-    type where the candidates' failures agree, and a pass-through request raises its call's own exception.
-    A LangGraph interrupt (``GraphBubbleUp``) raised by any candidate is re-raised as it is.
-    """
-    with _control_flow(candidates):
-        return candidates.fan_out(guard).run(media, notes=notes, auto_resize=candidates.auto_resize)
-
-
-async def arun_guard(guard: SmoothGuard, media: list[Media], candidates: Candidates,
-                     notes: Sequence[str]) -> GuardResult:
-    """Async :func:`run_guard` (tasks)."""
-    with _control_flow(candidates):
-        return await candidates.fan_out(guard).arun(media, notes=notes, auto_resize=candidates.auto_resize)
-
-
-@contextmanager
-def _control_flow(candidates: Candidates) -> Iterator[None]:
-    """Re-raise a candidate's control flow (a LangGraph interrupt) before any outcome of the vote."""
-    try:
-        yield
-    except (GuardFlagged, GenerationError):
-        if candidates.control_flow is not None:
-            raise candidates.control_flow from None
-        raise
-    if candidates.control_flow is not None:
-        raise candidates.control_flow
-
-
-def _is_control_flow(x: Any) -> bool:
-    """LangGraph's interrupts and other ``GraphBubbleUp`` signals: never a failed candidate, always re-raised."""
-    return isinstance(x, BaseException) and any(c.__name__ == "GraphBubbleUp" for c in type(x).__mro__)
 
 
 def vote_text(output: Any) -> Any:
@@ -172,7 +162,7 @@ def _plain(x: Any) -> Any:
     return str(x)
 
 
-def total_usage(outputs: Sequence[Any]) -> dict[str, Any] | None:
+def total_usage(outputs: Iterable[Any]) -> dict[str, Any] | None:
     """Token usage summed over every candidate message that reports it (None when none does)."""
     from langchain_core.messages.ai import add_usage
 
@@ -184,7 +174,7 @@ def total_usage(outputs: Sequence[Any]) -> dict[str, Any] | None:
     return dict(total) if total else None
 
 
-def annotate_message(message: Any, result: GuardResult, outputs: Sequence[Any]) -> Any:
+def annotate_message(message: Any, result: GuardResult, outputs: Iterable[Any]) -> Any:
     """A copy of ``message`` with ``response_metadata["smoothguard"] = result.to_dict()`` (and the total usage
     of the candidate messages ``outputs`` under ``"smoothguard_usage"``)."""
     meta = {**(getattr(message, "response_metadata", None) or {}), "smoothguard": result.to_dict()}

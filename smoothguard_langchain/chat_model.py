@@ -36,6 +36,7 @@ import asyncio
 import contextvars
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -49,9 +50,10 @@ from pydantic import Field
 
 from smoothguard import GuardResult
 from smoothguard.errors import ConfigError, MediaError
+from smoothguard.fanout import FanOut
 from smoothguard_langchain.blocks import find_media, image_fit
-from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
-from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, chat_model, run_guard
+from smoothguard_langchain.callbacks import child_manager
+from smoothguard_langchain.candidates import annotate_message, arun_batch, chat_model, run_batch
 from smoothguard_langchain.decoding import greedy_temperature
 from smoothguard_langchain.settings import CONFIG_FIELDS, GuardSettings
 
@@ -96,11 +98,8 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
 
     @property
     def _inner(self) -> Any:
-        """The inner chat model, unwrapped from bindings."""
-        model = self.model
-        while hasattr(model, "bound") and not isinstance(model, BaseChatModel):
-            model = model.bound
-        return model
+        """The inner chat model (:func:`~smoothguard_langchain.candidates.chat_model`), else ``model`` itself."""
+        return chat_model(self.model) or self.model
 
     @property
     def model_name(self) -> str:
@@ -164,22 +163,14 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
                stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
         """langchain-core's ``invoke``, with ``config["configurable"]`` forwarded to the candidates and the total
         usage of all candidates on the returned message (callback handlers already counted the candidates)."""
-        token = _CONFIGURABLE.set(dict((config or {}).get("configurable") or {}) or None)
-        try:
-            message = super().invoke(input, config, stop=stop, **kwargs)
-        finally:
-            _CONFIGURABLE.reset(token)
-        return _with_total_usage(message)
+        with _forwarding(config):
+            return _with_total_usage(super().invoke(input, config, stop=stop, **kwargs))
 
     async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
                       stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
         """Async :meth:`invoke`."""
-        token = _CONFIGURABLE.set(dict((config or {}).get("configurable") or {}) or None)
-        try:
-            message = await super().ainvoke(input, config, stop=stop, **kwargs)
-        finally:
-            _CONFIGURABLE.reset(token)
-        return _with_total_usage(message)
+        with _forwarding(config):
+            return _with_total_usage(await super().ainvoke(input, config, stop=stop, **kwargs))
 
     def generate(self, messages: list[list[BaseMessage]], *args: Any, **kwargs: Any) -> LLMResult:
         """langchain-core's ``generate``, after checking that langchain-core can read every content block."""
@@ -195,17 +186,10 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         guard = self._guard()
         found = find_media(messages, guard.config, fit=image_fit(guard.config, self.model))
-        call_kwargs = self._call_kwargs(stop, kwargs)
-
-        def call(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
-            configs = [self._child_config(run_manager, start + i, width, False) for i in range(len(inputs))]
-            with fanout_context(run_manager) as ctx:
-                return ctx.run(self.model.batch, inputs, configs, return_exceptions=True, **call_kwargs)
-
-        candidates = Candidates(found.rebuild, call=call, model=self.model)
-        result = run_guard(guard, found.media, candidates, found.notes)
-        emit_result(run_manager, result.to_dict())
-        chat_result = self._result(result, candidates)
+        result, fan = run_batch(guard, found, self.model, run_manager,
+                                lambda index: self._child_config(run_manager, index, False),
+                                self._call_kwargs(stop, kwargs))
+        chat_result = self._result(result, fan)
         if run_manager is not None:  # the answer as one token event, for streaming consumers
             chunk = _as_chunk(chat_result.generations[0].message)
             run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -216,18 +200,10 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
         guard = self._guard()
         found = await asyncio.to_thread(find_media, messages, guard.config,  # decoding / fetching
                                         fit=image_fit(guard.config, self.model))
-        call_kwargs = self._call_kwargs(stop, kwargs)
-
-        async def acall(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
-            configs = [self._child_config(run_manager, start + i, width, True) for i in range(len(inputs))]
-            with fanout_context(run_manager, is_async=True) as ctx:
-                batch = self.model.abatch(inputs, configs, return_exceptions=True, **call_kwargs)
-                return await asyncio.create_task(batch, context=ctx)
-
-        candidates = Candidates(found.rebuild, acall=acall, model=self.model)
-        result = await arun_guard(guard, found.media, candidates, found.notes)
-        await aemit_result(run_manager, result.to_dict())
-        chat_result = self._result(result, candidates)
+        result, fan = await arun_batch(guard, found, self.model, run_manager,
+                                       lambda index: self._child_config(run_manager, index, True),
+                                       self._call_kwargs(stop, kwargs))
+        chat_result = self._result(result, fan)
         if run_manager is not None:
             chunk = _as_chunk(chat_result.generations[0].message)
             await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -329,24 +305,34 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
             out["temperature"] = 0
         return out
 
-    def _child_config(self, run_manager: Any, index: int, width: int, is_async: bool) -> dict[str, Any]:
+    def _child_config(self, run_manager: Any, index: int, is_async: bool) -> dict[str, Any]:
         config: dict[str, Any] = {"callbacks": child_manager(run_manager, index, is_async=is_async),
-                                  "max_concurrency": self.max_concurrency or width}
+                                  "max_concurrency": self.max_concurrency or self.n_samples}
         configurable = _CONFIGURABLE.get()
         if configurable:
             config["configurable"] = configurable
         return config
 
-    def _result(self, result: GuardResult, candidates: Candidates) -> ChatResult:
+    def _result(self, result: GuardResult, fan: FanOut[Any]) -> ChatResult:
         if result.refused:
             message: BaseMessage = AIMessage(content=result.answer)
         else:
-            message = _as_ai_message(candidates.chosen(result))
-        message = annotate_message(message, result, candidates.outputs)
+            message = _as_ai_message(fan.chosen(result))
+        message = annotate_message(message, result, fan.outputs.values())
         # The guard's run reports no usage of its own: the candidate runs already did (counted once each).
         if isinstance(message, AIMessage) and message.usage_metadata is not None:
             message = message.model_copy(update={"usage_metadata": None})
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+@contextmanager
+def _forwarding(config: RunnableConfig | None) -> Iterator[None]:
+    """Within the block, ``config["configurable"]`` goes to every candidate call (:data:`_CONFIGURABLE`)."""
+    token = _CONFIGURABLE.set(dict((config or {}).get("configurable") or {}) or None)
+    try:
+        yield
+    finally:
+        _CONFIGURABLE.reset(token)
 
 
 def _with_total_usage(message: Any) -> Any:

@@ -23,9 +23,10 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables.config import ensure_config, set_config_context
 
 from smoothguard import GuardConfig, GuardResult, SmoothGuard
+from smoothguard.fanout import FanOut
 from smoothguard_langchain.blocks import MessageMedia, find_media, image_fit
 from smoothguard_langchain.callbacks import NOSTREAM_TAG, candidate_tag, without_stream_consumers
-from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard, vote_text
+from smoothguard_langchain.candidates import annotate_message, arun_guard, run_guard, vote_text
 from smoothguard_langchain.decoding import greedy_temperature
 
 __all__ = ["SmoothGuardMiddleware"]
@@ -57,46 +58,49 @@ class SmoothGuardMiddleware(AgentMiddleware):
         found = find_media(_messages(request), self.config, where="request.messages",
                            fit=image_fit(self.config, request.model))
 
-        def call(inputs: list[ModelRequest], index: int, width: int) -> list[Any]:
+        def call(index: int, candidate: ModelRequest) -> Any:
             if not found.slots:
-                return [handler(inputs[0])]  # pass-through: no tags
+                return handler(candidate)  # pass-through: no tags
             with set_config_context(_candidate_config(index)) as ctx:
-                return [ctx.run(handler, inputs[0])]
+                return ctx.run(handler, candidate)
 
-        candidates = Candidates(lambda media: _request(request, found, media), call=call, text=_vote,
-                                model=request.model)
-        return _response(run_guard(self.guard, found.media, candidates, found.notes), candidates)
+        return _response(*run_guard(self.guard, found.media, found.notes, rebuild=_rebuilder(request, found),
+                                    call=call, text=_vote, model=request.model))
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[Any]]) -> Any:
         found = await asyncio.to_thread(find_media, _messages(request), self.config, where="request.messages",
                                         fit=image_fit(self.config, request.model))
 
-        async def acall(inputs: list[ModelRequest], index: int, width: int) -> list[Any]:
+        async def acall(index: int, candidate: ModelRequest) -> Any:
             if not found.slots:
-                return [await handler(inputs[0])]
+                return await handler(candidate)
             with set_config_context(_candidate_config(index)) as ctx:
-                return [await asyncio.create_task(handler(inputs[0]), context=ctx)]
+                return await asyncio.create_task(handler(candidate), context=ctx)
 
-        candidates = Candidates(lambda media: _request(request, found, media), acall=acall, text=_vote,
-                                model=request.model)
-        return _response(await arun_guard(self.guard, found.media, candidates, found.notes), candidates)
+        return _response(*await arun_guard(self.guard, found.media, found.notes, rebuild=_rebuilder(request, found),
+                                           acall=acall, text=_vote, model=request.model))
 
 
 def _messages(request: ModelRequest) -> list[Any]:
     return [request.system_message, *request.messages] if request.system_message is not None else request.messages
 
 
-def _request(request: ModelRequest, found: MessageMedia, media: Sequence[Any]) -> ModelRequest:
+def _rebuilder(request: ModelRequest, found: MessageMedia) -> Callable[[Sequence[Any]], ModelRequest]:
+    """The request of one candidate: its messages rebuilt around the variant, asking for greedy decoding."""
     if not found.slots:
-        return request
-    messages = found.rebuild(media)
+        return lambda media: request
     extra: dict[str, Any] = {}
     if "temperature" not in request.model_settings and greedy_temperature(request.model):
         extra["model_settings"] = {**request.model_settings, "temperature": 0}  # greedy candidates
-    if request.system_message is not None:
-        return request.override(system_message=messages[0], messages=messages[1:], **extra)
-    return request.override(messages=messages, **extra)
+
+    def rebuild(media: Sequence[Any]) -> ModelRequest:
+        messages = found.rebuild(media)
+        if request.system_message is not None:
+            return request.override(system_message=messages[0], messages=messages[1:], **extra)
+        return request.override(messages=messages, **extra)
+
+    return rebuild
 
 
 def _candidate_config(index: int) -> dict[str, Any]:
@@ -134,13 +138,13 @@ def _vote(output: Any) -> Any:
     return vote_text(response.result[index]) if index is not None else None
 
 
-def _response(result: GuardResult, candidates: Candidates) -> Any:
-    replies = [m for o in candidates.outputs if (r := _model_response(o)) is not None
+def _response(result: GuardResult, fan: FanOut[Any]) -> Any:
+    replies = [m for o in fan.outputs.values() if (r := _model_response(o)) is not None
                for m in r.result if isinstance(m, AIMessage)]
     if result.refused:
         message: BaseMessage = annotate_message(AIMessage(content=result.answer), result, replies)
         return ModelResponse(result=[message])
-    output = candidates.chosen(result)
+    output = fan.chosen(result)
     response = _model_response(output)
     if response is None or (index := _ai_index(response)) is None:
         return output

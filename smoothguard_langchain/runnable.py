@@ -17,7 +17,6 @@ chunk: the vote needs every candidate's whole answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
@@ -28,10 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smoothguard import GuardResult
 from smoothguard.errors import GuardFlagged
+from smoothguard.fanout import FanOut
 from smoothguard_langchain.blocks import image_fit
-from smoothguard_langchain.callbacks import aemit_result, child_manager, emit_result, fanout_context
-from smoothguard_langchain.candidates import Candidates, annotate_message, arun_guard, run_guard
-from smoothguard_langchain.inputs import InputMedia, find_input_media, template_media_keys
+from smoothguard_langchain.callbacks import child_manager
+from smoothguard_langchain.candidates import annotate_message, arun_batch, run_batch
+from smoothguard_langchain.inputs import find_input_media, template_media_keys
 from smoothguard_langchain.settings import GuardSettings
 
 __all__ = ["SmoothGuardRunnable"]
@@ -87,55 +87,37 @@ class SmoothGuardRunnable(GuardSettings, RunnableSerializable[Any, Any]):
                 **kwargs: Any) -> Any:
         guard = self._guard()
         found = find_input_media(input, guard.config, self._media_keys(), image_fit(guard.config, self.bound))
-
-        def call(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
-            configs = [self._child_config(config, run_manager, start + i, width, False)
-                       for i in range(len(inputs))]
-            with fanout_context(run_manager) as ctx:
-                return ctx.run(self.bound.batch, inputs, configs, return_exceptions=True, **kwargs)
-
-        candidates = Candidates(found.rebuild, call=call, model=self.bound)
-        result = run_guard(guard, found.media, candidates, found.notes)
-        emit_result(run_manager, result.to_dict())
-        return _output(result, candidates)
+        result, fan = run_batch(guard, found, self.bound, run_manager,
+                                lambda index: self._child_config(config, run_manager, index, False), kwargs)
+        return _output(result, fan)
 
     async def _ainvoke(self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig,
                        **kwargs: Any) -> Any:
         guard = self._guard()
-        found: InputMedia = await asyncio.to_thread(find_input_media, input, guard.config, self._media_keys(),
-                                                   image_fit(guard.config, self.bound))
-
-        async def acall(inputs: list[Any], start: int, width: int) -> Sequence[Any]:
-            configs = [self._child_config(config, run_manager, start + i, width, True)
-                       for i in range(len(inputs))]
-            with fanout_context(run_manager, is_async=True) as ctx:
-                batch = self.bound.abatch(inputs, configs, return_exceptions=True, **kwargs)
-                return await asyncio.create_task(batch, context=ctx)
-
-        candidates = Candidates(found.rebuild, acall=acall, model=self.bound)
-        result = await arun_guard(guard, found.media, candidates, found.notes)
-        await aemit_result(run_manager, result.to_dict())
-        return _output(result, candidates)
+        found = await asyncio.to_thread(find_input_media, input, guard.config, self._media_keys(),
+                                        image_fit(guard.config, self.bound))
+        result, fan = await arun_batch(guard, found, self.bound, run_manager,
+                                       lambda index: self._child_config(config, run_manager, index, True), kwargs)
+        return _output(result, fan)
 
     def _media_keys(self) -> dict[str, str]:
         """``media_keys`` over the media slots of ``bound``'s prompt templates."""
         return {**template_media_keys(self.bound), **self.media_keys}
 
-    def _child_config(self, config: RunnableConfig, run_manager: Any, index: int, width: int,
-                      is_async: bool) -> RunnableConfig:
+    def _child_config(self, config: RunnableConfig, run_manager: Any, index: int, is_async: bool) -> RunnableConfig:
         # The guard sets max_concurrency itself, so a caller's batch(max_concurrency=k) never throttles the fan-out.
         return patch_config(config, callbacks=child_manager(run_manager, index, is_async=is_async),
-                            max_concurrency=self.max_concurrency or width)
+                            max_concurrency=self.max_concurrency or self.n_samples)
 
 
-def _output(result: GuardResult, candidates: Candidates) -> Any:
-    output = candidates.chosen(result)
+def _output(result: GuardResult, fan: FanOut[Any]) -> Any:
+    output = fan.chosen(result)
     if result.refused:
         if isinstance(output, BaseMessage):
-            return annotate_message(AIMessage(content=result.answer), result, candidates.outputs)
+            return annotate_message(AIMessage(content=result.answer), result, fan.outputs.values())
         if isinstance(output, str):
             return result.answer
         raise GuardFlagged(result)
     if isinstance(output, BaseMessage):
-        return annotate_message(output, result, candidates.outputs)
+        return annotate_message(output, result, fan.outputs.values())
     return output

@@ -412,11 +412,9 @@ class Proxy:
         if originals and temperature is not None:
             set_fields["temperature"] = temperature
         drop = ("smoothguard", "stream_options")
-        image_format = self.settings.image_format
 
         def prepare(variant: list[Media]) -> bytes:
-            return dumps(candidate_body(body, slots, originals, variant, set_fields=set_fields, drop_fields=drop,
-                                         image_format=image_format))
+            return dumps(candidate_body(body, slots, originals, variant, set_fields=set_fields, drop_fields=drop))
 
         async def call(index: int, payload: bytes) -> dict[str, Any]:
             try:

@@ -21,53 +21,56 @@ every untouched part and copy the rest.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from smoothguard import limits, tool_calls
 from smoothguard.config import GuardConfig
 from smoothguard.content_codec import MediaPart, rebuild, scan
-from smoothguard.content_parts import ContentPart, UnsupportedContent, classify
+from smoothguard.content_parts import UnsupportedContent, classify
 from smoothguard.errors import MediaError
 from smoothguard.media import Media
+from smoothguard.media.audio import WAV_MIMES
 from smoothguard.media.images import image_mime_of
 from smoothguard.media.sources import decode_base64
 from smoothguard.serve.errors import ProxyError
 
-__all__ = ["FoundMedia", "MediaSlot", "answer_text", "candidate_body", "decode_slot", "encode_media", "find_media",
-           "inline"]
+__all__ = ["FoundMedia", "MediaSlot", "answer_text", "candidate_body", "decode_slot", "find_media", "inline"]
 
 #: why media nested inside another part is refused (or passed through) rather than smoothed here
 _NESTED = ("media nested inside another part; the proxy smooths top-level content parts only, so send it as a part "
            "of the message's own content")
 
 
-@dataclass(frozen=True)
-class MediaSlot:
-    """Where one image or audio clip sits in the body, and how it was given.
+class MediaSlot(MediaPart):
+    """One image or audio clip to smooth: the core codec's :class:`MediaPart`, as the proxy reads it.
 
-    message / block: indices into ``messages`` and that message's ``content`` list.
+    message / block: indices into ``messages`` and that message's ``content`` list; part: its classification.
     type: the part's type (``image_url``, ``input_image``, ``input_audio``, ``audio_url``, ...); kind: ``"image"`` or
-    ``"audio"``. source: ``"data"`` (inline: data URL or base64) or ``"url"`` (http(s), subject to
-    ``remote_media``). value: the data URL, base64 payload or http(s) URL. audio_format: ``input_audio``'s
-    ``format``. part: the part's classification (dialect, where the payload lives); ref: the core codec's slot.
+    ``"audio"``; source: ``"data"`` (inline: data URL or base64) or ``"url"`` (http(s), subject to
+    ``remote_media``); value: the data URL, base64 payload or http(s) URL; param: the block's location, as OpenAI
+    error bodies name parameters (``messages[1].content[0]``).
     """
 
-    message: int
-    block: int
-    type: str
-    kind: Literal["image", "audio"]
-    source: Literal["data", "url"]
-    value: str
-    audio_format: str | None = None
-    part: ContentPart | None = field(default=None, compare=False, repr=False)
-    ref: MediaPart | None = field(default=None, compare=False, repr=False)
+    @property
+    def type(self) -> str:
+        return self.part.type
+
+    @property
+    def kind(self) -> str:
+        return self.part.kind
+
+    @property
+    def source(self) -> str:
+        return "url" if self.part.source == "url" else "data"
+
+    @property
+    def value(self) -> Any:
+        return self.part.value
 
     @property
     def param(self) -> str:
-        """The block's location, as OpenAI error bodies name parameters."""
-        return f"messages[{self.message}].content[{self.block}]"
+        return self.place
 
 
 class FoundMedia(list):
@@ -76,9 +79,9 @@ class FoundMedia(list):
 
     notes: list[str]
 
-    def __init__(self, slots: Sequence[MediaSlot] = (), notes: Sequence[str] = ()) -> None:
-        super().__init__(slots)
-        self.notes = list(notes)
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes = []
 
 
 def find_media(body: dict[str, Any], config: GuardConfig | None = None) -> FoundMedia:
@@ -101,100 +104,68 @@ def find_media(body: dict[str, Any], config: GuardConfig | None = None) -> Found
             raise ProxyError(400, f"messages[{i}].content must be a string or a list of content parts, not a "
                              f"{type(content).__name__}", code="invalid_messages", param=f"messages[{i}].content")
         try:
-            found.extend(_slot(ref) for ref in scan(content, f"messages[{i}].content", config, found.notes, message=i,
-                                                    refuse_nested=_NESTED))
+            for ref in scan(content, f"messages[{i}].content", config, found.notes, message=i, refuse_nested=_NESTED):
+                found.append(MediaSlot(ref.message, ref.block, ref.part, ref.place, original=ref.original))
         except UnsupportedContent as exc:
-            raise _proxy_error(exc) from None
+            param = exc.place
+            if exc.code == "invalid_media" and exc.problem_path:
+                param += "." + ".".join(exc.problem_path)
+            raise ProxyError(400, str(exc), code=exc.code, param=param) from None
     return found
 
 
-def _proxy_error(exc: UnsupportedContent) -> ProxyError:
-    param = exc.place
-    if exc.code == "invalid_media" and exc.problem_path:
-        param += "." + ".".join(exc.problem_path)
-    return ProxyError(400, str(exc), code=exc.code, param=param)
-
-
-def _slot(ref: MediaPart) -> MediaSlot:
-    info = ref.part
-    return MediaSlot(ref.message, ref.block, info.type, info.kind,  # type: ignore[arg-type]
-                     "url" if info.source == "url" else "data", info.value, audio_format=info.audio_format, part=info,
-                     ref=ref)
-
-
-def _ref(body: dict[str, Any], slot: MediaSlot) -> MediaPart:
-    """The core codec's slot for ``slot`` (made from the body for a slot built by hand)."""
-    if slot.ref is not None:
-        return slot.ref
-    block = body["messages"][slot.message]["content"][slot.block]
-    return MediaPart(slot.message, slot.block, slot.part or classify(block), slot.param, original=block)
-
-
-def _with_contents(body: dict[str, Any], contents: dict[int, list[Any]]) -> list[Any]:
-    """``body``'s messages with the new content lists of :func:`~smoothguard.content_codec.rebuild` (copies)."""
+def _rewritten(body: dict[str, Any], writes: Iterable[tuple[MediaPart, str, str]]) -> list[Any]:
+    """``body``'s messages with ``writes`` (``(slot, base64 data, mime)``) applied by the core codec
+    (:func:`~smoothguard.content_codec.rebuild`); messages not written to are the client's own objects."""
+    contents = rebuild(lambda i: body["messages"][i]["content"], writes)
     return [{**m, "content": contents[i]} if i in contents else m for i, m in enumerate(body["messages"])]
 
 
 def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) -> Media:
     """The slot's media, decoded under the config's size limits and the request's (:mod:`smoothguard.limits`;
-    ``raw``: bytes fetched for a URL slot).
-
-    Raises :class:`MediaError` for anything that cannot be decoded or is too large.
-    """
-    base64_payload = (slot.part is not None and slot.part.source == "base64") or slot.type == "input_audio"
+    ``raw``: bytes fetched for a URL slot). Raises :class:`MediaError` for anything that cannot be decoded or is
+    too large."""
+    value = slot.value
     if raw is not None:
-        source: Any = raw
-    elif base64_payload and not (isinstance(slot.value, str) and slot.value[:5].lower() == "data:"):
-        if slot.kind == "audio" and (slot.audio_format or "wav") not in ("wav", "wave", "x-wav"):
-            raise MediaError(f"{slot.type} format {slot.audio_format!r} cannot be smoothed: only WAV is decoded; "
-                             "send 16-bit PCM WAV")
-        mime = slot.part.mime if slot.part is not None else None
-        if slot.kind == "audio" and mime and mime.lower() not in ("audio/wav", "audio/x-wav", "audio/wave",
-                                                                  "audio/vnd.wave"):
-            raise MediaError(f"audio of type {mime!r} cannot be smoothed: only WAV is decoded; send 16-bit PCM WAV")
-        if not isinstance(slot.value, str):
-            raise MediaError(f"{slot.type} data must be base64 text, not {type(slot.value).__name__}")
-        source = decode_base64(slot.value, config.max_media_bytes, f"{slot.type} data", "max_media_bytes")
-    else:
-        source = slot.value
-    return limits.decode(source, slot.kind, config)
+        return limits.decode(raw, slot.kind, config)
+    if slot.part.source != "base64" or (isinstance(value, str) and value[:5].lower() == "data:"):
+        return limits.decode(value, slot.kind, config)
+    mime = slot.part.mime  # input_audio's is its format's: audio/wav for wav, wave and x-wav
+    if slot.kind == "audio" and mime and mime.lower() not in WAV_MIMES:
+        raise MediaError(f"{slot.type} audio of type {mime!r} cannot be smoothed: only WAV is decoded; send 16-bit "
+                         "PCM WAV")
+    if not isinstance(value, str):
+        raise MediaError(f"{slot.type} data must be base64 text, not {type(value).__name__}")
+    raw = decode_base64(value, config.max_media_bytes, f"{slot.type} data", "max_media_bytes")
+    return limits.decode(raw, slot.kind, config)
 
 
 def inline(body: dict[str, Any], slot: MediaSlot, raw: bytes, media: Media) -> tuple[dict[str, Any], MediaSlot]:
     """``body`` with the URL of ``slot`` replaced by the bytes fetched from it (``raw``, decoded as ``media``),
     inline in the part's own shape, and the slot that now points at them. ``body`` is not modified."""
     mime = "audio/wav" if media.kind == "audio" else image_mime_of(raw)
-    ref = _ref(body, slot)
-    contents = rebuild(lambda i: body["messages"][i]["content"], [(ref, base64.b64encode(raw).decode("ascii"), mime)])
-    block = contents[slot.message][slot.block]
-    return ({**body, "messages": _with_contents(body, contents)},
-            _slot(MediaPart(slot.message, slot.block, classify(block), ref.place, original=block)))
+    messages = _rewritten(body, [(slot, base64.b64encode(raw).decode("ascii"), mime)])
+    block = messages[slot.message]["content"][slot.block]
+    return {**body, "messages": messages}, MediaSlot(slot.message, slot.block, classify(block), slot.place,
+                                                     original=block)
 
 
-def encode_media(media: Media, image_format: str = "png") -> str:
-    """A data URL of one noisy copy (or a resized original). Images: PNG whatever ``image_format`` says, so the
-    noise arrives exactly (a JPEG q95 re-encode keeps about 75% of it). Audio: WAV in the source sample format."""
-    if media.kind == "audio":
-        return media.to_data_url()
-    return media.to_data_url("png")
-
-
-def _encoded(media: Media, image_format: str) -> tuple[str, str]:
-    """:func:`encode_media` as ``(base64 data, mime)``."""
-    header, data = encode_media(media, image_format).split(",", 1)
-    return data, header[5:].split(";", 1)[0]
+def _encoded(media: Media) -> tuple[str, str]:
+    """``(base64 data, mime)`` of a noisy copy (or a resized original). Images as PNG, so the noise arrives exactly
+    (a JPEG q95 re-encode keeps about 75% of it); audio as WAV in the source sample format."""
+    raw, mime = (media.to_bytes(), "audio/wav") if media.kind == "audio" else (media.to_png_bytes(), "image/png")
+    return base64.b64encode(raw).decode("ascii"), mime
 
 
 def candidate_body(body: dict[str, Any], slots: Sequence[MediaSlot], originals: Sequence[Media],
                    variant: Sequence[Media], *, set_fields: dict[str, Any] | None = None,
-                   drop_fields: Sequence[str] = (), image_format: str = "png") -> dict[str, Any]:
+                   drop_fields: Sequence[str] = ()) -> dict[str, Any]:
     """``body`` with each slot's media replaced by ``variant``'s (a medium that *is* the original keeps the
     client's block, bytes unchanged), ``drop_fields`` removed and ``set_fields`` set. ``body`` is not modified."""
-    writes = [(_ref(body, slot), *_encoded(media, image_format))
+    writes = [(slot, *_encoded(media))
               for slot, original, media in zip(slots, originals, variant, strict=True) if media is not original]
-    contents = rebuild(lambda i: body["messages"][i]["content"], writes)
     out = {k: v for k, v in body.items() if k not in drop_fields}
-    out["messages"] = _with_contents(body, contents)
+    out["messages"] = _rewritten(body, writes)
     out.update(set_fields or {})
     return out
 

@@ -11,8 +11,9 @@ import json
 import math
 import os
 import re
+import tomllib
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,34 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
     "time_budget": (0.1, 600.0),
 }
 _MIB = 1024 * 1024
+_GUARD_SETTINGS = frozenset(f.name for f in dataclasses.fields(GuardConfig))
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_POSITIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer")
+_SECONDS = (lambda v: _number(v) and 0 < v < math.inf, "a positive number of seconds")
+_ENV = (lambda v: v is None or (isinstance(v, str) and _ENV_NAME.match(v) is not None),
+        "the name of an environment variable (letters, digits and _), not a key: put the key(s) in a variable and "
+        "name the variable here")
+#: setting -> (is the value valid, what a valid value is): each ServeSettings field checked at construction
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "api_key": (lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "a non-empty string or None"),
+    "api_key_env": _ENV,
+    "client_keys_env": _ENV,
+    "temperature": (lambda v: v is None or (_number(v) and 0 <= v <= 2),
+                    "a number in [0, 2], or None (keep the client's)"),
+    "max_body_bytes": _POSITIVE_INT,
+    "upstream_timeout": _SECONDS,
+    "connect_timeout": _SECONDS,
+    "max_upstream_concurrency": _POSITIVE_INT,
+    "image_format": (lambda v: v in ("png", "source"), "'png' or 'source'"),
+    "max_upstream_response_bytes": _POSITIVE_INT,
+}
+_SECRETS = frozenset({"api_key", "api_key_env", "client_keys_env"})  # their values are never echoed in errors
 
 
 @dataclass(frozen=True)
@@ -101,41 +129,23 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upstream", normalize_upstream(self.upstream))
-        for name in ("max_body_bytes", "max_upstream_concurrency", "max_upstream_response_bytes"):
+        for name, (valid, what) in _RULES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("upstream_timeout", "connect_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
-                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-        if self.temperature is not None and (isinstance(self.temperature, bool)
-                                             or not isinstance(self.temperature, int | float)
-                                             or not 0 <= self.temperature <= 2):
-            raise ConfigError(f"temperature must lie in [0, 2] or be None (keep the client's), "
-                              f"got {self.temperature!r}")
-        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
-            raise ConfigError("api_key must be a non-empty string or None")
-        for name in ("api_key_env", "client_keys_env"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not _ENV_NAME.match(value)):
-                # not echoed: what sits here by mistake is most likely a key
-                raise ConfigError(f"{name} must be the name of an environment variable (letters, digits and _), "
-                                  "not a key: put the key(s) in a variable and name the variable here")
-        if self.image_format not in ("png", "source"):
-            raise ConfigError(f"image_format must be 'png' or 'source', got {self.image_format!r}")
-        known = {f.name for f in dataclasses.fields(GuardConfig)}
+            if not valid(value):
+                # a key is never echoed: what sits in these settings by mistake is most likely one
+                got = "" if name in _SECRETS else f", got {value!r}"
+                raise ConfigError(f"{name} must be {what}{got}")
         overridable = tuple(self.overridable)
         for name in overridable:
-            if name not in known:
-                raise ConfigError(f"overridable lists {name!r}, which is not a guard setting{_suggest(name, known)}")
+            if name not in _GUARD_SETTINGS:
+                raise ConfigError(f"overridable lists {name!r}, which is not a guard setting{_suggest(name)}")
             if name in NEVER_OVERRIDABLE:
                 raise ConfigError(f"{name!r} can never be overridden by clients (it controls server resources)")
         object.__setattr__(self, "overridable", overridable)
         limits: dict[str, tuple[float, float]] = {}
         for name, bounds in {**DEFAULT_LIMITS, **dict(self.limits)}.items():
-            if name not in known:
-                raise ConfigError(f"limits names {name!r}, which is not a guard setting{_suggest(name, known)}")
+            if name not in _GUARD_SETTINGS:
+                raise ConfigError(f"limits names {name!r}, which is not a guard setting{_suggest(name)}")
             try:
                 low, high = (float(b) for b in bounds)
             except (TypeError, ValueError):
@@ -157,12 +167,6 @@ class ServeSettings:
         for key in values:
             if key not in known:
                 raise ConfigError(f"unknown serve setting {key!r}{_suggest(key, known)}")
-        values = dict(values)
-        for key in ("overridable", "forward_headers"):
-            if key in values and values[key] is not None:
-                values[key] = tuple(values[key])
-        if "limits" in values and values["limits"] is not None:
-            values["limits"] = {k: tuple(v) for k, v in dict(values["limits"]).items()}
         return cls(**values)
 
     def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
@@ -218,10 +222,8 @@ def startup_warnings(config: GuardConfig, settings: ServeSettings) -> list[str]:
 
 def normalize_upstream(url: Any) -> str:
     """The upstream base URL without a trailing slash; ``/v1`` added when it has no path."""
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"upstream must be an http(s) URL such as http://127.0.0.1:8001/v1, got {url!r}")
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = urllib.parse.urlsplit(url.strip()) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"upstream must be an http(s) URL such as http://127.0.0.1:8001/v1, got {url!r}")
     path = parts.path.rstrip("/") or "/v1"
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
@@ -234,11 +236,10 @@ def apply_overrides(config: GuardConfig, raw: Any, settings: ServeSettings) -> G
     if not isinstance(raw, dict):
         raise ProxyError(400, "'smoothguard' must be an object of guard settings, e.g. "
                          '{"sigma": 0.15, "n_samples": 7}', code="invalid_smoothguard_override", param="smoothguard")
-    known = {f.name for f in dataclasses.fields(GuardConfig)}
     for key, value in raw.items():
         param = f"smoothguard.{key}"
-        if key not in known:
-            raise ProxyError(400, f"unknown guard setting {key!r}{_suggest(key, known)}",
+        if key not in _GUARD_SETTINGS:
+            raise ProxyError(400, f"unknown guard setting {key!r}{_suggest(key)}",
                              code="invalid_smoothguard_override", param=param)
         if key not in settings.overridable:
             allowed = ", ".join(settings.overridable) or "none"
@@ -247,7 +248,7 @@ def apply_overrides(config: GuardConfig, raw: Any, settings: ServeSettings) -> G
                              f"change: {allowed}", code="smoothguard_override_not_allowed", param=param)
         if key in settings.limits and value is not None:
             low, high = settings.limits[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if not _number(value):
                 raise ProxyError(400, f"{param} must be a number, got {value!r}", code="invalid_smoothguard_override",
                                  param=param)
             if not low <= value <= high:
@@ -268,27 +269,20 @@ def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"could not read config file {str(path)!r}: {exc.strerror or exc}") from None
+    is_json = path.suffix.lower() == ".json"
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import tomllib
-
-            data = tomllib.loads(text)
+        data = json.loads(text) if is_json else tomllib.loads(text)
     except ValueError as exc:
-        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
-        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {exc}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid {'JSON' if is_json else 'TOML'}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a table/object of settings")
     serve = data.pop("serve", {}) or {}
     if not isinstance(serve, dict):
         raise ConfigError(f"'serve' in {str(path)!r} must be a table of serve settings")
-    if isinstance(data.get("channel_std"), list):
-        data["channel_std"] = tuple(data["channel_std"])
     return data, serve
 
 
-def _suggest(name: str, known: set[str]) -> str:
+def _suggest(name: str, known: Collection[str] = _GUARD_SETTINGS) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 

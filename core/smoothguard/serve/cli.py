@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -18,20 +19,40 @@ from smoothguard.errors import ConfigError
 from smoothguard.image_resize import parse_rule
 from smoothguard.serve.settings import ServeSettings, load_config_file, startup_warnings
 
-__all__ = ["HELP", "add_serve_parser", "build_settings", "configure", "run"]
+__all__ = ["HELP", "build_settings", "configure", "run"]
 
 HELP = "Run an OpenAI-compatible guard proxy in front of a serving engine (vLLM, TGI, Ollama, ...)."
 
-# flag dest -> GuardConfig field
-_GUARD_FLAGS = {"sigma": "sigma", "audio_sigma": "audio_sigma", "n_samples": "n_samples", "seed": "seed",
-                "on_flag": "on_flag", "min_agreement": "min_agreement", "remote_media": "remote_media",
-                "max_concurrency": "max_concurrency", "max_media_bytes": "max_media_bytes",
-                "adaptive": "adaptive", "time_budget": "time_budget", "image_resize": "image_resize"}
-# flag dest -> ServeSettings field
-_SERVE_FLAGS = {"upstream": "upstream", "api_key_env": "api_key_env", "client_keys_env": "client_keys_env",
-                "max_body_bytes": "max_body_bytes", "upstream_timeout": "upstream_timeout",
-                "max_upstream_concurrency": "max_upstream_concurrency",
-                "max_upstream_response_bytes": "max_upstream_response_bytes", "image_format": "image_format"}
+
+def _image_resize(value: str) -> Any:
+    try:
+        return parse_rule(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+#: the guard group: each flag sets the GuardConfig field of its name (``--n-samples`` sets ``n_samples``)
+_GUARD_FLAGS: dict[str, dict[str, Any]] = {
+    "sigma": {"type": float, "help": "image noise std in normalised units (default 0.1)"},
+    "audio_sigma": {"type": float, "help": "audio noise std in [-1, 1] units (default 0.01)"},
+    "n_samples": {"type": int, "help": "candidates per request, the original included (default 11)"},
+    "seed": {"type": int, "help": "fixed noise seed, for reproducible studies only: it makes the noise predictable "
+             "(default: fresh noise per request)"},
+    "adaptive": {"action": "store_true", "default": None, "help": "stop early once the vote is settled"},
+    "min_agreement": {"type": float, "help": "winner share below which a request is flagged"},
+    "on_flag": {"choices": ["answer", "refuse", "raise"],
+                "help": "flagged requests: answer (default), refuse (refusal message), raise (HTTP 422)"},
+    "remote_media": {"choices": ["fetch", "passthrough", "error"],
+                     "help": "http(s) media URLs: fetch and smooth (default), pass through unsmoothed, or refuse"},
+    "max_concurrency": {"type": int, "help": "upstream calls in flight per request (default: all N)"},
+    "time_budget": {"type": float, "metavar": "SECONDS", "help": "seconds a guarded request may take from its "
+                    "arrival; candidates still running then are dropped from the vote (default: wait for all)"},
+    "max_media_bytes": {"type": int, "help": "largest image/audio clip, in bytes"},
+    "image_resize": {"type": _image_resize, "metavar": "RULE", "help": "size at which image noise is drawn: auto "
+                     "(default: from the request's model name: qwen2-vl for Qwen2(.5)-VL, anthropic for claude, else "
+                     "openai), openai, anthropic, qwen2-vl, a longest side (768), a bound (1024x768), or none (the "
+                     "source size; weaker noise)"},
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -78,31 +99,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="print the effective settings as JSON (the API key left out) and any startup warnings, "
                      "and exit")
     guard = parser.add_argument_group("guard")
-    guard.add_argument("--sigma", type=float, help="image noise std in normalised units (default 0.1)")
-    guard.add_argument("--audio-sigma", type=float, help="audio noise std in [-1, 1] units (default 0.01)")
-    guard.add_argument("--n-samples", type=int, help="candidates per request, the original included (default 11)")
-    guard.add_argument("--seed", type=int, help="fixed noise seed, for reproducible studies only: it makes the noise "
-                       "predictable (default: fresh noise per request)")
-    guard.add_argument("--adaptive", action="store_true", default=None, help="stop early once the vote is settled")
-    guard.add_argument("--min-agreement", type=float, help="winner share below which a request is flagged")
-    guard.add_argument("--on-flag", choices=["answer", "refuse", "raise"],
-                       help="flagged requests: answer (default), refuse (refusal message), raise (HTTP 422)")
-    guard.add_argument("--remote-media", choices=["fetch", "passthrough", "error"],
-                       help="http(s) media URLs: fetch and smooth (default), pass through unsmoothed, or refuse")
-    guard.add_argument("--max-concurrency", type=int, help="upstream calls in flight per request (default: all N)")
-    guard.add_argument("--time-budget", type=float, metavar="SECONDS",
-                       help="seconds a guarded request may take from its arrival; candidates still running then are "
-                       "dropped from the vote (default: wait for all)")
-    guard.add_argument("--max-media-bytes", type=int, help="largest image/audio clip, in bytes")
-    guard.add_argument("--image-resize", type=_image_resize, metavar="RULE",
-                       help="size at which image noise is drawn: auto (default: from the request's model name: "
-                       "qwen2-vl for Qwen2(.5)-VL, anthropic for claude, else openai), openai, anthropic, qwen2-vl, "
-                       "a longest side (768), a bound (1024x768), or none (the source size; weaker noise)")
+    for name, options in _GUARD_FLAGS.items():
+        guard.add_argument("--" + name.replace("_", "-"), **options)
     parser.set_defaults(func=run)
-
-
-#: the name ``smoothguard/cli.py`` may use as well
-add_serve_parser = configure
 
 
 def build_settings(args: argparse.Namespace) -> tuple[GuardConfig, ServeSettings]:
@@ -112,31 +111,26 @@ def build_settings(args: argparse.Namespace) -> tuple[GuardConfig, ServeSettings
     serve: dict[str, Any] = {}
     if getattr(args, "config", None):
         guard, serve = load_config_file(args.config)
-    for dest, name in _GUARD_FLAGS.items():
-        if getattr(args, dest, None) is not None:
-            guard[name] = getattr(args, dest)
-    for dest, name in _SERVE_FLAGS.items():
-        if getattr(args, dest, None) is not None:
-            serve[name] = getattr(args, dest)
-    if getattr(args, "temperature", None) is not None:
-        serve["temperature"] = None if args.temperature == "client" else args.temperature
+    for name in _GUARD_FLAGS:
+        if getattr(args, name, None) is not None:
+            guard[name] = getattr(args, name)
+    for f in dataclasses.fields(ServeSettings):  # the server flags named as the settings they set
+        if getattr(args, f.name, None) is not None:
+            serve[f.name] = getattr(args, f.name)
+    if serve.get("temperature") == "client":
+        serve["temperature"] = None
     if getattr(args, "allow_override", None) is not None:
         serve["overridable"] = tuple(k.strip() for k in args.allow_override.split(",") if k.strip())
     if getattr(args, "limit", None):
         limits = dict(serve.get("limits") or {})
         for item in args.limit:
-            key, sep, bounds = item.partition("=")
-            low, sep2, high = bounds.partition(":")
+            key, _, bounds = item.partition("=")
             try:
-                if not (sep and sep2):
-                    raise ValueError
-                limits[key.strip()] = (float(low), float(high))
+                low, high = map(float, bounds.split(":"))
             except ValueError:
                 raise ConfigError(f"--limit takes KEY=LOW:HIGH, e.g. n_samples=3:16; got {item!r}") from None
+            limits[key.strip()] = (low, high)
         serve["limits"] = limits
-    for flag in ("allow_private_fetch", "warmup"):
-        if getattr(args, flag, None) is not None:
-            serve[flag] = getattr(args, flag)
     if not serve.get("upstream"):
         raise ConfigError("the upstream is missing: pass --upstream URL (the engine's OpenAI base URL, e.g. "
                           "http://127.0.0.1:8001/v1) or set upstream in the config file's [serve] table")
@@ -155,13 +149,6 @@ class _NoKeysHere(argparse.Action):
                  option_string: str | None = None) -> None:
         parser.error(f"{option_string} is not accepted: keys never go on the command line; export the key(s) in an "
                      f"environment variable and pass {option_string}-env VAR")
-
-
-def _image_resize(value: str) -> Any:
-    try:
-        return parse_rule(value)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _temperature(value: str) -> float | str:
@@ -199,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         print("smoothguard serve: --workers must be >= 1", file=sys.stderr)
         return 2
     options = {"host": args.host, "port": args.port, "log_level": args.log_level,
-               "log_config": _log_config(uvicorn, args.log_level)}
+               "log_config": _log_config(args.log_level)}
     if args.workers > 1:
         from smoothguard.serve.app import ENV_VAR
 
@@ -212,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_config(uvicorn: Any, level: str) -> dict[str, Any]:
+def _log_config(level: str) -> dict[str, Any]:
     """uvicorn's logging config, plus the proxy's own ``smoothguard`` logger on the same handler."""
     from uvicorn.config import LOGGING_CONFIG
 

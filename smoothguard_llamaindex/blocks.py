@@ -2,8 +2,8 @@
 
 A payload is a list of ``ChatMessage`` (its ``ImageBlock``/``AudioBlock`` items) or a list of image documents
 (``ImageNode``/``ImageDocument``/``ImageBlock``, the legacy ``image_documents=`` argument). Each medium is
-decoded once into a :class:`~smoothguard.Media`; :meth:`MessageMedia.build` then rebuilds the payload for
-one candidate, every medium in the same slot and form as the caller's:
+decoded once into a :class:`~smoothguard.Media`; :meth:`Payload.build` then rebuilds the payload for one
+candidate, every medium in the same slot and form as the caller's:
 
 ======================  =====================================================================
 caller's form           noisy copy
@@ -17,14 +17,15 @@ http(s) URL             per ``remote_media``: ``fetch`` downloads it (size/time 
                         notes); ``error`` raises :class:`~smoothguard.errors.MediaError`
 ======================  =====================================================================
 
-The caller's objects are never modified: copies are made with ``model_copy`` (validators skipped, so a
-legacy ``additional_kwargs["images"]`` is not converted twice). Candidate 0, the original when
-``include_original``, keeps the caller's very blocks (a file-like one gets its own stream of the same
-bytes). GIF images are written back as PNG (with their MIME type); audio must be WAV. Images inside a
+A copy holds its medium in that one form only (the carrier's other forms are cleared, so no provider can read
+the caller's original instead). The caller's objects are never modified: copies are made with ``model_copy``
+(validators skipped, so a legacy ``additional_kwargs["images"]`` is not converted twice). Candidate 0, the
+original when ``include_original``, keeps the caller's very blocks (a file-like one gets its own stream of the
+same bytes). GIF images are written back as PNG (with their MIME type); audio must be WAV. Images inside a
 ``CitableBlock`` (as a tool's output may be) or a ``CitationBlock`` are smoothed like top-level ones.
 
 Blocks are mapped onto the kinds of :mod:`smoothguard.content_parts`, and blocks that are not smoothed go through
-its one policy (:func:`~smoothguard.content_parts.unsmoothable`): ``VideoBlock`` and ``DocumentBlock`` (and any
+its one policy (:func:`~smoothguard.content_parts.check_part`): ``VideoBlock`` and ``DocumentBlock`` (and any
 other block class whose name says image, audio, video, document or file) raise
 :class:`~smoothguard.errors.MediaError` unless ``unsmoothable_media="passthrough"``, which sends them unchanged
 and says so in the notes; a block class that is neither text nor media raises (fail closed). Text, thinking,
@@ -36,14 +37,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import mimetypes
+import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self
 
 from llama_index.core.base.llms.types import (
     AudioBlock,
@@ -66,24 +67,10 @@ from smoothguard.image_resize import fitter, rule_for_model
 from smoothguard.limits import MediaBudget
 from smoothguard.media.images import Fit
 
-__all__ = ["DocumentMedia", "MessageMedia", "block_part", "image_documents_to_blocks", "user_message"]
+__all__ = ["DocumentMedia", "MessageMedia", "Payload", "block_part", "image_documents_to_blocks", "image_fit",
+           "user_message"]
 
 Form = Literal["bytes", "io", "path", "data_url", "fetched"]
-_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/bmp": ".bmp",
-               "image/tiff": ".tiff", "audio/wav": ".wav"}
-
-
-@dataclass(frozen=True)
-class _Slot:
-    """One medium of the payload: where it is, the caller's carrier, and the form to write back."""
-
-    where: str
-    kind: Literal["image", "audio"]
-    form: Form
-    carrier: Any
-    b64: bool = True  # inline bytes were stored base64-encoded (always, after ImageBlock validation)
-    suffix: str = ""
-    raw: bytes | None = None  # the bytes of a file-like original (candidate 0 gets its own stream of them)
 
 
 def image_fit(config: GuardConfig, llm: Any) -> Fit | None:
@@ -92,8 +79,107 @@ def image_fit(config: GuardConfig, llm: Any) -> Fit | None:
     return fitter(config.image_resize, rule_for_model(llm))
 
 
+# -- carriers: where each LlamaIndex class keeps its medium ------------------------------------------------------
+
+
+class _Fields(NamedTuple):
+    """The field names of a carrier's inline data, path, url and MIME type (None: it has no MIME field)."""
+
+    inline: str
+    path: str
+    url: str
+    mime: str | None
+
+
+_IMAGE_BLOCK_FIELDS = _Fields("image", "path", "url", "image_mimetype")
+_AUDIO_BLOCK_FIELDS = _Fields("audio", "path", "url", None)
+_NODE_FIELDS = _Fields("image", "image_path", "image_url", "image_mimetype")
+_RESOURCE_FIELDS = _Fields("data", "path", "url", "mimetype")  # a node's ``image_resource`` (MediaResource)
+
+
+def _holder(carrier: Any) -> tuple[Any, _Fields] | None:
+    """The object holding ``carrier``'s medium (itself, or a node's ``image_resource``) and its field names."""
+    if isinstance(carrier, ImageBlock):
+        return carrier, _IMAGE_BLOCK_FIELDS
+    if isinstance(carrier, AudioBlock):
+        return carrier, _AUDIO_BLOCK_FIELDS
+    if isinstance(carrier, ImageNode):
+        return carrier, _NODE_FIELDS
+    resource = getattr(carrier, "image_resource", None)
+    return (resource, _RESOURCE_FIELDS) if resource is not None else None
+
+
+class _Source(NamedTuple):
+    inline: Any
+    path: Any
+    url: Any
+    mime: str | None
+
+
+def _source(carrier: Any) -> _Source | None:
+    """``carrier``'s (inline, path, url, MIME type); an ImageNode's path falls back to ``metadata["file_path"]``.
+    None for a node without an image."""
+    found = _holder(carrier)
+    if found is None:
+        return None
+    holder, f = found
+    path = getattr(holder, f.path)
+    if isinstance(carrier, ImageNode):
+        path = path or carrier.metadata.get("file_path")
+    return _Source(getattr(holder, f.inline), path, getattr(holder, f.url), getattr(holder, f.mime) if f.mime else None)
+
+
+def _with(carrier: Any, form: Literal["inline", "path", "url"], value: Any, mime: str) -> Any:
+    """A copy of ``carrier`` holding ``value`` as its ``form`` (its other two forms cleared), with MIME type
+    ``mime`` where the carrier keeps one."""
+    found = _holder(carrier)
+    assert found is not None
+    holder, f = found
+    if holder is not carrier and form == "url":
+        value = AnyUrl(value)
+    elif isinstance(carrier, ImageNode):  # an ImageNode keeps base64 text and a str path
+        value = value.decode("ascii") if isinstance(value, bytes) else str(value)
+    update = {f.inline: None, f.path: None, f.url: None, getattr(f, form): value}
+    if f.mime:
+        update[f.mime] = mime
+    copy = holder.model_copy(update=update)
+    return copy if holder is carrier else carrier.model_copy(update={"image_resource": copy})
+
+
+def _describe(carrier: Any) -> str:
+    """How ``carrier`` holds its medium, for error messages (``", path=photo.png"``)."""
+    source = _source(carrier)
+    if source is None:
+        return ""
+    if isinstance(source.inline, io.IOBase):
+        return ", file-like object"
+    if source.inline:
+        return ", inline bytes"
+    if source.path:
+        return f", path={shorten(source.path)}"
+    if source.url:
+        return ", data: URL" if str(source.url).startswith("data:") else f", url={shorten(source.url)}"
+    return ""
+
+
+# -- reading and writing the media of one payload ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One medium of the payload: where it is named, the caller's carrier, the form to write back, its place."""
+
+    where: str
+    form: Form
+    carrier: Any
+    place: Any  # the payload's key for the carrier (MessageMedia: (message, block, index inside a container))
+    b64: bool = True  # inline bytes were stored base64-encoded (always, after ImageBlock validation)
+    raw: bytes | None = None  # the bytes of a file-like original (candidate 0 gets its own stream of them)
+
+
 class _Reader:
-    """Decodes carriers into Media under the config's limits; collects notes; owns the temp directory."""
+    """Decodes carriers into Media under the config's limits; collects notes; writes copies; owns the temp
+    directory of path-form copies."""
 
     def __init__(self, config: GuardConfig, fit: Fit | None = None) -> None:
         self.config = config
@@ -104,117 +190,95 @@ class _Reader:
         self._tmp: Path | None = None
         self._lock = threading.Lock()
 
-    # -- reading ------------------------------------------------------------------------------------------
-
-    def add_block(self, block: ImageBlock | AudioBlock, where: str) -> None:
-        kind: Literal["image", "audio"] = "image" if isinstance(block, ImageBlock) else "audio"
-        data = block.image if kind == "image" else block.audio
-        if isinstance(data, io.IOBase):
-            content = _read_io(data)
-            self._add(where, kind, "io", block, lambda: self._decode(kind, content, where, block), raw=content)
-        elif data:
-            raw, was_b64 = _unbase64(bytes(data))
-            self._add(where, kind, "bytes", block, lambda: self._decode(kind, raw, where, block), b64=was_b64)
-        elif block.path is not None:
-            self._add(where, kind, "path", block, lambda: self._decode(kind, str(block.path), where, block),
-                      suffix=Path(str(block.path)).suffix)
-        elif block.url is not None:
-            self._add_url(str(block.url), where, kind, block)
+    def add(self, carrier: Any, where: str, place: Any) -> None:
+        """Decode the medium of ``carrier`` (an ImageBlock, AudioBlock, ImageNode or node with an
+        ``image_resource``); a remote one passed through adds a note and no medium."""
+        source = _source(carrier)
+        name = type(carrier).__name__
+        if source is None:
+            raise MediaError(f"{where} ({name}) holds no image: pass ImageNode, ImageDocument or a node with an "
+                             "image_resource")
+        kind = "audio" if isinstance(carrier, AudioBlock) else "image"
+        b64, raw = True, None
+        if isinstance(source.inline, io.IOBase):
+            form, raw = "io", _read_io(source.inline)
+            media = self._decode(kind, raw, where, carrier)
+        elif source.inline:
+            inline = source.inline
+            data, b64 = _unbase64(inline.encode("ascii") if isinstance(inline, str) else bytes(inline))
+            form, media = "bytes", self._decode(kind, data, where, carrier)
+        elif source.path:
+            form, media = "path", self._decode(kind, str(source.path), where, carrier)
+        elif source.url and str(source.url)[:5].lower() == "data:":
+            form, media = "data_url", self._decode(kind, str(source.url), where, carrier)
+        elif source.url:
+            fetched = self._fetch(str(source.url), kind, where)
+            if fetched is None:
+                return
+            form, media = "fetched", fetched
         else:
-            raise MediaError(f"{where} ({type(block).__name__}) holds no {kind}: its {kind}, path and url "
-                             "are all empty")
+            hint = (" (MediaResource.data is dropped when a docstore serialises a node; store a path or url)"
+                    if isinstance(carrier, BaseNode) else "")
+            raise MediaError(f"{where} ({name}) holds no {kind}: its inline data, path and url are all empty{hint}")
+        self.media.append(media)
+        self.slots.append(_Slot(where, form, carrier, place, b64, raw))
 
-    def add_node(self, node: BaseNode, where: str) -> None:
-        """An ``ImageNode`` (image / image_path / image_url) or a node with an ``image_resource``."""
-        if isinstance(node, ImageNode):
-            inline, path, url = node.image, node.image_path or node.metadata.get("file_path"), node.image_url
-        elif getattr(node, "image_resource", None) is not None:
-            resource = node.image_resource
-            inline, path, url = resource.data, resource.path, resource.url
-        else:
-            raise MediaError(f"{where} ({type(node).__name__}) holds no image: pass ImageNode, ImageDocument or a "
-                             "node with an image_resource")
-        if inline:
-            raw, was_b64 = _unbase64(inline.encode("ascii") if isinstance(inline, str) else bytes(inline))
-            self._add(where, "image", "bytes", node, lambda: self._decode("image", raw, where, node), b64=was_b64)
-        elif path:
-            self._add(where, "image", "path", node, lambda: self._decode("image", str(path), where, node),
-                      suffix=Path(str(path)).suffix)
-        elif url:
-            self._add_url(str(url), where, "image", node)
-        else:
-            raise MediaError(f"{where} ({type(node).__name__}) holds no image: its inline data, path and url are "
-                             "all empty (MediaResource.data is dropped when a docstore serialises a node; "
-                             "store a path or url)")
-
-    def _add(self, where: str, kind: Literal["image", "audio"], form: Form, carrier: Any, decode: Any,
-             b64: bool = True, suffix: str = "", raw: bytes | None = None) -> None:
-        self.media.append(decode())
-        self.slots.append(_Slot(where, kind, form, carrier, b64, suffix, raw))
-
-    def _add_url(self, url: str, where: str, kind: Literal["image", "audio"], carrier: Any) -> None:
-        if url[:5].lower() == "data:":
-            self._add(where, kind, "data_url", carrier, lambda: self._decode(kind, url, where, carrier))
-            return
-
-        def download() -> Media:
-            try:
-                return self.budget.fetch(url, kind)
-            except MediaError as exc:
-                raise MediaError(f"{where}: {exc}") from None
-
+    def _fetch(self, url: str, kind: str, where: str) -> Media | None:
+        """A remote medium under ``remote_media``: fetched, or None when passed through (both noted)."""
         try:
-            fetched = limits.remote(url, kind, self.config)
+            if not limits.remote(url, kind, self.config):
+                self.notes.append(f"{where}: {limits.passthrough_note(url, kind)}")
+                return None
+            media = self.budget.fetch(url, kind)
         except MediaError as exc:
             raise MediaError(f"{where}: {exc}") from None
-        if not fetched:
-            self.notes.append(f"{where}: {limits.passthrough_note(url, kind)}")
-            return
-
-        self._add(where, kind, "fetched", carrier, download)
         self.notes.append(f"{where}: remote {kind} {shorten(url)} fetched; every copy was sent inline")
+        return media
 
     def _decode(self, kind: str, source: Any, where: str, carrier: Any) -> Media:
+        what = f"{where} ({type(carrier).__name__}{_describe(carrier)})"
         try:
             return self.budget.decode(source, kind)
         except MediaError as exc:
-            raise MediaError(f"{where} ({type(carrier).__name__}{_describe(carrier)}): {exc}") from None
+            raise MediaError(f"{what}: {exc}") from None
         except Exception as exc:  # never let a decoder's own error escape
-            raise MediaError(f"{where} ({type(carrier).__name__}{_describe(carrier)}): could not read the "
-                             f"{kind}: {type(exc).__name__}: {exc}") from None
+            raise MediaError(f"{what}: could not read the {kind}: {type(exc).__name__}: {exc}") from None
 
-    # -- writing ------------------------------------------------------------------------------------------
+    def replacements(self, variant: Sequence[Media], tag: int | str) -> dict[Any, Any]:
+        """place -> new carrier for each medium of ``variant`` that is not the original Media object, and for a
+        fetched original (sent inline, so the model sees what the guard saw) or a file-like one (a stream of its
+        own); other places keep the caller's carrier."""
+        if len(variant) != len(self.slots):
+            raise ValueError(f"variant has {len(variant)} media, the payload {len(self.slots)}")
+        replaced: dict[Any, Any] = {}
+        for k, (slot, medium) in enumerate(zip(self.slots, variant, strict=True)):
+            if medium is not self.media[k] or slot.form == "fetched":
+                replaced[slot.place] = self._write(slot, medium, f"{tag}-{k}-")
+            elif slot.form == "io":
+                field = "image" if isinstance(slot.carrier, ImageBlock) else "audio"
+                replaced[slot.place] = slot.carrier.model_copy(update={field: io.BytesIO(slot.raw)})
+        return replaced
 
-    def original(self, k: int) -> Any:
-        """The caller's carrier of the ``k``-th medium; a file-like one gets its own stream (same bytes), so
-        the model reading it never moves the caller's stream."""
-        slot = self.slots[k]
-        if slot.form == "io" and slot.raw is not None:
-            field = "image" if isinstance(slot.carrier, ImageBlock) else "audio"
-            return slot.carrier.model_copy(update={field: io.BytesIO(slot.raw)})
-        return slot.carrier
-
-    def write(self, k: int, media: Media, tag: str) -> Any:
-        """The carrier of the ``k``-th medium holding ``media`` instead, in the caller's form."""
-        slot = self.slots[k]
+    def _write(self, slot: _Slot, media: Media, name: str) -> Any:
+        """The slot's carrier holding ``media`` instead, in the caller's form."""
         if slot.form == "path":
-            return _with_path(slot.carrier, self._save(media, slot, f"{tag}-{k}"))
+            return _with(slot.carrier, "path", self._save(media, name), media.mime_type)
         if slot.form == "data_url":
-            return _with_url(slot.carrier, media.to_data_url())
+            return _with(slot.carrier, "url", media.to_data_url(), media.mime_type)
         raw = media.to_bytes()
-        if slot.form == "io":
-            return _with_inline(slot.carrier, io.BytesIO(raw), media)
-        # "bytes" and "fetched": inline bytes, base64-encoded as LlamaIndex stores them
-        return _with_inline(slot.carrier, base64.b64encode(raw) if slot.b64 else raw, media)
+        # "io": a new stream; "bytes" and "fetched": inline bytes, base64-encoded as LlamaIndex stores them
+        data = io.BytesIO(raw) if slot.form == "io" else base64.b64encode(raw) if slot.b64 else raw
+        return _with(slot.carrier, "inline", data, media.mime_type)
 
-    def _save(self, media: Media, slot: _Slot, name: str) -> Path:
+    def _save(self, media: Media, name: str) -> Path:
         with self._lock:
             if self._tmp is None:
                 self._tmp = Path(tempfile.mkdtemp(prefix="smoothguard-"))
-        suffix = slot.suffix if mimetypes.guess_type(f"x{slot.suffix}")[0] == media.mime_type else ""
-        path = self._tmp / f"{name}{suffix or _EXTENSIONS.get(media.mime_type, '')}"
-        path.write_bytes(media.to_bytes())
-        return path
+        suffix = "." + media.mime_type.split("/", 1)[1]  # .png, .jpeg, .webp, .bmp, .tiff, .wav
+        fd, path = tempfile.mkstemp(suffix, name, self._tmp)
+        with os.fdopen(fd, "wb") as out:
+            out.write(media.to_bytes())
+        return Path(path)
 
     def close(self) -> None:
         """Remove the temp directory of path-form copies (if any)."""
@@ -224,12 +288,15 @@ class _Reader:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-class _FoundMedia:
-    """What MessageMedia and DocumentMedia share: the reader, the place of each medium, the per-candidate
-    replacements, and cleanup of the temporary files written for path-form media."""
+class Payload:
+    """The media found in a request, and the request rebuilt around other media (one per candidate).
+
+    ``media``: one :class:`Media` per smoothed medium, in order. ``notes``: what the caller should know (remote
+    media passed through, unsmoothed video/documents). Use as a context manager (or call :meth:`close`) so
+    path-form copies are deleted.
+    """
 
     _reader: _Reader
-    _places: list[Any]
 
     @property
     def media(self) -> list[Media]:
@@ -239,19 +306,10 @@ class _FoundMedia:
     def notes(self) -> tuple[str, ...]:
         return tuple(self._reader.notes)
 
-    def _replacements(self, variant: Sequence[Media], tag: int | str, what: str) -> dict[Any, Any]:
-        """place -> new carrier for each medium of ``variant`` that is not the original Media object, and for a
-        fetched original (sent inline, so the model sees what the guard saw) or a stream-form one (re-read); other
-        places keep the caller's carrier."""
-        if len(variant) != len(self._places):
-            raise ValueError(f"variant has {len(variant)} media, the {what} {len(self._places)}")
-        replaced: dict[Any, Any] = {}
-        for k, (place, medium) in enumerate(zip(self._places, variant, strict=True)):
-            if medium is not self.media[k] or self._reader.slots[k].form == "fetched":
-                replaced[place] = self._reader.write(k, medium, str(tag))
-            elif self._reader.slots[k].form == "io":
-                replaced[place] = self._reader.original(k)
-        return replaced
+    def build(self, variant: Sequence[Media], tag: int | str = "") -> Any:
+        """The request with ``variant[k]`` in the k-th medium's slot; a medium that *is* the original Media
+        object keeps the caller's carrier. ``tag`` prefixes the names of path-form files."""
+        raise NotImplementedError
 
     def close(self) -> None:
         self._reader.close()
@@ -263,13 +321,8 @@ class _FoundMedia:
         self.close()
 
 
-class MessageMedia(_FoundMedia):
-    """The media of a list of chat messages, and the messages rebuilt around other media.
-
-    ``media``: one :class:`Media` per smoothed ImageBlock/AudioBlock, in message then block order.
-    ``notes``: what the caller should know (remote media passed through, unsmoothed video/documents).
-    Use as a context manager (or call :meth:`close`) so path-form copies are deleted.
-    """
+class MessageMedia(Payload):
+    """The media of a list of chat messages (in message, then block order); :meth:`build` returns new messages."""
 
     def __init__(self, messages: Sequence[ChatMessage], config: GuardConfig, *,
                  where: Callable[[int, int], str] | None = None, fit: Fit | None = None) -> None:
@@ -277,75 +330,51 @@ class MessageMedia(_FoundMedia):
         ``fit``: the size images are decoded at (:func:`image_fit`)."""
         self.messages = list(messages)
         self._reader = _Reader(config, fit)
-        self._places: list[tuple[int, int, int | None]] = []  # (message, block, index inside a citable block)
         name = where or (lambda i, j: f"messages[{i}].blocks[{j}]")
         for i, message in enumerate(self.messages):
             if not isinstance(message, ChatMessage):
                 raise TypeError(f"messages[{i}] is a {type(message).__name__}, not a llama_index ChatMessage")
             for j, block in enumerate(message.blocks):
                 where_ = name(i, j)
-                if isinstance(block, ImageBlock | AudioBlock):
-                    self._add(block, where_, (i, j, None))
-                    continue
-                self._check(block, where_)
-                # images inside a CitableBlock (e.g. a tool's output) or a CitationBlock are smoothed too
+                self._read(block, where_, (i, j, None))
                 for k, inner in _nested(block):
-                    inner_where = f"{where_}.cited_content" if k is None else f"{where_}.content[{k}]"
-                    if isinstance(inner, ImageBlock | AudioBlock):
-                        self._add(inner, inner_where, (i, j, k))
-                    else:
-                        self._check(inner, inner_where)
+                    self._read(inner, f"{where_}.cited_content" if k is None else f"{where_}.content[{k}]", (i, j, k))
 
-    def _check(self, block: Any, where: str) -> None:
-        """A block that is not smoothed: text passes; media the guard cannot smooth is refused or noted; unknown
-        blocks are refused (:func:`smoothguard.content_parts.unsmoothable`)."""
-        if note := check_part(block_part(block), where, self._reader.config):
+    def _read(self, block: Any, where: str, place: tuple[int, int, int | None]) -> None:
+        """Smooth an ImageBlock/AudioBlock; any other block goes through the core's policy (text passes, media the
+        guard cannot smooth is refused or noted, unknown blocks are refused)."""
+        if isinstance(block, ImageBlock | AudioBlock):
+            self._reader.add(block, where, place)
+        elif note := check_part(block_part(block), where, self._reader.config):
             self._reader.notes.append(note)
 
-    def _add(self, block: ImageBlock | AudioBlock, where: str, place: tuple[int, int, int | None]) -> None:
-        before = len(self._reader.slots)
-        self._reader.add_block(block, where)
-        if len(self._reader.slots) > before:
-            self._places.append(place)
-
-    def build(self, variant: Sequence[Media], tag: int | str = 0) -> list[ChatMessage]:
-        """New messages with ``variant[k]`` in the k-th medium's slot; a medium that *is* the original
-        Media object keeps the caller's block. ``tag`` names path-form files (the candidate index)."""
-        replaced = self._replacements(variant, tag, "messages")
+    def build(self, variant: Sequence[Media], tag: int | str = "") -> list[ChatMessage]:
+        replaced = self._reader.replacements(variant, tag)
         out = []
         for i, message in enumerate(self.messages):
             blocks = [_rebuilt(block, i, j, replaced) for j, block in enumerate(message.blocks)]
-            kwargs = {k: v for k, v in message.additional_kwargs.items() if k != "images"}
             # "images" (legacy ImageDocuments) were already turned into blocks when the message was built
+            kwargs = {k: v for k, v in message.additional_kwargs.items() if k != "images"}
             out.append(message.model_copy(update={"blocks": blocks, "additional_kwargs": kwargs}))
         return out
 
 
-class DocumentMedia(_FoundMedia):
-    """The media of a legacy ``image_documents`` list (ImageNode/ImageDocument/ImageBlock), rebuilt per candidate.
-
-    Same contract as :class:`MessageMedia`; :meth:`build` returns a new list of the same carriers.
-    """
+class DocumentMedia(Payload):
+    """The media of a legacy ``image_documents`` list (ImageNode/ImageDocument/ImageBlock); :meth:`build` returns a
+    new list of the same carriers."""
 
     def __init__(self, documents: Sequence[Any], config: GuardConfig, *, name: str = "image_documents",
                  fit: Fit | None = None) -> None:
         self.documents = list(documents)
         self._reader = _Reader(config, fit)
-        self._places: list[int] = []
         for i, doc in enumerate(self.documents):
-            before = len(self._reader.slots)
-            if isinstance(doc, BaseNode):
-                self._reader.add_node(doc, f"{name}[{i}]")
-            elif isinstance(doc, ImageBlock | AudioBlock):
-                self._reader.add_block(doc, f"{name}[{i}]")
-            else:
+            if not isinstance(doc, BaseNode | ImageBlock | AudioBlock):
                 raise TypeError(f"{name}[{i}] is a {type(doc).__name__}; pass ImageNode, ImageDocument or ImageBlock")
-            if len(self._reader.slots) > before:
-                self._places.append(i)
+            self._reader.add(doc, f"{name}[{i}]", i)
 
-    def build(self, variant: Sequence[Media], tag: int | str = 0) -> list[Any]:
+    def build(self, variant: Sequence[Media], tag: int | str = "") -> list[Any]:
         out = list(self.documents)
-        for i, carrier in self._replacements(variant, tag, "documents").items():
+        for i, carrier in self._reader.replacements(variant, tag).items():
             out[i] = carrier
         return out
 
@@ -416,14 +445,7 @@ def image_documents_to_blocks(documents: Sequence[Any] | None, *, name: str = "i
             continue
         if not isinstance(doc, BaseNode):
             raise TypeError(f"{where} is a {type(doc).__name__}; pass ImageNode, ImageDocument or ImageBlock")
-        if isinstance(doc, ImageNode):
-            inline, path, url = doc.image, doc.image_path or doc.metadata.get("file_path"), doc.image_url
-            mime = doc.image_mimetype
-        elif getattr(doc, "image_resource", None) is not None:
-            resource = doc.image_resource
-            inline, path, url, mime = resource.data, resource.path, resource.url, resource.mimetype
-        else:
-            inline = path = url = mime = None
+        inline, path, url, mime = _source(doc) or _Source(None, None, None, None)
         if inline:
             raw, _ = _unbase64(inline.encode("ascii") if isinstance(inline, str) else bytes(inline))
             blocks.append(ImageBlock(image=raw, image_mimetype=mime))
@@ -444,9 +466,6 @@ def user_message(prompt: str, media_blocks: Sequence[Any]) -> ChatMessage:
     return ChatMessage(role=MessageRole.USER, blocks=[*media_blocks, TextBlock(text=prompt)])
 
 
-# -- helpers ------------------------------------------------------------------------------------------------
-
-
 def _read_io(stream: io.IOBase) -> bytes:
     """All bytes of a file-like object, leaving its position where it was."""
     if isinstance(stream, io.BytesIO):
@@ -465,67 +484,3 @@ def _unbase64(data: bytes) -> tuple[bytes, bool]:
         return base64.b64decode(data, validate=True), True
     except (binascii.Error, ValueError):
         return data, False
-
-
-def _with_inline(carrier: Any, data: Any, media: Media) -> Any:
-    if isinstance(carrier, ImageBlock):
-        return carrier.model_copy(update={"image": data, "path": None, "url": None,
-                                          "image_mimetype": media.mime_type})
-    if isinstance(carrier, AudioBlock):
-        return carrier.model_copy(update={"audio": data, "path": None, "url": None})
-    if isinstance(carrier, ImageNode):
-        text = data.decode("ascii") if isinstance(data, bytes) else data
-        return carrier.model_copy(update={"image": text, "image_path": None, "image_url": None,
-                                          "image_mimetype": media.mime_type})
-    return _with_resource(carrier, data=data, path=None, url=None, mimetype=media.mime_type)
-
-
-def _with_path(carrier: Any, path: Path) -> Any:
-    mime = mimetypes.guess_type(path.name)[0]
-    if isinstance(carrier, ImageNode):
-        return carrier.model_copy(update={"image": None, "image_path": str(path), "image_url": None,
-                                          "image_mimetype": mime or carrier.image_mimetype})
-    if isinstance(carrier, ImageBlock):
-        return carrier.model_copy(update={"path": path, "image_mimetype": mime or carrier.image_mimetype})
-    if isinstance(carrier, AudioBlock):
-        return carrier.model_copy(update={"path": path})
-    return _with_resource(carrier, data=None, path=path, url=None, mimetype=mime)
-
-
-def _with_url(carrier: Any, url: str) -> Any:
-    mime = url[5:].split(";", 1)[0]
-    if isinstance(carrier, ImageNode):
-        return carrier.model_copy(update={"image_url": url, "image_mimetype": mime})
-    if isinstance(carrier, ImageBlock):
-        return carrier.model_copy(update={"url": url, "image_mimetype": mime})
-    if isinstance(carrier, AudioBlock):
-        return carrier.model_copy(update={"url": url})
-    return _with_resource(carrier, data=None, path=None, url=AnyUrl(url), mimetype=mime)
-
-
-def _with_resource(node: Any, **update: Any) -> Any:
-    """A copy of ``node`` whose ``image_resource`` is updated (the node's other fields shared)."""
-    return node.model_copy(update={"image_resource": node.image_resource.model_copy(update=update)})
-
-
-def _describe(carrier: Any) -> str:
-    if isinstance(carrier, ImageNode):
-        inline, path, url = carrier.image, carrier.image_path or carrier.metadata.get("file_path"), carrier.image_url
-    elif isinstance(carrier, ImageBlock | AudioBlock):
-        inline = carrier.image if isinstance(carrier, ImageBlock) else carrier.audio
-        path, url = carrier.path, carrier.url
-    elif getattr(carrier, "image_resource", None) is not None:
-        resource = carrier.image_resource
-        inline, path, url = resource.data, resource.path, resource.url
-    else:
-        return ""
-    if isinstance(inline, io.IOBase):
-        return ", file-like object"
-    if inline:
-        return ", inline bytes"
-    if path:
-        return f", path={shorten(path)}"
-    if url:
-        return ", data: URL" if str(url).startswith("data:") else f", url={shorten(url)}"
-    return ""
-

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ToolCallBlock
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, ToolCallBlock
 
 from smoothguard import tool_calls as canonical
 
-__all__ = ["chat_text", "tool_calls_of"]
+__all__ = ["chat_text", "completion_text", "tool_calls_of"]
 
 
 def chat_text(response: ChatResponse) -> str:
@@ -18,6 +18,11 @@ def chat_text(response: ChatResponse) -> str:
     (:mod:`smoothguard.tool_calls`) when it makes any, else its text (``""``: a failed candidate)."""
     message = response.message
     return canonical.vote_text((message.content or "").strip(), tool_calls_of(message))
+
+
+def completion_text(response: CompletionResponse) -> str:
+    """What the vote compares for a completion: its text."""
+    return response.text
 
 
 def tool_calls_of(message: ChatMessage) -> list[tuple[Any, Any]]:

@@ -1,18 +1,18 @@
 """One guarded call, end to end: extract the media, fan out, vote, annotate, dispatch the event.
 
 Shared by :class:`~smoothguard_llamaindex.SmoothGuardLLM` and
-:class:`~smoothguard_llamaindex.SmoothGuardMultiModalLLM`. The payload (messages or image documents) is
-read once; each candidate gets its own rebuilt copy; the response the vote picks is returned with
-``GuardResult.to_dict()`` under ``additional_kwargs["smoothguard"]``.
+:class:`~smoothguard_llamaindex.SmoothGuardMultiModalLLM`. The payload (messages or image documents) is read
+once; the core's :class:`~smoothguard.fanout.FanOut` rebuilds a copy of it per candidate (its ``prepare``) and
+makes the calls; the response the vote picks is returned with ``GuardResult.to_dict()`` under
+``additional_kwargs["smoothguard"]``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import functools
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole
 
@@ -20,28 +20,16 @@ from smoothguard import GuardConfig, GuardFlagged, GuardResult, Media, SmoothGua
 from smoothguard.errors import ConfigError
 from smoothguard.fanout import FanOut
 from smoothguard.image_resize import rule_for_model
+from smoothguard_llamaindex.blocks import Payload
 from smoothguard_llamaindex.events import dispatch_vote
 
-__all__ = ["METADATA_KEY", "Payload", "aguarded_call", "build_config", "guard_for", "guarded_call", "with_metadata"]
+__all__ = ["METADATA_KEY", "aguarded_call", "aone_chunk", "build_config", "guard_for", "guarded_call", "one_chunk",
+           "with_metadata"]
 
 #: Key of ``GuardResult.to_dict()`` in a response's ``additional_kwargs``.
 METADATA_KEY = "smoothguard"
 
 R = TypeVar("R")
-
-
-class Payload(Protocol):
-    """Media found in a request, and the request rebuilt around other media (see :mod:`.blocks`)."""
-
-    @property
-    def media(self) -> list[Media]: ...
-
-    @property
-    def notes(self) -> tuple[str, ...]: ...
-
-    def build(self, variant: list[Media], tag: int | str = 0) -> Any: ...
-
-    def close(self) -> None: ...
 
 
 @functools.lru_cache(maxsize=64)
@@ -69,45 +57,44 @@ def guarded_call(guard: SmoothGuard, payload: Payload | None, call: Callable[[An
                  *, model_name: str, endpoint: str, model: Any = None) -> tuple[R | None, GuardResult]:
     """Run ``call(rebuilt payload)`` once per candidate (threads) and vote on ``text(response)``.
 
-    ``model``: the wrapped LLM, which decides what ``image_resize="auto"`` means.
-    Returns the picked response (None when the answer was replaced by the refusal message) and the result.
-    ``payload`` None means a request without media: one call, ``call(None)``.
+    ``payload`` None: a request without media, one call, ``call([])``. ``model``: the wrapped LLM, which decides
+    what ``image_resize="auto"`` means. Returns the picked response (None when the answer was replaced by the
+    refusal message) and the result.
     """
-    try:
-        def one(index: int, variant: list[Media]) -> R:
-            return call(payload.build(variant, index) if payload is not None else None)
-
-        try:
-            responses = FanOut(guard, call=one, text=text)
-            result = responses.run(payload.media if payload else [], auto_resize=rule_for_model(model))
-        except GuardFlagged as flagged:
-            _flagged(flagged, payload, model_name, endpoint)
-        result = _annotate(result, payload, model_name, endpoint)
-        return (None if result.refused else responses.chosen(result)), result
-    finally:
-        if payload is not None:
-            payload.close()
+    fan = FanOut(guard, call=lambda _, built: call(built), text=text,
+                 prepare=None if payload is None else payload.build)
+    with _request(payload, model_name, endpoint) as (media, notes):
+        result = fan.run(media, notes=notes, auto_resize=rule_for_model(model))
+    return _picked(fan, result, model_name, endpoint)
 
 
 async def aguarded_call(guard: SmoothGuard, payload: Payload | None, call: Callable[[Any], Awaitable[R]],
                         text: Callable[[R], str], *, model_name: str, endpoint: str,
                         model: Any = None) -> tuple[R | None, GuardResult]:
-    """:func:`guarded_call` for an async ``call``; payloads are rebuilt (encoded) in worker threads."""
-    try:
-        async def one(index: int, variant: list[Media]) -> R:
-            built = await asyncio.to_thread(payload.build, variant, index) if payload is not None else None
-            return await call(built)
+    """:func:`guarded_call` for an async ``call`` (payloads are rebuilt in worker threads)."""
+    fan = FanOut(guard, acall=lambda _, built: call(built), text=text,
+                 prepare=None if payload is None else payload.build)
+    with _request(payload, model_name, endpoint) as (media, notes):
+        result = await fan.arun(media, notes=notes, auto_resize=rule_for_model(model))
+    return _picked(fan, result, model_name, endpoint)
 
-        try:
-            responses = FanOut(guard, acall=one, text=text)
-            result = await responses.arun(payload.media if payload else [], auto_resize=rule_for_model(model))
-        except GuardFlagged as flagged:
-            _flagged(flagged, payload, model_name, endpoint)
-        result = _annotate(result, payload, model_name, endpoint)
-        return (None if result.refused else responses.chosen(result)), result
+
+@contextmanager
+def _request(payload: Payload | None, model_name: str, endpoint: str) -> Iterator[tuple[list[Media], tuple[str, ...]]]:
+    """The payload's media and notes for the fan-out; dispatches the event of a flagged result; closes the payload."""
+    try:
+        yield (payload.media, payload.notes) if payload is not None else ([], ())
+    except GuardFlagged as flagged:
+        dispatch_vote(flagged.result, model_name=model_name, endpoint=endpoint)
+        raise
     finally:
         if payload is not None:
             payload.close()
+
+
+def _picked(fan: FanOut[R], result: GuardResult, model_name: str, endpoint: str) -> tuple[R | None, GuardResult]:
+    dispatch_vote(result, model_name=model_name, endpoint=endpoint)
+    return (None if result.refused else fan.chosen(result)), result
 
 
 def with_metadata(response: ChatResponse | CompletionResponse | None, result: GuardResult,
@@ -125,13 +112,16 @@ def with_metadata(response: ChatResponse | CompletionResponse | None, result: Gu
     return response.model_copy(update={"additional_kwargs": {**response.additional_kwargs, **extra}})
 
 
-def _annotate(result: GuardResult, payload: Payload | None, model_name: str, endpoint: str) -> GuardResult:
-    if payload is not None and payload.notes:
-        result = dataclasses.replace(result, notes=result.notes + payload.notes)
-    dispatch_vote(result, model_name=model_name, endpoint=endpoint)
-    return result
+def one_chunk(response: Any) -> Iterator[Any]:
+    """A stream of one chunk: ``response`` with its whole text as ``delta`` (the vote needs every answer first)."""
+    yield _whole(response)
 
 
-def _flagged(flagged: GuardFlagged, payload: Payload | None, model_name: str, endpoint: str) -> None:
-    result = _annotate(flagged.result, payload, model_name, endpoint)
-    raise GuardFlagged(result) from None
+async def aone_chunk(response: Any) -> Any:
+    """Async :func:`one_chunk`."""
+    yield _whole(response)
+
+
+def _whole(response: ChatResponse | CompletionResponse) -> Any:
+    text = response.text if isinstance(response, CompletionResponse) else response.message.content or ""
+    return response.model_copy(update={"delta": text})

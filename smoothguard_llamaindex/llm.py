@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -30,17 +31,61 @@ from llama_index.core.multi_modal_llms import MultiModalLLM
 
 from smoothguard import GuardConfig
 from smoothguard.errors import ConfigError
-from smoothguard_llamaindex.base import GuardedLLMBase, reported_once
-from smoothguard_llamaindex.blocks import MessageMedia, image_documents_to_blocks, image_fit, user_message
+from smoothguard_llamaindex.base import GuardedLLMBase
+from smoothguard_llamaindex.blocks import image_documents_to_blocks, user_message
 from smoothguard_llamaindex.decoding import greedy_kwargs
-from smoothguard_llamaindex.fanout import chat_text
-from smoothguard_llamaindex.guarded import METADATA_KEY, aguarded_call, guarded_call, with_metadata
+from smoothguard_llamaindex.fanout import completion_text
+from smoothguard_llamaindex.guarded import aone_chunk, one_chunk, with_metadata
 
 __all__ = ["SmoothGuardLLM"]
 
 # LLM settings taken from the wrapped model unless given, so the guard formats prompts as the model would.
 _MIRRORED = ("system_prompt", "messages_to_prompt", "completion_to_prompt", "output_parser",
              "pydantic_program_mode", "query_wrapper_prompt")
+
+
+class _Reporter:
+    """What LlamaIndex's ``llm_*_callback`` decorators read from the LLM they wrap: the guard's payload and rate
+    limiter, and its callback manager, or an empty one when the inner LLM reports every candidate call to that
+    same manager (then a token counter would count the guard's own call once more)."""
+
+    def __init__(self, guard: SmoothGuardLLM) -> None:
+        self.guard = guard
+        self.rate_limiter = guard.rate_limiter
+        self.callback_manager = CallbackManager([]) if guard._share_callbacks() else guard.callback_manager
+
+    def to_payload(self) -> dict[str, Any]:
+        return self.guard.to_payload()
+
+
+def _reported_once(decorator: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[..., Any]:
+    """``decorator`` (``llm_chat_callback()`` / ``llm_completion_callback()``) applied so that each model call is
+    reported to legacy callback handlers once: the guard's own LLM event is left out while the inner LLM reports
+    the candidate calls to the same callback manager. Instrumentation events and spans are unchanged."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(f):
+            @decorator
+            async def areported(reporter: _Reporter, *args: Any, **kwargs: Any) -> Any:
+                return await f(reporter.guard, *args, **kwargs)
+
+            @functools.wraps(f)
+            async def aendpoint(self: SmoothGuardLLM, *args: Any, **kwargs: Any) -> Any:
+                return await areported(_Reporter(self), *args, **kwargs)
+
+            return aendpoint
+
+        @decorator
+        def reported(reporter: _Reporter, *args: Any, **kwargs: Any) -> Any:
+            return f(reporter.guard, *args, **kwargs)
+
+        @functools.wraps(f)
+        def endpoint(self: SmoothGuardLLM, *args: Any, **kwargs: Any) -> Any:
+            return reported(_Reporter(self), *args, **kwargs)
+
+        return endpoint
+
+    return wrap
 
 
 class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
@@ -94,17 +139,16 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
 
     _wraps = (LLM,)
 
-    def __init__(self, llm: LLM | None = None, guard_config: GuardConfig | Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> None:
-        if llm is None:
-            raise ConfigError("SmoothGuardLLM needs the LLM to guard: SmoothGuardLLM(llm=...)")
+    @classmethod
+    def _settings(cls, llm: Any, guard_config: GuardConfig | Mapping[str, Any] | None,
+                  kwargs: dict[str, Any]) -> GuardConfig:
         if isinstance(llm, MultiModalLLM):
             raise ConfigError(f"{type(llm).__name__} is a legacy MultiModalLLM: wrap it with SmoothGuardMultiModalLLM")
-        config = self._settings(llm, guard_config, kwargs)
+        config = super()._settings(llm, guard_config, kwargs)
         for name in _MIRRORED:
             if kwargs.get(name) is None and getattr(llm, name, None) is not None:
                 kwargs[name] = getattr(llm, name)
-        super().__init__(llm=llm, guard_config=config, **kwargs)
+        return config
 
     @classmethod
     def class_name(cls) -> str:
@@ -124,31 +168,29 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
 
     # -- chat -----------------------------------------------------------------------------------------------
 
-    @reported_once(llm_chat_callback())
+    @_reported_once(llm_chat_callback())
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Guarded chat: one inner ``chat`` per candidate (concurrent threads), the voted response back."""
         return self._chat(messages, kwargs, "chat")
 
-    @reported_once(llm_chat_callback())
+    @_reported_once(llm_chat_callback())
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Guarded async chat: inner ``achat`` calls gathered, at most ``max_concurrency`` at once."""
         return await self._achat(messages, kwargs, "achat")
 
-    @reported_once(llm_chat_callback())
+    @_reported_once(llm_chat_callback())
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Votes first (blocking), then yields the chosen response as one chunk with the full ``delta``."""
-        response = self._chat(messages, kwargs, "stream_chat")
-        return _one_chat_chunk(response)
+        return one_chunk(self._chat(messages, kwargs, "stream_chat"))
 
-    @reported_once(llm_chat_callback())
+    @_reported_once(llm_chat_callback())
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Votes first, then yields the chosen response as one chunk with the full ``delta``."""
-        response = await self._achat(messages, kwargs, "astream_chat")
-        return _aone_chat_chunk(response)
+        return aone_chunk(await self._achat(messages, kwargs, "astream_chat"))
 
     # -- complete -------------------------------------------------------------------------------------------
 
-    @reported_once(llm_completion_callback())
+    @_reported_once(llm_completion_callback())
     def complete(self, prompt: str, formatted: bool = False, image_documents: Sequence[Any] | None = None,
                  **kwargs: Any) -> CompletionResponse:
         """Guarded completion. With ``image_documents`` (ImageNode/ImageDocument/ImageBlock), the inner model
@@ -156,26 +198,46 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
         inner ``complete`` (pass-through). The legacy order ``complete(prompt, image_documents)`` works too."""
         return self._complete(prompt, formatted, image_documents, kwargs, "complete")
 
-    @reported_once(llm_completion_callback())
+    @_reported_once(llm_completion_callback())
     async def acomplete(self, prompt: str, formatted: bool = False, image_documents: Sequence[Any] | None = None,
                         **kwargs: Any) -> CompletionResponse:
         """Async :meth:`complete`."""
         return await self._acomplete(prompt, formatted, image_documents, kwargs, "acomplete")
 
-    @reported_once(llm_completion_callback())
+    @_reported_once(llm_completion_callback())
     def stream_complete(self, prompt: str, formatted: bool = False, image_documents: Sequence[Any] | None = None,
                         **kwargs: Any) -> CompletionResponseGen:
         """Votes first, then yields the chosen completion as one chunk with the full ``delta``."""
-        response = self._complete(prompt, formatted, image_documents, kwargs, "stream_complete")
-        return _one_completion_chunk(response)
+        return one_chunk(self._complete(prompt, formatted, image_documents, kwargs, "stream_complete"))
 
-    @reported_once(llm_completion_callback())
+    @_reported_once(llm_completion_callback())
     async def astream_complete(self, prompt: str, formatted: bool = False,
                                image_documents: Sequence[Any] | None = None,
                                **kwargs: Any) -> CompletionResponseAsyncGen:
         """Votes first, then yields the chosen completion as one chunk with the full ``delta``."""
-        response = await self._acomplete(prompt, formatted, image_documents, kwargs, "astream_complete")
-        return _aone_completion_chunk(response)
+        return aone_chunk(await self._acomplete(prompt, formatted, image_documents, kwargs, "astream_complete"))
+
+    def _complete(self, prompt: str, formatted: Any, image_documents: Sequence[Any] | None,
+                  kwargs: dict[str, Any], endpoint: str) -> CompletionResponse:
+        formatted, image_documents = _legacy_order(formatted, image_documents)
+        if image_documents:
+            message = user_message(prompt, image_documents_to_blocks(image_documents))
+            return _as_completion(self._chat([message], kwargs, endpoint, where=_document_place))
+        kwargs = greedy_kwargs(self.llm, kwargs)
+        response, result = self._guarded(None, lambda _: self.llm.complete(prompt, formatted=formatted, **kwargs),
+                                         completion_text, endpoint)
+        return with_metadata(response, result, CompletionResponse)
+
+    async def _acomplete(self, prompt: str, formatted: Any, image_documents: Sequence[Any] | None,
+                         kwargs: dict[str, Any], endpoint: str) -> CompletionResponse:
+        formatted, image_documents = _legacy_order(formatted, image_documents)
+        if image_documents:
+            message = user_message(prompt, image_documents_to_blocks(image_documents))
+            return _as_completion(await self._achat([message], kwargs, endpoint, where=_document_place))
+        kwargs = greedy_kwargs(self.llm, kwargs)
+        response, result = await self._aguarded(
+            None, lambda _: self.llm.acomplete(prompt, formatted=formatted, **kwargs), completion_text, endpoint)
+        return with_metadata(response, result, CompletionResponse)
 
     # -- tools ----------------------------------------------------------------------------------------------
 
@@ -205,54 +267,7 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
                                       "guard cannot call tools either")
         return self.llm
 
-    # -- the guarded calls ----------------------------------------------------------------------------------
-
-    def _complete(self, prompt: str, formatted: bool, image_documents: Sequence[Any] | None,
-                  kwargs: dict[str, Any], endpoint: str) -> CompletionResponse:
-        formatted, image_documents = _legacy_order(formatted, image_documents)
-        kwargs = greedy_kwargs(self.llm, kwargs)
-        if image_documents:
-            message = user_message(prompt, image_documents_to_blocks(image_documents))
-            self._share_callbacks()
-            payload = MessageMedia([message], self.guard_config, where=lambda i, j: f"image_documents[{j}]",
-                                   fit=image_fit(self.guard_config, self.llm))
-            chat, result = guarded_call(self.guard, payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text,
-                                        model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
-            return _as_completion(chat, result)
-        self._share_callbacks()
-        response, result = guarded_call(
-            self.guard, None, lambda _: self.llm.complete(prompt, formatted=formatted, **kwargs), _completion_text,
-            model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
-        return with_metadata(response, result, CompletionResponse)
-
-    async def _acomplete(self, prompt: str, formatted: bool, image_documents: Sequence[Any] | None,
-                         kwargs: dict[str, Any], endpoint: str) -> CompletionResponse:
-        formatted, image_documents = _legacy_order(formatted, image_documents)
-        kwargs = greedy_kwargs(self.llm, kwargs)
-        if image_documents:
-            message = user_message(prompt, image_documents_to_blocks(image_documents))
-            self._share_callbacks()
-            payload = await asyncio.to_thread(MessageMedia, [message], self.guard_config,
-                                              where=lambda i, j: f"image_documents[{j}]",
-                                              fit=image_fit(self.guard_config, self.llm))
-
-            async def chat_call(msgs: list[ChatMessage]) -> ChatResponse:
-                return await self.llm.achat(msgs, **kwargs)
-
-            chat, result = await aguarded_call(self.guard, payload, chat_call, chat_text,
-                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
-            return _as_completion(chat, result)
-        self._share_callbacks()
-
-        async def call(_: Any) -> CompletionResponse:
-            return await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
-
-        response, result = await aguarded_call(self.guard, None, call, _completion_text,
-                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
-        return with_metadata(response, result, CompletionResponse)
-
-    def _before_call(self) -> None:
-        self._share_callbacks()
+    # -- callbacks ------------------------------------------------------------------------------------------
 
     def _share_callbacks(self) -> bool:
         """Point the inner LLM at this LLM's callback manager (engines set it on the guard only), unless the
@@ -270,9 +285,6 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
         return False
 
 
-# -- helpers ------------------------------------------------------------------------------------------------
-
-
 def _legacy_order(formatted: Any, image_documents: Sequence[Any] | None) -> tuple[bool, Sequence[Any] | None]:
     """Accept the legacy MultiModalLLM order ``complete(prompt, image_documents)``: a list given as the second
     positional argument is the image documents, not ``formatted``."""
@@ -281,28 +293,11 @@ def _legacy_order(formatted: Any, image_documents: Sequence[Any] | None) -> tupl
     return bool(formatted), image_documents
 
 
-def _completion_text(response: CompletionResponse) -> str:
-    return response.text
+def _document_place(i: int, j: int) -> str:
+    """How errors and notes name the j-th image document (block j of the one user message)."""
+    return f"image_documents[{j}]"
 
 
-def _as_completion(chat: ChatResponse | None, result: Any) -> CompletionResponse:
-    if chat is None:
-        return with_metadata(None, result, CompletionResponse)
+def _as_completion(chat: ChatResponse) -> CompletionResponse:
     return CompletionResponse(text=chat.message.content or "", raw=chat.raw, logprobs=chat.logprobs,
-                              additional_kwargs={**chat.additional_kwargs, METADATA_KEY: result.to_dict()})
-
-
-def _one_chat_chunk(response: ChatResponse) -> ChatResponseGen:
-    yield response.model_copy(update={"delta": response.message.content or ""})
-
-
-async def _aone_chat_chunk(response: ChatResponse) -> ChatResponseAsyncGen:
-    yield response.model_copy(update={"delta": response.message.content or ""})
-
-
-def _one_completion_chunk(response: CompletionResponse) -> CompletionResponseGen:
-    yield response.model_copy(update={"delta": response.text})
-
-
-async def _aone_completion_chunk(response: CompletionResponse) -> CompletionResponseAsyncGen:
-    yield response.model_copy(update={"delta": response.text})
+                              additional_kwargs=chat.additional_kwargs)

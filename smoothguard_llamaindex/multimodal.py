@@ -6,8 +6,7 @@ Legacy models take ``complete(prompt, image_documents)``; the current path is an
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -22,11 +21,11 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.multi_modal_llms import MultiModalLLM, MultiModalLLMMetadata
 
-from smoothguard import GuardConfig
 from smoothguard_llamaindex.base import GuardedLLMBase
 from smoothguard_llamaindex.blocks import DocumentMedia, image_fit
 from smoothguard_llamaindex.decoding import greedy_kwargs
-from smoothguard_llamaindex.guarded import aguarded_call, guarded_call, with_metadata
+from smoothguard_llamaindex.fanout import completion_text
+from smoothguard_llamaindex.guarded import aone_chunk, one_chunk, with_metadata
 
 __all__ = ["SmoothGuardMultiModalLLM"]
 
@@ -53,11 +52,6 @@ class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
     _wrong_llm = ("SmoothGuardMultiModalLLM wraps a llama_index MultiModalLLM (llm=...); for an LLM with "
                   "ImageBlock content use SmoothGuardLLM, got {name}")
 
-    def __init__(self, llm: MultiModalLLM | None = None,
-                 guard_config: GuardConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        config = self._settings(llm, guard_config, kwargs)
-        super().__init__(llm=llm, guard_config=config, **kwargs)
-
     @classmethod
     def class_name(cls) -> str:
         return "SmoothGuardMultiModalLLM"
@@ -80,8 +74,7 @@ class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
 
     def stream_complete(self, prompt: str, image_documents: Sequence[Any], **kwargs: Any) -> CompletionResponseGen:
         """Votes first, then yields the chosen completion as one chunk (full ``delta``)."""
-        response = self._complete(prompt, image_documents, kwargs, "stream_complete")
-        return _one(response.model_copy(update={"delta": response.text}))
+        return one_chunk(self._complete(prompt, image_documents, kwargs, "stream_complete"))
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Guarded chat over the ImageBlocks/AudioBlocks of ``messages``."""
@@ -89,8 +82,7 @@ class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Votes first, then yields the chosen response as one chunk (full ``delta``)."""
-        response = self._chat(messages, kwargs, "stream_chat")
-        return _one(response.model_copy(update={"delta": response.message.content or ""}))
+        return one_chunk(self._chat(messages, kwargs, "stream_chat"))
 
     async def acomplete(self, prompt: str, image_documents: Sequence[Any], **kwargs: Any) -> CompletionResponse:
         """Async guarded completion (inner ``acomplete`` calls gathered, bounded by ``max_concurrency``)."""
@@ -99,8 +91,7 @@ class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
     async def astream_complete(self, prompt: str, image_documents: Sequence[Any],
                                **kwargs: Any) -> CompletionResponseAsyncGen:
         """Votes first, then yields the chosen completion as one chunk (full ``delta``)."""
-        response = await self._acomplete(prompt, image_documents, kwargs, "astream_complete")
-        return _aone(response.model_copy(update={"delta": response.text}))
+        return aone_chunk(await self._acomplete(prompt, image_documents, kwargs, "astream_complete"))
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async guarded chat."""
@@ -108,41 +99,23 @@ class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Votes first, then yields the chosen response as one chunk (full ``delta``)."""
-        response = await self._achat(messages, kwargs, "astream_chat")
-        return _aone(response.model_copy(update={"delta": response.message.content or ""}))
+        return aone_chunk(await self._achat(messages, kwargs, "astream_chat"))
 
-    # -- the guarded calls ----------------------------------------------------------------------------------
+    def _documents(self, documents: Sequence[Any]) -> DocumentMedia:
+        return DocumentMedia(documents or [], self.guard_config, fit=image_fit(self.guard_config, self.llm))
 
     def _complete(self, prompt: str, documents: Sequence[Any], kwargs: dict[str, Any],
                   endpoint: str) -> CompletionResponse:
         kwargs = greedy_kwargs(self.llm, kwargs)
-        payload = DocumentMedia(documents or [], self.guard_config, fit=image_fit(self.guard_config, self.llm))
-        response, result = guarded_call(
-            self.guard, payload, lambda docs: self.llm.complete(prompt, docs, **kwargs), _text,
-            model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
+        response, result = self._guarded(self._documents(documents),
+                                         lambda docs: self.llm.complete(prompt, docs, **kwargs), completion_text,
+                                         endpoint)
         return with_metadata(response, result, CompletionResponse)
 
     async def _acomplete(self, prompt: str, documents: Sequence[Any], kwargs: dict[str, Any],
                          endpoint: str) -> CompletionResponse:
         kwargs = greedy_kwargs(self.llm, kwargs)
-        payload = await asyncio.to_thread(DocumentMedia, documents or [], self.guard_config,
-                                          fit=image_fit(self.guard_config, self.llm))
-
-        async def call(docs: list[Any]) -> CompletionResponse:
-            return await self.llm.acomplete(prompt, docs, **kwargs)
-
-        response, result = await aguarded_call(self.guard, payload, call, _text,
-                                               model_name=self._inner_name(), endpoint=endpoint, model=self.llm)
+        response, result = await self._aguarded(lambda: self._documents(documents),
+                                                lambda docs: self.llm.acomplete(prompt, docs, **kwargs),
+                                                completion_text, endpoint)
         return with_metadata(response, result, CompletionResponse)
-
-
-def _text(response: CompletionResponse) -> str:
-    return response.text
-
-
-def _one(response: Any) -> Any:
-    yield response
-
-
-async def _aone(response: Any) -> Any:
-    yield response

@@ -6,7 +6,7 @@ import pytest
 from llama_index.core.schema import ImageDocument
 from llamaindex_fakes import PixelLLM, png_bytes
 
-import smoothguard_llamaindex.llm as llm_module
+import smoothguard_llamaindex.base as base_module
 from smoothguard_llamaindex import SmoothGuardLLM
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # PixelLLM has no temperature setting
@@ -14,13 +14,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # PixelLLM has n
 
 async def test_async_completion_with_image_documents_decodes_at_the_fit_size(monkeypatch):
     fits = []
-    real = llm_module.MessageMedia
+    real = base_module.MessageMedia
 
     def spy(*args, **kwargs):
         fits.append(kwargs.get("fit"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(llm_module, "MessageMedia", spy)
+    monkeypatch.setattr(base_module, "MessageMedia", spy)
     guard = SmoothGuardLLM(llm=PixelLLM(), image_resize=(16, 16), n_samples=3, seed=0)
     sync = guard.complete("?", image_documents=[ImageDocument(image=png_bytes(200, size=64))])
     done = await guard.acomplete("?", image_documents=[ImageDocument(image=png_bytes(200, size=64))])

@@ -1,27 +1,15 @@
 """The content-block codec: find images and audio in LangChain messages, write variants back in the same dialect.
 
 Finding media in a content list and writing it back is the core's codec (:mod:`smoothguard.content_codec`, which
-the proxy shares); this module keeps what is LangChain's: messages to and from content lists, the v0/v1 naming,
-and decoding through :mod:`smoothguard.limits`. Dialects smoothed (reference/frameworks.md §1), each written back
-in the form it came in:
+the proxy shares; the dialects, LangChain v1 and v0, OpenAI chat and Responses, Anthropic, vLLM and Gemini, and
+what each may hold are :mod:`smoothguard.content_parts`'). This module keeps what is LangChain's: messages
+(``BaseMessage`` objects, OpenAI-style ``{"role", "content"}`` dicts or ``(role, content)`` tuples) to and from
+content lists, the v0/v1 naming, and decoding through :mod:`smoothguard.limits`.
 
-==============  =====================================================================================
-``v1``          ``{"type": "image"|"audio", "base64": ..., "mime_type": ...}`` (also ``url``)
-``v0``          ``{"type": "image"|"audio", "source_type": "base64"|"url", "data"|"url": ...}``
-``anthropic``   ``{"type": "image", "source": {"type": "base64"|"url", ...}}``
-``openai``      ``{"type": "image_url", "image_url": {"url": "data:..." | "https://..."}}`` (or a bare string,
-                or without ``type``)
-``openai``      ``{"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}``
-``responses``   ``{"type": "input_image", "image_url": "data:..." | "https://..."}``
-``vllm``        ``{"type": "audio_url", "audio_url": {"url": ...}}``
-``gemini``      ``{"inline_data": {"mime_type": "image/png", "data": <base64>}}``, ``{"type": "media", ...}``
-==============  =====================================================================================
-
-Messages may be ``BaseMessage`` objects, OpenAI-style dicts (``{"role", "content"}``) or ``(role, content)``
-tuples. The caller's messages and blocks are never changed: variants are new messages (``model_copy``) whose
-content lists hold new blocks where media changed and the very same block objects elsewhere. Candidate 0 (the
-original media) gets the original blocks unchanged. Remote media follow ``GuardConfig.remote_media``. Media the
-guard cannot smooth (video, files and documents, embeddings, provider file ids) raise :class:`MediaError` unless
+The caller's messages and blocks are never changed: variants are new messages (``model_copy``) whose content lists
+hold new blocks where media changed and the very same block objects elsewhere. Candidate 0 (the original media)
+gets the original blocks unchanged. Remote media follow ``GuardConfig.remote_media``. Media the guard cannot
+smooth (video, files and documents, embeddings, provider file ids) raise :class:`MediaError` unless
 ``unsmoothable_media="passthrough"`` (then they are sent unchanged and named in the notes); unknown blocks always
 raise (fail closed). Text, reasoning, tool calls and the like are left as they are; media nested in a block's own
 ``content`` list (an Anthropic ``tool_result`` holding an image) are smoothed like top-level ones.

@@ -243,12 +243,10 @@ class ChatSmoothGuard(GuardSettings, BaseChatModel):
         """Bind ``tools`` on the inner model; the result is still guarded (its vote compares tool calls)."""
         if not hasattr(self.model, "bind_tools"):
             raise NotImplementedError(f"the wrapped {self._inner.get_name()} does not support tool calling")
-        ls_format = kwargs.pop("ls_structured_output_format", None)
-        extra = {"tool_choice": tool_choice} if tool_choice is not None else {}
-        if ls_format is not None:
-            extra["ls_structured_output_format"] = ls_format
-        inner = self.model.bind_tools(tools, **extra, **kwargs)
-        guarded = self.model_copy(update={"model": inner})
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        guarded = self.model_copy(update={"model": self.model.bind_tools(tools, **kwargs)})
+        ls_format = kwargs.get("ls_structured_output_format")  # the tracing hint, on the guard's run too
         return guarded.bind(ls_structured_output_format=ls_format) if ls_format is not None else guarded.bind()
 
     def with_structured_output(self, schema: dict[str, Any] | type | None = None, *, include_raw: bool = False,

@@ -21,7 +21,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from smoothguard import GuardConfig, Media, limits
@@ -35,7 +35,7 @@ __all__ = ["InputMedia", "find_input_media", "template_media_keys"]
 
 @dataclass(frozen=True)
 class _Part:
-    key: str | None  # dict key, or None for the whole input
+    key: Any  # the dict key (unused for a whole input)
     media: tuple[Media, ...]
     rebuild: Callable[[Sequence[Media]], Any]
 
@@ -46,7 +46,7 @@ class InputMedia:
 
     input: Any
     parts: tuple[_Part, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def media(self) -> list[Media]:
@@ -56,7 +56,7 @@ class InputMedia:
         """A new input carrying ``media`` (same length and order as :attr:`media`); the original is not changed."""
         if not self.parts:
             return self.input
-        if self.parts[0].key is None:
+        if not isinstance(self.input, dict):
             return self.parts[0].rebuild(media)
         out = dict(self.input)
         start = 0
@@ -72,54 +72,43 @@ def find_input_media(value: Any, config: GuardConfig, media_keys: Mapping[str, s
                      fit: Fit | None = None) -> InputMedia:
     """Decode the media of ``value`` (see the module docstring), under one request's limits
     (:mod:`smoothguard.limits`), images straight to ``fit``'s size. Raises ``MediaError`` naming the place."""
-    with limits.request(config, fit):
-        return _find_input_media(value, config, media_keys)
-
-
-def _find_input_media(value: Any, config: GuardConfig, media_keys: Mapping[str, str] | None) -> InputMedia:
+    whole = not isinstance(value, dict)
+    media_keys = {} if whole or media_keys is None else media_keys
+    parts: list[_Part] = []
     notes: list[str] = []
-    if isinstance(value, dict):
-        parts = []
-        for key, item in value.items():
-            if media_keys and key in media_keys:
+    with limits.request(config, fit):
+        for key, item in [(None, value)] if whole else value.items():
+            where = "input" if whole else f"input[{key!r}]"
+            if key in media_keys:
                 part = _raw_part(key, item, media_keys[key], config, notes)
             else:
-                part = _messages_part(item, config, notes, where=f"input[{key!r}]", key=key)
+                part = _messages_part(key, item, config, notes, where)
                 if part is None:
-                    _refuse_undeclared(item, f"input[{key!r}]", key)
+                    _refuse_undeclared(item, where, None if whole else key)
             if part is not None:
                 parts.append(part)
-        return InputMedia(value, tuple(parts), tuple(notes))
-    part = _messages_part(value, config, notes, where="input", key=None)
-    if part is None:
-        _refuse_undeclared(value, "input", None)
-    return InputMedia(value, (part,) if part is not None else (), tuple(notes))
+    return InputMedia(value, tuple(parts), tuple(notes))
 
 
-def _messages_part(value: Any, config: GuardConfig, notes: list[str], *, where: str, key: str | None) -> _Part | None:
+def _messages_part(key: Any, value: Any, config: GuardConfig, notes: list[str], where: str) -> _Part | None:
+    """The media of messages, a message list or a ``ChatPromptValue``; None for anything else, or no media."""
     from langchain_core.messages import BaseMessage
     from langchain_core.prompt_values import ChatPromptValue
 
+    wrap: Callable[[list[Any]], Any]
     if isinstance(value, ChatPromptValue):
-        found = find_media(value.messages, config, where=f"{where}.messages")
-
-        def rebuild(media: Sequence[Media]) -> Any:
-            return ChatPromptValue(messages=found.rebuild(media))
+        messages, where, wrap = value.messages, f"{where}.messages", lambda new: ChatPromptValue(messages=new)
     elif isinstance(value, BaseMessage):
-        found = find_media([value], config, where=where)
-
-        def rebuild(media: Sequence[Media]) -> Any:
-            return found.rebuild(media)[0]
+        messages, wrap = [value], lambda new: new[0]
     elif _is_message_list(value):
-        found = find_media(value, config, where=where)
-
-        def rebuild(media: Sequence[Media]) -> Any:
-            messages = found.rebuild(media)
-            return tuple(messages) if isinstance(value, tuple) else messages
+        messages, wrap = value, tuple if isinstance(value, tuple) else list
     else:
         return None
+    found = find_media(messages, config, where=where)
     notes.extend(found.notes)
-    return _Part(key, tuple(found.media), rebuild) if found.slots else None
+    if not found.slots:
+        return None
+    return _Part(key, tuple(found.media), lambda media: wrap(found.rebuild(media)))
 
 
 def _is_message_list(value: Any) -> bool:

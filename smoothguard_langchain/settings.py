@@ -14,6 +14,7 @@ import difflib
 import inspect
 import re
 import typing
+import warnings
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, create_model
@@ -81,32 +82,19 @@ class GuardSettings(_generated_fields()):  # type: ignore[misc]
         return SmoothGuard(self.guard_config)
 
 
-def _checked(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+def _checked(cls: type[GuardSettings], data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with the guard settings validated and normalised by GuardConfig; unknown keys are errors."""
     settings = {k: v for k, v in data.items() if k in CONFIG_FIELDS}
     config = GuardConfig(**settings)  # ConfigError names the setting and the allowed values
-    out = dict(data)
-    out.update({k: getattr(config, k) for k in settings})
+    out = {**data, **{k: getattr(config, k) for k in settings}}
     known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
-    tolerated: frozenset[str] = getattr(cls, "_tolerated", frozenset())
-    ignored: frozenset[str] = getattr(cls, "_ignored", frozenset())
-    for key in list(out):
-        if key in known:
-            continue
-        if key in ignored:
-            del out[key]
-            continue
-        if key in tolerated:
-            _warn_ignored(cls.__name__, key)
-            del out[key]
-            continue
-        close = difflib.get_close_matches(key, sorted(known), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{cls.__name__} got an unknown setting {key!r}{hint}")
+    for key in [k for k in out if k not in known]:
+        if key in cls._tolerated:
+            warnings.warn(f"{cls.__name__} ignores {key!r}: set it on the wrapped model instead", UserWarning,
+                          stacklevel=4)
+        elif key not in cls._ignored:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{cls.__name__} got an unknown setting {key!r}{hint}")
+        del out[key]
     return out
-
-
-def _warn_ignored(owner: str, key: str) -> None:
-    import warnings
-
-    warnings.warn(f"{owner} ignores {key!r}: set it on the wrapped model instead", UserWarning, stacklevel=4)

@@ -476,10 +476,7 @@ class Proxy:
     async def _forward(self, method: str, path: str, payload: bytes | None, headers: dict[str, str],
                        redact: Redactor) -> Response:
         """One upstream call relayed as it is: status, body, and SSE streams chunk by chunk."""
-        try:
-            response, release = await self.upstream.open(method, path, payload, headers)
-        except UpstreamError as exc:
-            raise exc.to_proxy_error() from None
+        response, release = await self.upstream.open(method, path, payload, headers)
         content_type = response.headers.get("content-type", "application/json")
         if response.status_code < 400 and content_type.startswith("text/event-stream"):
             # released when the relay ends, or by the background task if the client left before it began
@@ -487,12 +484,10 @@ class Proxy:
                                      media_type=content_type, background=BackgroundTask(release))
         try:
             content = await self.upstream.read(response)  # at most max_upstream_response_bytes
-        except UpstreamError as exc:
-            raise exc.to_proxy_error() from None
         finally:
             await release()
         if response.status_code >= 400:
-            raise http_error(response.status_code, content, redact).to_proxy_error()
+            raise http_error(response.status_code, content, redact)
         return Response(content, status_code=response.status_code, media_type=content_type)
 
 

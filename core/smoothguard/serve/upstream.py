@@ -19,7 +19,7 @@ import asyncio
 import json
 import math
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -35,37 +35,20 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 429: "rate_limit_error"}
 
 
-class UpstreamError(Exception):
-    """One upstream call failed. ``status``: the HTTP status to report (the upstream's own for 4xx, 502 when
-    unreachable, malformed or 5xx, 504 on timeout); ``message`` is already free of secrets."""
+class UpstreamError(ProxyError):
+    """One upstream call failed, answered to the client as it is. ``status``: the upstream's own for 4xx, 502 when
+    unreachable, malformed or 5xx, 504 on timeout; ``upstream_status``: the HTTP status the upstream answered (None
+    when it did not answer); ``message`` is already free of secrets."""
 
     def __init__(self, status: int, message: str, *, type: str = "upstream_error", code: str | None = None,
                  upstream_status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.code = code
+        super().__init__(status, message, type=type, code=code)
         self.upstream_status = upstream_status
-
-    def to_proxy_error(self, prefix: str = "") -> ProxyError:
-        return ProxyError(self.status, prefix + self.message, type=self.type, code=self.code)
-
-
-def _timeout_error(seconds: float) -> UpstreamError:
-    return UpstreamError(504, f"the upstream did not answer within {seconds:g} s", type="upstream_timeout",
-                         code="upstream_timeout")
 
 
 def _too_large(limit: int) -> UpstreamError:
     return UpstreamError(502, f"the upstream's response is larger than this proxy's limit of {limit} bytes "
                          "(max_upstream_response_bytes)", code="upstream_response_too_large")
-
-
-def _declared_too_large(length: Any, limit: int) -> bool:
-    """Whether a Content-Length header already says the body is over ``limit`` (a bad header proves nothing:
-    the running count still applies)."""
-    return isinstance(length, str) and length.strip().isdigit() and int(length) > limit
 
 
 class UpstreamClient:
@@ -130,9 +113,22 @@ class UpstreamClient:
 
     async def post_json(self, path: str, payload: bytes, headers: dict[str, str], redact: Redactor) -> dict[str, Any]:
         """POST ``payload`` (JSON bytes) and return the JSON object answered; :class:`UpstreamError` otherwise."""
-        status, content = await self._post_httpx(path, payload, headers)
-        if status >= 400:
-            raise http_error(status, content, redact)
+        request = self._request("POST", path, payload, headers)
+        async with self._slots:
+            i = self._pick()
+            try:
+                async with asyncio.timeout(self.timeout):  # the whole call: headers and body
+                    response = await self._pools[i].handle_async_request(request)
+                    try:
+                        content = await self._read_body(response)
+                    finally:
+                        await response.aclose()
+            except (TimeoutError, httpx.HTTPError) as exc:
+                raise _failure(exc, self.timeout) from None
+            finally:
+                self._load[i] -= 1
+        if response.status_code >= 400:
+            raise http_error(response.status_code, content, redact)
         try:
             data = json.loads(content)
         except ValueError:
@@ -142,34 +138,15 @@ class UpstreamClient:
                                 code="upstream_bad_response")
         return data
 
-    async def _post_httpx(self, path: str, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        request = self._request("POST", path, payload, headers)
-        async with self._slots:
-            i = self._pick()
-            try:
-                async with asyncio.timeout(self.timeout):
-                    response = await self._pools[i].handle_async_request(request)
-                    try:
-                        return response.status_code, await self._read_httpx(response)
-                    finally:
-                        await response.aclose()
-            except TimeoutError:
-                raise _timeout_error(self.timeout) from None
-            except httpx.HTTPError as exc:
-                raise _transport_error(exc) from None
-            finally:
-                self._load[i] -= 1
-
-    async def _read_httpx(self, response: httpx.Response) -> bytes:
-        """The body of an httpx response, at most ``max_response_bytes`` (counted while reading)."""
-        return await self._read_capped(response.headers.get("content-length"), response.aiter_bytes())
-
-    async def _read_capped(self, length: Any, chunks: AsyncIterator[bytes]) -> bytes:
+    async def _read_body(self, response: httpx.Response) -> bytes:
+        """The body, at most ``max_response_bytes`` (a Content-Length over it fails at once; a wrong one proves
+        nothing, so the bytes are counted as they arrive)."""
         limit = self.max_response_bytes
-        if _declared_too_large(length, limit):
+        length = response.headers.get("content-length", "")
+        if length.strip().isdigit() and int(length) > limit:
             raise _too_large(limit)
         parts, total = [], 0
-        async for chunk in chunks:
+        async for chunk in response.aiter_bytes():
             total += len(chunk)
             if total > limit:
                 raise _too_large(limit)
@@ -181,11 +158,9 @@ class UpstreamClient:
         :class:`UpstreamError` otherwise (the caller still releases the response)."""
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._read_httpx(response)
-        except TimeoutError:
-            raise _timeout_error(self.timeout) from None
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
+                return await self._read_body(response)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise _failure(exc, self.timeout) from None
 
     async def open(self, method: str, path: str, payload: bytes | None,
                    headers: dict[str, str]) -> tuple[httpx.Response, Callable[[], Awaitable[None]]]:
@@ -213,14 +188,10 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self._pools[i].handle_async_request(request)
-        except TimeoutError:
+        except BaseException as exc:
             await release()
-            raise _timeout_error(self.timeout) from None
-        except httpx.HTTPError as exc:
-            await release()
-            raise _transport_error(exc) from None
-        except BaseException:
-            await release()
+            if isinstance(exc, TimeoutError | httpx.HTTPError):
+                raise _failure(exc, self.timeout) from None
             raise
         response.request = request
         return response, release
@@ -235,7 +206,11 @@ def _ssl_context() -> ssl.SSLContext:
         return ssl.create_default_context()
 
 
-def _transport_error(exc: httpx.HTTPError) -> UpstreamError:
+def _failure(exc: TimeoutError | httpx.HTTPError, timeout: float) -> UpstreamError:
+    """A call's timeout (``timeout`` seconds in all) or transport failure, as the client is told."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamError(504, f"the upstream did not answer within {timeout:g} s", type="upstream_timeout",
+                             code="upstream_timeout")
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamError(504, "the upstream did not answer in time", type="upstream_timeout",
                              code="upstream_timeout")

@@ -3,11 +3,10 @@
 >>> chain = prompt | SmoothGuardRunnable(bound=llm, n_samples=11) | StrOutputParser()
 >>> guarded = SmoothGuardRunnable(bound=prompt | llm | StrOutputParser())   # the prompt's {image} is smoothed
 
-The input (messages, a ``ChatPromptValue``, a dict holding messages or raw media under ``media_keys``; see
-:mod:`smoothguard_langchain.inputs`; the variables that fill an image or audio slot of a prompt template inside
-``bound`` are media keys without being declared) is copied ``n_samples`` times with noisy media, ``bound.batch`` /
-``bound.abatch`` answers every copy concurrently (each a child run tagged ``smoothguard:sample:<i>``), and the
-representative output is returned as ``bound`` produced it. A message output carries
+The input (messages, a ``ChatPromptValue``, or a dict holding them or raw media: :mod:`smoothguard_langchain.inputs`)
+is copied ``n_samples`` times with noisy media, ``bound.batch`` / ``bound.abatch`` answers every copy concurrently
+(each a child run tagged ``smoothguard:sample:<i>``), and the representative output is returned as ``bound``
+produced it. A message output carries
 ``response_metadata["smoothguard"] = GuardResult.to_dict()``; every request also emits the custom event
 ``"smoothguard_result"`` (collect it with :class:`~smoothguard_langchain.SmoothGuardResults`), which is how the
 metadata reaches you when the output is a plain string. ``stream`` / ``astream`` yield the chosen output as one

@@ -1,13 +1,16 @@
 """Audio codecs: arrays of any common sample type to canonical float32, and RIFF WAV both ways.
 
-WAV stays hand-parsed: ``scipy.io.wavfile`` returns 24-bit PCM as left-justified int32 without saying the file
-was 24-bit (so a clip could not be written back in kind), writes no 24-bit PCM, and cannot check a clip's duration
-before it decodes all of it; the parser here is the header walk those three need plus one ``np.frombuffer``.
+WAV samples are read and written by ``scipy.io.wavfile``. Around it stay a walk over the chunk headers (the bit
+depth scipy does not report, the limits checked before decoding, our errors; see :func:`_wav_header`) and a
+writer for 24-bit PCM, which scipy does not write (:func:`_pcm24_wav`).
 """
 
 from __future__ import annotations
 
+import io
 import struct
+import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -104,29 +107,43 @@ def pcm(data: np.ndarray, bits: int) -> np.ndarray:
 
 
 def encode_wav(data: np.ndarray, rate: int, subtype: str) -> bytes:
-    """A RIFF WAV file of canonical audio data."""
-    code, bits = _WAV_SUBTYPES[subtype]
+    """A RIFF WAV file of canonical audio ``data`` at ``rate`` Hz in ``subtype``: ``scipy.io.wavfile.write``,
+    except pcm24, which scipy does not write (:func:`_pcm24_wav`). PCM is ``rint(x * 2**(bits-1))``, clipped."""
     frames = data.reshape(data.shape[0], -1)
-    channels = frames.shape[1]
-    if subtype == "float32":
-        payload = frames.astype("<f4").tobytes()
-    elif subtype == "float64":
-        payload = frames.astype("<f8").tobytes()
+    if subtype == "pcm24":
+        return _pcm24_wav(frames, rate)
+    from scipy.io import wavfile  # 0.1 s to import: not at `import smoothguard`
+
+    code, bits = _WAV_SUBTYPES[subtype]
+    if code == 3:
+        samples = frames.astype(f"<f{bits // 8}")
     elif bits == 8:
-        payload = (pcm(frames, 8) + 128).astype(np.uint8).tobytes()
-    elif bits == 24:
-        payload = pcm(frames, 24).astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+        samples = (pcm(frames, 8) + 128).astype(np.uint8)  # 8-bit WAV is unsigned
     else:
-        payload = pcm(frames, bits).astype(f"<i{bits // 8}").tobytes()
-    block = channels * bits // 8
-    fmt = struct.pack("<HHIIHH", code, channels, rate, rate * block, block, bits)
-    chunks = [b"fmt ", struct.pack("<I", len(fmt)), fmt]
-    if code == 3:  # non-PCM: cbSize = 0 and a 'fact' chunk with the frame count
-        fmt += struct.pack("<H", 0)
-        chunks = [b"fmt ", struct.pack("<I", len(fmt)), fmt, b"fact", struct.pack("<II", 4, len(frames))]
-    chunks += [b"data", struct.pack("<I", len(payload)), payload, b"\0" * (len(payload) & 1)]
-    body = b"WAVE" + b"".join(chunks)
-    return b"RIFF" + struct.pack("<I", len(body)) + body
+        samples = pcm(frames, bits).astype(f"<i{bits // 8}")
+    buf = io.BytesIO()
+    wavfile.write(buf, rate, samples)
+    if buf.getbuffer().nbytes % 2:  # odd pcm8 data: RIFF wants a pad byte after it, which scipy leaves out
+        buf.seek(0, io.SEEK_END)
+        buf.write(b"\0")
+        buf.seek(4)
+        buf.write(struct.pack("<I", buf.getbuffer().nbytes - 8))
+    return buf.getvalue()
+
+
+def _pcm24_wav(frames: np.ndarray, rate: int) -> bytes:
+    """24-bit PCM WAV of (frames, channels) data: scipy's 44-byte PCM header and each sample's low three bytes.
+
+    scipy writes no 24-bit PCM. Writing a 24-bit clip's copies as pcm32 instead would be lossless, but a third
+    larger on every copy sent upstream, and neither in kind (remote copies keep the source format) nor what
+    ``to_wav_bytes("pcm24")`` asks for; so this one subtype keeps its own few lines.
+    """
+    channels = frames.shape[1]
+    payload = pcm(frames, 24).astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    pad = len(payload) & 1
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(payload) + pad, b"WAVE", b"fmt ", 16, 1, channels,
+                         rate, rate * 3 * channels, 3 * channels, 24, b"data", len(payload))
+    return header + payload + b"\0" * pad
 
 
 def _sniff_audio(raw: bytes) -> str | None:
@@ -139,7 +156,8 @@ def _sniff_audio(raw: bytes) -> str | None:
 
 
 def decode_wav(raw: bytes, max_bytes: int, max_seconds: float) -> tuple[np.ndarray, int, str]:
-    """Parse a RIFF WAV file: (canonical data, sample rate in Hz, subtype)."""
+    """Decode a RIFF WAV file: (canonical data, sample rate in Hz, subtype). The header is checked first
+    (:func:`_wav_header`), so nothing is decoded past a limit; the samples are ``scipy.io.wavfile.read``'s."""
     n = len(raw)
     if n == 0:
         raise MediaError("could not decode audio bytes (0 bytes): the input is empty")
@@ -151,14 +169,30 @@ def decode_wav(raw: bytes, max_bytes: int, max_seconds: float) -> tuple[np.ndarr
         raise MediaError(f"only WAV audio is supported ({what}); decode it first, e.g. to a float "
                          "array, and pass Media.audio(array, sample_rate)")
     try:
-        return _parse_wav_chunks(raw, max_seconds)
+        subtype, rate, frames = _wav_header(raw)
+        check_duration(frames, rate, max_seconds)
+        samples = _wav_samples(raw)
     except MediaError:
         raise
-    except Exception as exc:
-        raise MediaError(f"could not decode WAV bytes ({n} bytes): {exc}") from exc
+    except Exception as exc:  # what scipy's own checks refuse: its message, never its traceback
+        raise MediaError(f"could not decode WAV bytes ({n} bytes): {exc}; convert the file to PCM or float "
+                         "WAV (e.g. ffmpeg -i in.wav -c:a pcm_s16le out.wav)") from None
+    if samples.shape[0] != frames:
+        raise MediaError(f"could not decode WAV bytes ({n} bytes): its header promises {frames} frames, the "
+                         f"decoder found {samples.shape[0]}")
+    return _audio_values(samples), rate, subtype
 
 
-def _parse_wav_chunks(raw: bytes, max_seconds: float) -> tuple[np.ndarray, int, str]:
+def _wav_header(raw: bytes) -> tuple[str, int, int]:
+    """(subtype, sample rate in Hz, frames) from the chunk headers of a RIFF WAV, before any sample is decoded.
+
+    Why this walk remains beside ``scipy.io.wavfile.read``: scipy returns 24-bit PCM as left-justified int32, the
+    same as 32-bit, so the bit depth (to write the copies back in kind) must come from the 'fmt ' chunk; it reads
+    a data chunk that claims more bytes than follow (a truncated download) without a word; it names a refused
+    format only by an enum name; and a clip's channels, rate and duration are checked here before anything is
+    decoded. It also refuses what scipy would fail on with an opaque error (0 channels, a partial last frame, a
+    RIFF size that ends before the data).
+    """
     fmt: tuple[int, int, int, int] | None = None  # (code, channels, rate, bits)
     pos = 12
     while pos + 8 <= len(raw):
@@ -172,15 +206,26 @@ def _parse_wav_chunks(raw: bytes, max_seconds: float) -> tuple[np.ndarray, int, 
             if start + size > len(raw):
                 raise MediaError(f"WAV file is truncated: the data chunk claims {size} bytes but only "
                                  f"{len(raw) - start} follow")
-            return _wav_samples(raw[start:start + size], *fmt, max_seconds)
+            code, channels, rate, bits = fmt
+            block = channels * bits // 8
+            if size % block:
+                raise MediaError(f"WAV data chunk is {size} bytes, not a whole number of {block}-byte frames; "
+                                 "the file is damaged: re-save it with a WAV writer")
+            if struct.unpack_from("<I", raw, 4)[0] + 8 <= pos:
+                raise MediaError("WAV header's RIFF size ends before its data chunk (the writer never finished "
+                                 "the file): re-save it with a WAV writer")
+            if size == 0:
+                raise MediaError("WAV file has 0 samples")
+            return f"float{bits}" if code == 3 else f"pcm{bits}", rate, size // block
         pos = start + size + (size & 1)  # chunks are padded to even length
     raise MediaError("WAV file has no 'data' chunk" if fmt else "WAV file has no 'fmt ' chunk")
 
 
 def _parse_fmt(body: bytes) -> tuple[int, int, int, int]:
+    """(format code, channels, rate in Hz, bits per sample) of a 'fmt ' chunk body, checked."""
     if len(body) < 16:
         raise MediaError(f"WAV 'fmt ' chunk is {len(body)} bytes, need at least 16")
-    code, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+    code, channels, rate, byte_rate, block, bits = struct.unpack_from("<HHIIHH", body)
     if code == 0xFFFE:  # WAVE_FORMAT_EXTENSIBLE: the real code opens the sub-format GUID
         if len(body) < 40:
             raise MediaError("WAV extensible 'fmt ' chunk is too short for its sub-format")
@@ -195,29 +240,27 @@ def _parse_fmt(body: bytes) -> tuple[int, int, int, int]:
         raise MediaError(f"WAV file has {channels} channels; 1 to {MAX_CHANNELS} are supported")
     if not _MIN_RATE <= rate <= _MAX_RATE:
         raise MediaError(f"WAV sample rate {rate} Hz is outside [{_MIN_RATE}, {_MAX_RATE}]")
+    want = channels * bits // 8
+    if block != want or (code == 1 and byte_rate != rate * want):  # scipy refuses (PCM) or misreads these
+        raise MediaError(f"WAV 'fmt ' chunk is inconsistent: {channels} channels of {bits} bits at {rate} Hz "
+                         f"need a block align of {want} and {rate * want} bytes/s, the header says {block} and "
+                         f"{byte_rate}; re-save the file with a WAV writer")
     return code, channels, rate, bits
 
 
-def _wav_samples(body: bytes, code: int, channels: int, rate: int, bits: int,
-                 max_seconds: float) -> tuple[np.ndarray, int, str]:
-    width = bits // 8
-    frames = len(body) // (width * channels)  # a trailing partial frame is dropped
-    if frames == 0:
-        raise MediaError("WAV file has 0 samples")
-    check_duration(frames, rate, max_seconds)
-    count = frames * channels
-    if code == 3:
-        x = np.frombuffer(body, dtype=f"<f{width}", count=count)
-        subtype = f"float{bits}"
-    elif bits == 24:
-        b = np.frombuffer(body, dtype=np.uint8, count=count * 3).reshape(-1, 3).astype(np.int32)
-        ints = (b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8 >> 8  # sign-extend 24 -> 32 bits
-        x = ints.astype(np.float32) * np.float32(2.0**-23)
-        subtype = "pcm24"
-    else:
-        x = np.frombuffer(body, dtype="<u1" if bits == 8 else f"<i{width}", count=count)
-        subtype = f"pcm{bits}"
-    data = _audio_values(x.reshape(frames, channels))
-    return (data[:, 0].copy() if channels == 1 else data), rate, subtype
+_WARNINGS_LOCK = threading.Lock()
 
 
+def _wav_samples(raw: bytes) -> np.ndarray:
+    """The samples as ``scipy.io.wavfile.read`` returns them (24-bit as left-justified int32, which
+    :func:`_audio_values` scales by 2**-31 to the same values as 24-bit by 2**-23).
+
+    Its ``WavFileWarning`` (a chunk it does not know, such as 'bext', 'cue ' or 'smpl'; a RIFF size past the end)
+    is silenced: the header walk has already refused what matters. ``catch_warnings`` swaps process-wide state, so
+    decodes take a lock and never undo each other's filters.
+    """
+    from scipy.io import wavfile
+
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", wavfile.WavFileWarning)
+        return wavfile.read(io.BytesIO(raw))[1]

@@ -49,17 +49,8 @@ from smoothguard.image_resize import auto_rule, fitter
 from smoothguard.media import Media, download
 from smoothguard.result import GuardResult
 from smoothguard.serve.codec import MediaSlot, answer_text, candidate_body, decode_slot, find_media, inline
-from smoothguard.serve.errors import ProxyError, Redactor
-from smoothguard.serve.parsing import (
-    bearer_token,
-    check_completion,
-    json_reason,
-    model_name,
-    parse_body,
-    safe_url,
-    url_problem,
-    withhold_addresses,
-)
+from smoothguard.serve.errors import ProxyError, Redactor, error_body
+from smoothguard.serve.parsing import bearer_token, model_name, parse_body, safe_url, url_problem, withhold_addresses
 from smoothguard.serve.responses import (
     OVER_BUDGET,
     completion,
@@ -140,9 +131,10 @@ class Proxy:
         self.freeze_heap = freeze_heap
         self.settings = settings
         self.api_key = settings.resolve_api_key()
+        client_keys = settings.resolve_client_keys()
         # the keys clients must present (none: no client authentication), as bytes for hmac.compare_digest
-        self._client_keys = tuple(key.encode("utf-8") for key in settings.resolve_client_keys())
-        self._secrets = (self.api_key, *settings.resolve_client_keys())
+        self._client_keys = tuple(key.encode("utf-8") for key in client_keys)
+        self._secrets = (self.api_key, *client_keys)
         self.ready = False
         self._transport = transport
         self._upstream: UpstreamClient | None = None
@@ -217,7 +209,8 @@ class Proxy:
     async def _handle(self, request: Request, handler: Any) -> Response:
         rid = "sg-" + uuid.uuid4().hex[:16]
         started = time.perf_counter()
-        redact = Redactor([*self._secrets, bearer_token(request.headers.get("authorization"))])
+        authorization = request.headers.get("authorization")
+        redact = Redactor([*self._secrets, bearer_token(authorization) or authorization])
         info: dict[str, Any] = {"mode": "-"}
         try:
             await self._authenticate(request)
@@ -243,8 +236,7 @@ class Proxy:
         keys."""
         if not self._client_keys:
             return
-        scheme, _, token = (request.headers.get("authorization") or "").strip().partition(" ")
-        supplied = token.strip().encode("utf-8") if scheme.lower() == "bearer" else b""
+        supplied = (bearer_token(request.headers.get("authorization")) or "").encode("utf-8")
         match = False
         for key in self._client_keys:
             match |= hmac.compare_digest(supplied, key)
@@ -267,22 +259,8 @@ class Proxy:
     async def _chat(self, request: Request, rid: str, redact: Redactor, info: dict[str, Any]) -> Response:
         arrived = time.monotonic()  # time_budget counts from here: the proxy's own work is inside it
         raw = await _read_body(request, self.settings.max_body_bytes)
-        try:
-            # a large body (inline images) parses in a worker thread, so other requests' I/O goes on meanwhile
-            body, bad_text = (parse_body(raw) if len(raw) < _THREAD_PARSE_BYTES
-                              else await asyncio.to_thread(parse_body, raw))
-        except ValueError as exc:
-            raise ProxyError(400, f"the request body is not valid JSON: {json_reason(exc)}",
-                             code="invalid_json") from None
-        except RecursionError:
-            raise ProxyError(400, "the request body is nested too deeply to parse", code="invalid_json") from None
-        if not isinstance(body, dict):
-            raise ProxyError(400, "the request body must be a JSON object (a chat completion request)",
-                             code="invalid_json")
-        if bad_text is not None:
-            raise ProxyError(400, f"invalid text: {bad_text} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
-                             "without its pair), which is not Unicode text; send valid UTF-8", code="invalid_text",
-                             param=bad_text)
+        # a large body (inline images) parses in a worker thread, so other requests' I/O goes on meanwhile
+        body = parse_body(raw) if len(raw) < _THREAD_PARSE_BYTES else await asyncio.to_thread(parse_body, raw)
         config = apply_overrides(self.config, body.get("smoothguard"), self.settings)
         headers = self._headers(request)
         slots = find_media(body, config)
@@ -351,14 +329,11 @@ class Proxy:
                                     limit_name="max_media_bytes")
             try:
                 return (await asyncio.get_running_loop().run_in_executor(self.fetch_pool, get)).body
-            except MediaError as exc:
+            except ValueError as exc:  # a MediaError, or a URL the fetch could not parse (a redirect's): not a 500
                 message = withhold_addresses(str(exc), slot.value)
-                raise ProxyError(400, f"{slot.param}: {message}", code="media_fetch_failed",
-                                 param=slot.param) from None
-            except ValueError as exc:  # a URL the fetch could not parse (a redirect's, say): still not a 500
-                raise ProxyError(400, f"{slot.param}: could not fetch {shorten(slot.value)}: invalid URL "
-                                 f"({withhold_addresses(str(exc), slot.value)})", code="media_fetch_failed",
-                                 param=slot.param) from None
+                if not isinstance(exc, MediaError):
+                    message = f"could not fetch {shorten(slot.value)}: invalid URL ({message})"
+                raise ProxyError(400, f"{slot.param}: {message}", code="media_fetch_failed", param=slot.param) from None
 
         if fetch:
             raws = await _until(deadline, asyncio.gather(*map(fetch_one, fetch)), config.time_budget)
@@ -419,8 +394,7 @@ class Proxy:
         async def call(index: int, payload: bytes) -> dict[str, Any]:
             try:
                 data = await self.upstream.post_json("/chat/completions", payload, headers, redact)
-                check_completion(data)
-                answer_text(data)
+                answer_text(data)  # a reply that is not a chat completion fails here, not in the vote
             except UpstreamError:
                 raise
             except ValueError as exc:
@@ -499,8 +473,8 @@ async def _relay(response: httpx.Response, release: Any) -> AsyncIterator[bytes]
         async for chunk in response.aiter_bytes():
             yield chunk
     except httpx.HTTPError as exc:
-        error = {"error": {"message": f"the upstream stream broke off ({type(exc).__name__})",
-                           "type": "upstream_error", "param": None, "code": "upstream_connection_error"}}
+        error = error_body(f"the upstream stream broke off ({type(exc).__name__})", type="upstream_error",
+                           code="upstream_connection_error")
         yield b"data: " + dumps(error) + b"\n\n"
     finally:
         await release()

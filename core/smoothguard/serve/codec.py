@@ -34,6 +34,7 @@ from smoothguard.media.audio import WAV_MIMES
 from smoothguard.media.images import image_mime_of
 from smoothguard.media.sources import decode_base64
 from smoothguard.serve.errors import ProxyError
+from smoothguard.serve.parsing import check_tool_calls
 
 __all__ = ["FoundMedia", "MediaSlot", "answer_text", "candidate_body", "decode_slot", "find_media", "inline"]
 
@@ -173,13 +174,14 @@ def candidate_body(body: dict[str, Any], slots: Sequence[MediaSlot], originals: 
 def answer_text(completion: Any) -> str:
     """What the vote compares for a candidate's completion: ``choices[0].message``'s tool calls as the core's
     canonical JSON (:mod:`smoothguard.tool_calls`) when it makes any, else its content (text parts joined).
-    Raises ValueError when ``completion`` is not a chat completion."""
+    Raises ValueError when ``completion`` is not a chat completion, or its tool calls cannot be relayed."""
     if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list) \
             or not completion["choices"] or not isinstance(completion["choices"][0], dict):
         raise ValueError("the upstream reply has no choices")
     message = completion["choices"][0].get("message")
     if not isinstance(message, dict):
         raise ValueError("the upstream reply's first choice has no message")
+    check_tool_calls(message.get("tool_calls"))
     content = message.get("content")
     if isinstance(content, list):
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))

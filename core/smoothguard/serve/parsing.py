@@ -9,28 +9,41 @@ import re
 import urllib.parse
 from typing import Any
 
-__all__ = ["bearer_token", "check_completion", "json_reason", "model_name", "parse_body", "safe_url", "url_problem",
+from smoothguard.serve.errors import ProxyError
+
+__all__ = ["bearer_token", "check_tool_calls", "model_name", "parse_body", "safe_url", "url_problem",
            "withhold_addresses"]
 
 
-def json_reason(exc: ValueError) -> str:
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; a 400 :class:`ProxyError` when it is not one, or when a string in it
+    holds a lone surrogate (a ``"\\ud800"`` escape without its pair: no valid text holds one)."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ProxyError(400, f"the request body is not valid JSON: {_json_reason(exc)}", code="invalid_json") from None
+    except RecursionError:
+        raise ProxyError(400, "the request body is nested too deeply to parse", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ProxyError(400, "the request body must be a JSON object (a chat completion request)",
+                         code="invalid_json")
+    # only a \uD8xx-\uDFxx escape can put a surrogate in the parsed text (raw ones are invalid UTF-8, refused by
+    # json.loads): walk the body only when the bytes hold such an escape
+    bad_text = _lone_surrogate(body) if b"\\ud" in raw or b"\\uD" in raw else None
+    if bad_text is not None:
+        raise ProxyError(400, f"invalid text: {bad_text} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                         "without its pair), which is not Unicode text; send valid UTF-8", code="invalid_text",
+                         param=bad_text)
+    return body
+
+
+def _json_reason(exc: ValueError) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
     return "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "unreadable"
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def parse_body(raw: bytes) -> tuple[Any, str | None]:
-    """The JSON body, and where in it a lone surrogate sits (a ``"\\ud800"`` escape without its pair: no valid
-    text holds one), or None."""
-    body = json.loads(raw)
-    # only a \uD8xx-\uDFxx escape can put a surrogate in the parsed text (raw ones are invalid UTF-8, refused by
-    # json.loads): walk the body only when the bytes hold such an escape
-    if b"\\ud" in raw or b"\\uD" in raw:
-        return body, _lone_surrogate(body)
-    return body, None
 
 
 def _lone_surrogate(body: Any) -> str | None:
@@ -58,14 +71,9 @@ def _printable(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def check_completion(data: dict[str, Any]) -> None:
-    """ValueError when the completion's tool calls are malformed (the proxy relays them, so they must be objects
-    with a ``function`` object, as OpenAI's API writes them); :func:`answer_text` checks the rest."""
-    choices = data.get("choices")
-    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
-        return
-    message = choices[0].get("message")
-    calls = message.get("tool_calls") if isinstance(message, dict) else None
+def check_tool_calls(calls: Any) -> None:
+    """ValueError when a completion's ``choices[0].message.tool_calls`` are malformed: the proxy relays them, so
+    they must be objects with a ``function`` object, as OpenAI's API writes them."""
     if calls is None:
         return
     if not isinstance(calls, list):
@@ -117,16 +125,13 @@ def withhold_addresses(text: str, url: str) -> str:
 
 
 def bearer_token(value: str | None) -> str | None:
-    if not value:
-        return None
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else value
+    """The token of an ``Authorization: Bearer <token>`` header; None for any other value."""
+    scheme, _, token = (value or "").strip().partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def safe_url(url: str) -> str:
     """``url`` without any user:password part, for logs."""
-    import urllib.parse
-
     parts = urllib.parse.urlsplit(url)
     netloc = parts.hostname or ""
     if parts.port:

@@ -171,11 +171,10 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
         message = str(getattr(exc, "detail", "")) or "request failed"
-    return json_response({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                            "code": {404: "not_found", 405: "method_not_allowed"}.get(status)}}, status)
+    return error_response(ProxyError(status, message, code={404: "not_found", 405: "method_not_allowed"}.get(status)))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-    return json_response({"error": {"message": "internal error in the SmoothGuard proxy", "type": "server_error",
-                            "param": None, "code": "internal_error"}}, 500)
+    return error_response(ProxyError(500, "internal error in the SmoothGuard proxy", type="server_error",
+                                     code="internal_error"))

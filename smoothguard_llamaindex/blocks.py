@@ -109,14 +109,7 @@ def _holder(carrier: Any) -> tuple[Any, _Fields] | None:
     return (resource, _RESOURCE_FIELDS) if resource is not None else None
 
 
-class _Source(NamedTuple):
-    inline: Any
-    path: Any
-    url: Any
-    mime: str | None
-
-
-def _source(carrier: Any) -> _Source | None:
+def _source(carrier: Any) -> tuple[Any, Any, Any, str | None] | None:
     """``carrier``'s (inline, path, url, MIME type); an ImageNode's path falls back to ``metadata["file_path"]``.
     None for a node without an image."""
     found = _holder(carrier)
@@ -126,7 +119,7 @@ def _source(carrier: Any) -> _Source | None:
     path = getattr(holder, f.path)
     if isinstance(carrier, ImageNode):
         path = path or carrier.metadata.get("file_path")
-    return _Source(getattr(holder, f.inline), path, getattr(holder, f.url), getattr(holder, f.mime) if f.mime else None)
+    return getattr(holder, f.inline), path, getattr(holder, f.url), getattr(holder, f.mime) if f.mime else None
 
 
 def _with(carrier: Any, form: Literal["inline", "path", "url"], value: Any, mime: str) -> Any:
@@ -148,17 +141,15 @@ def _with(carrier: Any, form: Literal["inline", "path", "url"], value: Any, mime
 
 def _describe(carrier: Any) -> str:
     """How ``carrier`` holds its medium, for error messages (``", path=photo.png"``)."""
-    source = _source(carrier)
-    if source is None:
-        return ""
-    if isinstance(source.inline, io.IOBase):
+    inline, path, url, _ = _source(carrier) or (None, None, None, None)
+    if isinstance(inline, io.IOBase):
         return ", file-like object"
-    if source.inline:
+    if inline:
         return ", inline bytes"
-    if source.path:
-        return f", path={shorten(source.path)}"
-    if source.url:
-        return ", data: URL" if str(source.url).startswith("data:") else f", url={shorten(source.url)}"
+    if path:
+        return f", path={shorten(path)}"
+    if url:
+        return ", data: URL" if str(url).startswith("data:") else f", url={shorten(url)}"
     return ""
 
 
@@ -167,9 +158,8 @@ def _describe(carrier: Any) -> str:
 
 @dataclass(frozen=True)
 class _Slot:
-    """One medium of the payload: where it is named, the caller's carrier, the form to write back, its place."""
+    """One medium of the payload: the form to write back, the caller's carrier, its place in the payload."""
 
-    where: str
     form: Form
     carrier: Any
     place: Any  # the payload's key for the carrier (MessageMedia: (message, block, index inside a container))
@@ -198,21 +188,21 @@ class _Reader:
         if source is None:
             raise MediaError(f"{where} ({name}) holds no image: pass ImageNode, ImageDocument or a node with an "
                              "image_resource")
+        inline, path, url, _ = source
         kind = "audio" if isinstance(carrier, AudioBlock) else "image"
         b64, raw = True, None
-        if isinstance(source.inline, io.IOBase):
-            form, raw = "io", _read_io(source.inline)
+        if isinstance(inline, io.IOBase):
+            form, raw = "io", _read_io(inline)
             media = self._decode(kind, raw, where, carrier)
-        elif source.inline:
-            inline = source.inline
+        elif inline:
             data, b64 = _unbase64(inline.encode("ascii") if isinstance(inline, str) else bytes(inline))
             form, media = "bytes", self._decode(kind, data, where, carrier)
-        elif source.path:
-            form, media = "path", self._decode(kind, str(source.path), where, carrier)
-        elif source.url and str(source.url)[:5].lower() == "data:":
-            form, media = "data_url", self._decode(kind, str(source.url), where, carrier)
-        elif source.url:
-            fetched = self._fetch(str(source.url), kind, where)
+        elif path:
+            form, media = "path", self._decode(kind, str(path), where, carrier)
+        elif url and str(url)[:5].lower() == "data:":
+            form, media = "data_url", self._decode(kind, str(url), where, carrier)
+        elif url:
+            fetched = self._fetch(str(url), kind, where)
             if fetched is None:
                 return
             form, media = "fetched", fetched
@@ -221,7 +211,7 @@ class _Reader:
                     if isinstance(carrier, BaseNode) else "")
             raise MediaError(f"{where} ({name}) holds no {kind}: its inline data, path and url are all empty{hint}")
         self.media.append(media)
-        self.slots.append(_Slot(where, form, carrier, place, b64, raw))
+        self.slots.append(_Slot(form, carrier, place, b64, raw))
 
     def _fetch(self, url: str, kind: str, where: str) -> Media | None:
         """A remote medium under ``remote_media``: fetched, or None when passed through (both noted)."""
@@ -445,7 +435,7 @@ def image_documents_to_blocks(documents: Sequence[Any] | None, *, name: str = "i
             continue
         if not isinstance(doc, BaseNode):
             raise TypeError(f"{where} is a {type(doc).__name__}; pass ImageNode, ImageDocument or ImageBlock")
-        inline, path, url, mime = _source(doc) or _Source(None, None, None, None)
+        inline, path, url, mime = _source(doc) or (None, None, None, None)
         if inline:
             raw, _ = _unbase64(inline.encode("ascii") if isinstance(inline, str) else bytes(inline))
             blocks.append(ImageBlock(image=raw, image_mimetype=mime))

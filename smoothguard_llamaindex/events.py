@@ -54,6 +54,6 @@ class SmoothGuardEvent(BaseEvent):
         )
 
 
-def dispatch_vote(result: GuardResult, *, model_name: str, endpoint: str, picked: int | None = None) -> None:
+def dispatch_vote(result: GuardResult, *, model_name: str, endpoint: str) -> None:
     """Dispatch one :class:`SmoothGuardEvent` for ``result`` in the current span."""
-    dispatcher.event(SmoothGuardEvent.from_result(result, model_name=model_name, endpoint=endpoint, picked=picked))
+    dispatcher.event(SmoothGuardEvent.from_result(result, model_name=model_name, endpoint=endpoint))

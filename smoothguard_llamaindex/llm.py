@@ -102,14 +102,11 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
 
     Behaviour:
 
-    * ``ImageBlock``/``AudioBlock`` content (inline bytes, file-like, path, ``data:`` URL, http(s) URL per
-      ``remote_media``) is perturbed and written back in the same form; text is never changed. Audio must
-      be WAV. A fetched http(s) image goes inline in every call, the original too (so the model sees what
-      the guard saw);
-      ``passthrough`` leaves URLs unsmoothed and says so in ``notes``. A call without media is passed
-      through: one inner call.
-    * The inner calls run concurrently (threads for sync endpoints, ``asyncio.gather`` for async ones),
-      at most ``max_concurrency`` at once; each inner call is an instrumentation span under the guard's.
+    * ``ImageBlock``/``AudioBlock`` content is perturbed and written back in the caller's form (inline bytes,
+      file-like, path, ``data:`` URL; http(s) per ``remote_media``: see :mod:`smoothguard_llamaindex.blocks`);
+      text is never changed. A call without media is passed through: one inner call.
+    * The inner calls run concurrently (threads for sync endpoints, tasks for async ones), at most
+      ``max_concurrency`` at once; each inner call is an instrumentation span under the guard's.
       A failing candidate is recorded and left out of the vote (``GenerationError`` below the quorum).
     * The response is the winning candidate's own response (its ``raw``, tool calls, ...) with
       ``GuardResult.to_dict()`` in ``additional_kwargs["smoothguard"]``; one :class:`SmoothGuardEvent`
@@ -120,12 +117,10 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
       ``context_window`` can be overridden, as engines split multi-image prompts on its estimate).
     * Tool calling (``chat_with_tools``, ``FunctionAgent``) delegates to the inner ``FunctionCallingLLM``;
       candidates vote on their tool calls (name + arguments).
-    * The caller's messages, blocks and documents are never modified.
     * Engines set ``callback_manager`` on the LLM they hold (the guard); with ``share_callback_manager``
       the inner LLM reports to it too, unless it has handlers of its own. Each model call is then reported
       once: legacy handlers (``TokenCountingHandler``) see the N candidate calls and no extra event for the
       guard itself; instrumentation (spans, ``LLMChatStartEvent``) still shows the guard's call around them.
-    * ``warmup()`` loads the embedder ahead of traffic (else the first guarded call pays 3-15 s on CPU).
     """
 
     llm: LLM = Field(description="The wrapped LLM; every candidate is one call to it.")

@@ -37,11 +37,9 @@ class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
 
     ``SmoothGuardMultiModalLLM(llm=inner, guard_config=None, **settings)``: settings as for
     :class:`~smoothguard_llamaindex.SmoothGuardLLM` (every :class:`~smoothguard.GuardConfig` field). Image
-    documents (``ImageNode``/``ImageDocument``/``ImageBlock``) keep their form: base64 stays base64, a path
-    becomes a temp file of the same format, a ``data:`` URL stays one, http(s) follows ``remote_media``.
-    The LlamaIndex callback decorators are applied to every endpoint by ``MultiModalLLM`` itself. Streaming
-    endpoints yield the chosen answer as one chunk once the vote is done. ``warmup()`` loads the embedder ahead
-    of traffic.
+    documents (``ImageNode``/``ImageDocument``/``ImageBlock``) keep their form (:mod:`smoothguard_llamaindex.blocks`).
+    ``MultiModalLLM`` itself applies the LlamaIndex callback decorators to every endpoint. Streaming endpoints
+    yield the chosen answer as one chunk once the vote is done.
     """
 
     llm: MultiModalLLM = Field(description="The wrapped multimodal LLM; every candidate is one call to it.")

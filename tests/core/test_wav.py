@@ -158,12 +158,13 @@ def test_concurrent_decodes_leave_the_warning_filters_as_they_were() -> None:
         (riff(chunk(b"data", PCM16), fmt()), "comes before its 'fmt ' chunk"),
         (riff(fmt(), chunk(b"data", PCM16))[:-1], "truncated"),
         (riff(fmt(), b"data" + struct.pack("<I", 0xFFFFFFFF) + PCM16), "truncated"),
+        (riff(fmt(), chunk(b"data", PCM16), chunk(b"data", PCM16 * 2)), "promises 200 frames, the decoder found 400"),
         # extensible with a sub-format GUID outside the standard family: scipy's refusal, as ours
         (riff(chunk(b"fmt ", struct.pack("<HHIIHHHHIH", 0xFFFE, 1, 16000, 32000, 2, 16, 22, 16, 0, 1) + b"\x07" * 14),
               chunk(b"data", PCM16)), r"could not decode WAV bytes .*EXTENSIBLE.*convert the file to PCM"),
     ],
     ids=["mu-law", "a-law", "ima-adpcm", "float16", "byte-rate", "block-align", "partial-frame", "riff-size-0",
-         "data-first", "truncated-by-one", "streamed-data-size", "extensible-foreign-guid"],
+         "data-first", "truncated-by-one", "streamed-data-size", "second-data-chunk", "extensible-foreign-guid"],
 )
 def test_refused_with_our_error(raw: bytes, pattern: str) -> None:
     with pytest.raises(MediaError, match=pattern) as info:

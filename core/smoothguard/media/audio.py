@@ -256,8 +256,9 @@ def _wav_samples(raw: bytes) -> np.ndarray:
     :func:`_audio_values` scales by 2**-31 to the same values as 24-bit by 2**-23).
 
     Its ``WavFileWarning`` (a chunk it does not know, such as 'bext', 'cue ' or 'smpl'; a RIFF size past the end)
-    is silenced: the header walk has already refused what matters. ``catch_warnings`` swaps process-wide state, so
-    decodes take a lock and never undo each other's filters.
+    is silenced: the header walk has already refused what matters. ``catch_warnings`` swaps the process-wide filter
+    list, so decodes take a lock and never undo each other's filters (another library's own ``catch_warnings`` in
+    another thread at that moment can still interleave: a limit of Python's warnings, not ours to fix).
     """
     from scipy.io import wavfile
 

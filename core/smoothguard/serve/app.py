@@ -285,7 +285,7 @@ class Proxy:
         notes = [*slots.notes, *notes]
         result, candidates = await self._guard(body, guarded, originals, config, headers, redact, rid, notes, info,
                                                deadline)
-        meta = vote_meta(result, notes, rid)
+        meta = vote_meta(result, rid)
         try:
             if body.get("stream"):
                 return vote_headers(stream_response(result, candidates, body, meta), result)
@@ -408,7 +408,7 @@ class Proxy:
 
         fan: FanOut[dict[str, Any]] = FanOut(SmoothGuard(config), acall=call, prepare=prepare, text=answer_text)
         auto_resize = auto_rule(model_name=model_name(body))
-        guard = asyncio.ensure_future(fan.arun(originals, deadline=deadline, auto_resize=auto_resize))
+        guard = asyncio.ensure_future(fan.arun(originals, notes=notes, deadline=deadline, auto_resize=auto_resize))
         try:
             if deadline is not None:
                 # the noise is drawn in a worker thread before the first round is handed over: a deadline that
@@ -421,7 +421,7 @@ class Proxy:
         except GuardFlagged as exc:
             info.update(n=exc.result.n_used, agreement=f"{exc.result.agreement:.2f}", flagged=True)
             raise ProxyError(422, f"the guard flagged this request: {exc}", type="smoothguard_flagged",
-                             code="flagged", extra={"smoothguard": vote_meta(exc.result, notes, rid)}) from None
+                             code="flagged", extra={"smoothguard": vote_meta(exc.result, rid)}) from None
         except GenerationError as exc:
             info.update(n=fan.asked, failed=len(exc.causes))
             raise generation_error(exc, fan.asked, redact, rid) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -29,8 +29,7 @@ def generation_error(exc: GenerationError, asked: int, redact: Redactor, rid: st
     :func:`smoothguard.fanout.raise_failure`: ``exc`` is then also that failure's type), that failure's status;
     504 where candidates missed the time budget; otherwise 502. The body lists every candidate's error."""
     causes = [cause for _, cause in exc.causes]
-    errors = [{"index": i, "error": redact(c.message if isinstance(c, UpstreamError) else str(c))}
-              for i, c in exc.causes]
+    errors = [{"index": i, "error": redact(str(cause))} for i, cause in exc.causes]
     extra = {"smoothguard": {"request_id": rid, "errors": errors}}
     alike = (f"all {asked} candidates failed the same way" if len(causes) == asked else
              f"only {asked - len(causes)} of {asked} candidates were answered; the {len(causes)} others failed the "
@@ -54,11 +53,9 @@ def vote_headers(response: Response, result: GuardResult) -> Response:
     return response
 
 
-def vote_meta(result: GuardResult, notes: Sequence[str], rid: str) -> dict[str, Any]:
-    meta = result.to_dict()
-    meta["notes"] = list(meta.get("notes", [])) + list(notes)
-    meta["request_id"] = rid
-    return meta
+def vote_meta(result: GuardResult, rid: str) -> dict[str, Any]:
+    """The reply's ``smoothguard`` object: the result (its notes hold the proxy's) and the request id."""
+    return {**result.to_dict(), "request_id": rid}
 
 
 def _chosen(result: GuardResult, candidates: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:

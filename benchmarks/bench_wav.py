@@ -2,9 +2,9 @@
 
 The hand-written codec (``core/smoothguard/media/audio.py`` at git revision ``--baseline``, default 0440e25, the
 last one before the switch) is loaded from git into this process beside the current one, and both decode and
-encode the same clips: 60 s of 48 kHz stereo noise as pcm16, pcm24 and float32 (11.5, 17.3 and 23.0 MB), each
-timed as the median of ``--repeats`` runs after a warm-up (so scipy's one-off 0.1 s import is not counted); and
-1 s of 16 kHz mono pcm16 (32 kB) for the fixed cost per clip.
+encode the same clips: 60 s of 48 kHz stereo noise as pcm16, pcm24 and float32 (11.5, 17.3 and 23.0 MB), and
+1 s of 16 kHz mono pcm16 (32 kB) for the fixed cost per clip. Each figure is the median of ``--repeats`` runs,
+the two codecs called in turns, after a warm-up (so scipy's one-off import, 0.01-0.2 s, is not counted).
 
 Expectation written before measuring: the decode cost is the conversion to float32, which both share
 (``_audio_values``). scipy adds one copy of the data chunk (``BytesIO.read``, a few ms for 11 MB) where the
@@ -43,14 +43,16 @@ def baseline_module(rev: str) -> types.ModuleType:
     return module
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def median_ms(old_fn, new_fn, repeats: int) -> tuple[float, float]:
+    """Median ms of each function, called in turns (old, new, old, ...) so a busy machine slows both alike."""
+    old_fn(), new_fn()  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for fn, out in ((old_fn, times[0]), (new_fn, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[0]), 1000 * statistics.median(times[1])
 
 
 def main() -> None:
@@ -75,8 +77,8 @@ def main() -> None:
         assert current.encode_wav(b[0], rate, subtype) == old.encode_wav(a[0], rate, subtype), "encoders disagree"
         for name, step, step_args in (("decode", "decode_wav", (raw, *LIMITS)),
                                       ("encode", "encode_wav", (b[0], rate, subtype))):
-            t_old = median_ms(partial(getattr(old, step), *step_args), args.repeats)
-            t_new = median_ms(partial(getattr(current, step), *step_args), args.repeats)
+            t_old, t_new = median_ms(partial(getattr(old, step), *step_args),
+                                     partial(getattr(current, step), *step_args), args.repeats)
             name = f"{name} {subtype}" + (" 1 s" if clip is short else "")
             print(f"| {name:<16} | {len(raw) / 1e6:5.2f} | {t_old:12.3f} | {t_new:8.3f} | {t_new / t_old:11.2f}x |")
 

@@ -507,8 +507,6 @@ async def _drain(request: Request) -> None:
                 break
 
 
-
-
 def _budget_spent(budget: float | None) -> ProxyError:
     """The answer when the time budget runs out before any candidate could be sent."""
     return ProxyError(504, f"the time budget of {budget or 0:g} s was spent before any candidate could be sent to the "

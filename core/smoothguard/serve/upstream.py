@@ -66,8 +66,6 @@ class UpstreamClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
-        self.connect_timeout = connect_timeout
-        self.max_concurrency = max_concurrency
         self._max_pools = max(1, math.ceil(max_concurrency / _POOL_SIZE))
         self._per_pool = math.ceil(max_concurrency / self._max_pools)
         self._fixed = transport

@@ -361,11 +361,7 @@ class Proxy:
         for k, (slot, media) in enumerate(zip(guarded, originals, strict=True)):
             if (slot.message, slot.block) in fetched:
                 body, guarded[k] = inline(body, slot, fetched[(slot.message, slot.block)], media)
-        notes = []
-        if skipped:
-            where = ", ".join(s.param for s in skipped)
-            notes.append(f"{len(skipped)} remote medium/media passed through to the model unsmoothed "
-                         f"(remote_media='passthrough'): {where}")
+        notes = [f"{s.param}: {limits.passthrough_note(s.value, s.kind)}" for s in skipped]
         return body, guarded, originals, notes
 
     # -- the guarded fan-out ----------------------------------------------------------------------------------

@@ -350,7 +350,7 @@ class Proxy:
                 return [decode(slot) for slot in guarded]
 
         def decode(slot: MediaSlot) -> Media:
-            if deadline is not None and time.monotonic() >= deadline:
+            if seconds_left(deadline) == 0:
                 raise _budget_spent(config.time_budget)  # start no decoding after the deadline
             try:
                 return decode_slot(slot, config, fetched.get((slot.message, slot.block)))

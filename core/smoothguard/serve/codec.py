@@ -137,8 +137,8 @@ def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) 
                          "PCM WAV")
     if not isinstance(value, str):
         raise MediaError(f"{slot.type} data must be base64 text, not {type(value).__name__}")
-    raw = decode_base64(value, config.max_media_bytes, f"{slot.type} data", "max_media_bytes")
-    return limits.decode(raw, slot.kind, config)
+    data = decode_base64(value, config.max_media_bytes, f"{slot.type} data", "max_media_bytes")
+    return limits.decode(data, slot.kind, config)
 
 
 def inline(body: dict[str, Any], slot: MediaSlot, raw: bytes, media: Media) -> tuple[dict[str, Any], MediaSlot]:
@@ -147,8 +147,8 @@ def inline(body: dict[str, Any], slot: MediaSlot, raw: bytes, media: Media) -> t
     mime = "audio/wav" if media.kind == "audio" else image_mime_of(raw)
     messages = _rewritten(body, [(slot, base64.b64encode(raw).decode("ascii"), mime)])
     block = messages[slot.message]["content"][slot.block]
-    return {**body, "messages": messages}, MediaSlot(slot.message, slot.block, classify(block), slot.place,
-                                                     original=block)
+    inlined = MediaSlot(slot.message, slot.block, classify(block), slot.place, original=block)
+    return {**body, "messages": messages}, inlined
 
 
 def _encoded(media: Media) -> tuple[str, str]:

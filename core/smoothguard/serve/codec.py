@@ -133,8 +133,7 @@ def decode_slot(slot: MediaSlot, config: GuardConfig, raw: bytes | None = None) 
         return limits.decode(value, slot.kind, config)
     mime = slot.part.mime  # input_audio's is its format's: audio/wav for wav, wave and x-wav
     if slot.kind == "audio" and mime and mime.lower() not in WAV_MIMES:
-        raise MediaError(f"{slot.type} audio of type {mime!r} cannot be smoothed: only WAV is decoded; send 16-bit "
-                         "PCM WAV")
+        raise MediaError(f"audio of type {mime!r} cannot be smoothed: only WAV is decoded; send 16-bit PCM WAV")
     if not isinstance(value, str):
         raise MediaError(f"{slot.type} data must be base64 text, not {type(value).__name__}")
     data = decode_base64(value, config.max_media_bytes, f"{slot.type} data", "max_media_bytes")

@@ -1,4 +1,8 @@
-"""What SmoothGuardLLM and SmoothGuardMultiModalLLM share: the settings, the guard, the guarded calls, warm-up.
+"""What SmoothGuardLLM and SmoothGuardMultiModalLLM share: the settings, the guard, the guarded call, warm-up.
+
+One guarded call reads the payload (messages or image documents) once; the core's
+:class:`~smoothguard.fanout.FanOut` rebuilds a copy of it per candidate (its ``prepare``), makes the calls and
+votes; the picked response comes back and one :class:`~smoothguard_llamaindex.SmoothGuardEvent` is dispatched.
 
 Both wrap an inner LlamaIndex model (``llm``) and hold one :class:`~smoothguard.GuardConfig` (``guard_config``);
 keyword settings override it and unknown ones raise :class:`~smoothguard.errors.ConfigError`. Each subclass keeps
@@ -8,18 +12,22 @@ only its framework base (``FunctionCallingLLM`` / legacy ``MultiModalLLM``) and 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.bridge.pydantic import BaseModel, Field
 
-from smoothguard import GuardConfig, GuardResult, SmoothGuard
+from smoothguard import GuardConfig, GuardFlagged, GuardResult, Media, SmoothGuard
 from smoothguard.errors import ConfigError
+from smoothguard.fanout import FanOut
+from smoothguard.image_resize import rule_for_model
 from smoothguard_llamaindex.blocks import MessageMedia, Payload, image_fit
 from smoothguard_llamaindex.decoding import greedy_kwargs
+from smoothguard_llamaindex.events import dispatch_vote
 from smoothguard_llamaindex.fanout import chat_text
-from smoothguard_llamaindex.guarded import aguarded_call, build_config, guard_for, guarded_call, with_metadata
+from smoothguard_llamaindex.guarded import build_config, guard_for, with_metadata
 
 __all__ = ["GuardedLLMBase"]
 
@@ -30,6 +38,8 @@ class GuardedLLMBase(BaseModel):
     """Mixin of the LlamaIndex guards (put it before the framework base class)."""
 
     guard_config: GuardConfig = Field(default_factory=GuardConfig, description="SmoothGuard settings.")
+    if TYPE_CHECKING:
+        llm: Any  # each guard declares the field with the class it wraps
 
     #: The LlamaIndex class the guard wraps, and what to say when ``llm`` is not one.
     _wraps: ClassVar[tuple[type, ...]] = ()
@@ -64,9 +74,9 @@ class GuardedLLMBase(BaseModel):
 
     def _inner_name(self) -> str:
         try:
-            return str(self.llm.metadata.model_name)  # type: ignore[attr-defined]
+            return str(self.llm.metadata.model_name)
         except Exception:
-            return type(self.llm).__name__  # type: ignore[attr-defined]
+            return type(self.llm).__name__
 
     def _share_callbacks(self) -> bool:
         """Hook run before every guarded call (SmoothGuardLLM shares its callback manager with the inner LLM)."""
@@ -74,18 +84,42 @@ class GuardedLLMBase(BaseModel):
 
     def _guarded(self, payload: Payload | None, call: Callable[[Any], R], text: Callable[[R], str],
                  endpoint: str) -> tuple[R | None, GuardResult]:
-        """:func:`~smoothguard_llamaindex.guarded.guarded_call` for the inner LLM."""
+        """Run ``call(rebuilt payload)`` once per candidate (the core fan-out's threads) and vote on
+        ``text(response)``; ``payload`` None: a request without media, one ``call([])``. Returns the picked
+        response (None when the refusal message replaced it) and the result."""
         self._share_callbacks()
-        return guarded_call(self.guard, payload, call, text, model_name=self._inner_name(), endpoint=endpoint,
-                            model=self.llm)  # type: ignore[attr-defined]
+        fan = FanOut(self.guard, call=lambda _, built: call(built), text=text,
+                     prepare=None if payload is None else payload.build)
+        with self._request(payload, endpoint) as (media, notes):
+            result = fan.run(media, notes=notes, auto_resize=rule_for_model(self.llm))
+        return self._picked(fan, result, endpoint)
 
     async def _aguarded(self, read: Callable[[], Payload] | None, call: Callable[[Any], Awaitable[R]],
                         text: Callable[[R], str], endpoint: str) -> tuple[R | None, GuardResult]:
-        """Async :meth:`_guarded`; ``read()`` decodes the payload in a worker thread."""
+        """Async :meth:`_guarded` (tasks); ``read()`` decodes the payload in a worker thread."""
         self._share_callbacks()
         payload = None if read is None else await asyncio.to_thread(read)
-        return await aguarded_call(self.guard, payload, call, text, model_name=self._inner_name(),
-                                   endpoint=endpoint, model=self.llm)  # type: ignore[attr-defined]
+        fan = FanOut(self.guard, acall=lambda _, built: call(built), text=text,
+                     prepare=None if payload is None else payload.build)
+        with self._request(payload, endpoint) as (media, notes):
+            result = await fan.arun(media, notes=notes, auto_resize=rule_for_model(self.llm))
+        return self._picked(fan, result, endpoint)
+
+    @contextmanager
+    def _request(self, payload: Payload | None, endpoint: str) -> Iterator[tuple[list[Media], tuple[str, ...]]]:
+        """The payload's media and notes; dispatches the event of a flagged result; closes the payload."""
+        try:
+            yield (payload.media, payload.notes) if payload is not None else ([], ())
+        except GuardFlagged as flagged:
+            dispatch_vote(flagged.result, model_name=self._inner_name(), endpoint=endpoint)
+            raise
+        finally:
+            if payload is not None:
+                payload.close()
+
+    def _picked(self, fan: FanOut[R], result: GuardResult, endpoint: str) -> tuple[R | None, GuardResult]:
+        dispatch_vote(result, model_name=self._inner_name(), endpoint=endpoint)
+        return (None if result.refused else fan.chosen(result)), result
 
     def _messages(self, messages: Sequence[ChatMessage], where: Callable[[int, int], str] | None) -> MessageMedia:
         return MessageMedia(messages, self.guard_config, where=where, fit=image_fit(self.guard_config, self.llm))
@@ -94,16 +128,14 @@ class GuardedLLMBase(BaseModel):
               where: Callable[[int, int], str] | None = None) -> ChatResponse:
         """One guarded ``chat``: a candidate per noisy copy of the messages' media, the voted response back.
         ``where(i, j)`` names block j of message i in errors and notes."""
-        llm = self.llm  # type: ignore[attr-defined]
-        kwargs = greedy_kwargs(llm, kwargs)
+        kwargs = greedy_kwargs(self.llm, kwargs)
         payload = self._messages(messages, where)
-        return with_metadata(*self._guarded(payload, lambda msgs: llm.chat(msgs, **kwargs), chat_text, endpoint))
+        return with_metadata(*self._guarded(payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text, endpoint))
 
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str,
                      where: Callable[[int, int], str] | None = None) -> ChatResponse:
         """Async :meth:`_chat`."""
-        llm = self.llm  # type: ignore[attr-defined]
-        kwargs = greedy_kwargs(llm, kwargs)
+        kwargs = greedy_kwargs(self.llm, kwargs)
         response, result = await self._aguarded(lambda: self._messages(messages, where),
-                                                lambda msgs: llm.achat(msgs, **kwargs), chat_text, endpoint)
+                                                lambda msgs: self.llm.achat(msgs, **kwargs), chat_text, endpoint)
         return with_metadata(response, result)

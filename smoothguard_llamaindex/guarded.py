@@ -1,36 +1,22 @@
-"""One guarded call, end to end: extract the media, fan out, vote, annotate, dispatch the event.
-
-Shared by :class:`~smoothguard_llamaindex.SmoothGuardLLM` and
-:class:`~smoothguard_llamaindex.SmoothGuardMultiModalLLM`. The payload (messages or image documents) is read
-once; the core's :class:`~smoothguard.fanout.FanOut` rebuilds a copy of it per candidate (its ``prepare``) and
-makes the calls; the response the vote picks is returned with ``GuardResult.to_dict()`` under
-``additional_kwargs["smoothguard"]``.
+"""The guard behind a config, and what a guarded response carries: the picked response with
+``GuardResult.to_dict()`` under ``additional_kwargs["smoothguard"]``, streamed as one chunk.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole
 
-from smoothguard import GuardConfig, GuardFlagged, GuardResult, Media, SmoothGuard
+from smoothguard import GuardConfig, GuardResult, SmoothGuard
 from smoothguard.errors import ConfigError
-from smoothguard.fanout import FanOut
-from smoothguard.image_resize import rule_for_model
-from smoothguard_llamaindex.blocks import Payload
-from smoothguard_llamaindex.events import dispatch_vote
 
-__all__ = ["METADATA_KEY", "aguarded_call", "aone_chunk", "build_config", "guard_for", "guarded_call", "one_chunk",
-           "with_metadata"]
+__all__ = ["METADATA_KEY", "aone_chunk", "build_config", "guard_for", "one_chunk", "with_metadata"]
 
 #: Key of ``GuardResult.to_dict()`` in a response's ``additional_kwargs``.
 METADATA_KEY = "smoothguard"
-
-R = TypeVar("R")
-
 
 @functools.lru_cache(maxsize=64)
 def guard_for(config: GuardConfig) -> SmoothGuard:
@@ -51,50 +37,6 @@ def build_config(guard_config: GuardConfig | Mapping[str, Any] | None, settings:
         return GuardConfig.from_kwargs(**{**guard_config, **settings})
     raise ConfigError(f"guard_config must be a GuardConfig, a dict of settings or None, "
                       f"not {type(guard_config).__name__}")
-
-
-def guarded_call(guard: SmoothGuard, payload: Payload | None, call: Callable[[Any], R], text: Callable[[R], str],
-                 *, model_name: str, endpoint: str, model: Any = None) -> tuple[R | None, GuardResult]:
-    """Run ``call(rebuilt payload)`` once per candidate (threads) and vote on ``text(response)``.
-
-    ``payload`` None: a request without media, one call, ``call([])``. ``model``: the wrapped LLM, which decides
-    what ``image_resize="auto"`` means. Returns the picked response (None when the answer was replaced by the
-    refusal message) and the result.
-    """
-    fan = FanOut(guard, call=lambda _, built: call(built), text=text,
-                 prepare=None if payload is None else payload.build)
-    with _request(payload, model_name, endpoint) as (media, notes):
-        result = fan.run(media, notes=notes, auto_resize=rule_for_model(model))
-    return _picked(fan, result, model_name, endpoint)
-
-
-async def aguarded_call(guard: SmoothGuard, payload: Payload | None, call: Callable[[Any], Awaitable[R]],
-                        text: Callable[[R], str], *, model_name: str, endpoint: str,
-                        model: Any = None) -> tuple[R | None, GuardResult]:
-    """:func:`guarded_call` for an async ``call`` (payloads are rebuilt in worker threads)."""
-    fan = FanOut(guard, acall=lambda _, built: call(built), text=text,
-                 prepare=None if payload is None else payload.build)
-    with _request(payload, model_name, endpoint) as (media, notes):
-        result = await fan.arun(media, notes=notes, auto_resize=rule_for_model(model))
-    return _picked(fan, result, model_name, endpoint)
-
-
-@contextmanager
-def _request(payload: Payload | None, model_name: str, endpoint: str) -> Iterator[tuple[list[Media], tuple[str, ...]]]:
-    """The payload's media and notes for the fan-out; dispatches the event of a flagged result; closes the payload."""
-    try:
-        yield (payload.media, payload.notes) if payload is not None else ([], ())
-    except GuardFlagged as flagged:
-        dispatch_vote(flagged.result, model_name=model_name, endpoint=endpoint)
-        raise
-    finally:
-        if payload is not None:
-            payload.close()
-
-
-def _picked(fan: FanOut[R], result: GuardResult, model_name: str, endpoint: str) -> tuple[R | None, GuardResult]:
-    dispatch_vote(result, model_name=model_name, endpoint=endpoint)
-    return (None if result.refused else fan.chosen(result)), result
 
 
 def with_metadata(response: ChatResponse | CompletionResponse | None, result: GuardResult,

@@ -53,8 +53,6 @@ from llama_index.core.base.llms.types import (
     CitationBlock,
     DocumentBlock,
     ImageBlock,
-    MessageRole,
-    TextBlock,
     VideoBlock,
 )
 from llama_index.core.bridge.pydantic import AnyUrl
@@ -67,8 +65,7 @@ from smoothguard.image_resize import fitter, rule_for_model
 from smoothguard.limits import MediaBudget
 from smoothguard.media.images import Fit
 
-__all__ = ["DocumentMedia", "MessageMedia", "Payload", "block_part", "image_documents_to_blocks", "image_fit",
-           "user_message"]
+__all__ = ["DocumentMedia", "MessageMedia", "Payload", "block_part", "image_documents_to_blocks", "image_fit"]
 
 Form = Literal["bytes", "io", "path", "data_url", "fetched"]
 
@@ -375,15 +372,10 @@ _KIND_WORDS = (("image", "image"), ("audio", "audio"), ("video", "video"), ("doc
 
 
 def block_part(block: Any) -> ContentPart:
-    """The :class:`~smoothguard.content_parts.ContentPart` kind of a LlamaIndex content block: ImageBlock and
-    AudioBlock are image/audio; VideoBlock video; DocumentBlock file; text, thinking, tool-call, cache-point and
-    citation blocks text; any other class whose name says image, audio, video, document or file that kind (not
-    decodable); anything else unknown."""
+    """The :class:`~smoothguard.content_parts.ContentPart` of a LlamaIndex block that is not an ImageBlock or
+    AudioBlock: video, file (DocumentBlock), text, a medium the guard cannot decode (a class whose name says image,
+    audio, video, document or file), or unknown."""
     name = type(block).__name__
-    if isinstance(block, ImageBlock):
-        return ContentPart("image", "llamaindex", name, "object")
-    if isinstance(block, AudioBlock):
-        return ContentPart("audio", "llamaindex", name, "object")
     if isinstance(block, VideoBlock):
         return ContentPart("video", "llamaindex", name, "object", block.url, mime=block.video_mimetype)
     if isinstance(block, DocumentBlock):
@@ -449,11 +441,6 @@ def image_documents_to_blocks(documents: Sequence[Any] | None, *, name: str = "i
             raise MediaError(f"{where} ({type(doc).__name__}) holds no image: its inline data, path and url are "
                              "all empty")
     return blocks
-
-
-def user_message(prompt: str, media_blocks: Sequence[Any]) -> ChatMessage:
-    """One user message: the media blocks first, then the prompt as a TextBlock."""
-    return ChatMessage(role=MessageRole.USER, blocks=[*media_blocks, TextBlock(text=prompt)])
 
 
 def _read_io(stream: io.IOBase) -> bytes:

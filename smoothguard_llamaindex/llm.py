@@ -21,6 +21,8 @@ from llama_index.core.base.llms.types import (
     CompletionResponseAsyncGen,
     CompletionResponseGen,
     LLMMetadata,
+    MessageRole,
+    TextBlock,
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
@@ -32,7 +34,7 @@ from llama_index.core.multi_modal_llms import MultiModalLLM
 from smoothguard import GuardConfig
 from smoothguard.errors import ConfigError
 from smoothguard_llamaindex.base import GuardedLLMBase
-from smoothguard_llamaindex.blocks import image_documents_to_blocks, user_message
+from smoothguard_llamaindex.blocks import image_documents_to_blocks
 from smoothguard_llamaindex.decoding import greedy_kwargs
 from smoothguard_llamaindex.fanout import completion_text
 from smoothguard_llamaindex.guarded import aone_chunk, one_chunk, with_metadata
@@ -214,9 +216,8 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
 
     def _complete(self, prompt: str, formatted: Any, image_documents: Sequence[Any] | None,
                   kwargs: dict[str, Any], endpoint: str) -> CompletionResponse:
-        formatted, image_documents = _legacy_order(formatted, image_documents)
-        if image_documents:
-            message = user_message(prompt, image_documents_to_blocks(image_documents))
+        formatted, message = _image_request(prompt, formatted, image_documents)
+        if message is not None:
             return _as_completion(self._chat([message], kwargs, endpoint, where=_document_place))
         kwargs = greedy_kwargs(self.llm, kwargs)
         response, result = self._guarded(None, lambda _: self.llm.complete(prompt, formatted=formatted, **kwargs),
@@ -225,9 +226,8 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
 
     async def _acomplete(self, prompt: str, formatted: Any, image_documents: Sequence[Any] | None,
                          kwargs: dict[str, Any], endpoint: str) -> CompletionResponse:
-        formatted, image_documents = _legacy_order(formatted, image_documents)
-        if image_documents:
-            message = user_message(prompt, image_documents_to_blocks(image_documents))
+        formatted, message = _image_request(prompt, formatted, image_documents)
+        if message is not None:
             return _as_completion(await self._achat([message], kwargs, endpoint, where=_document_place))
         kwargs = greedy_kwargs(self.llm, kwargs)
         response, result = await self._aguarded(
@@ -280,12 +280,17 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
         return False
 
 
-def _legacy_order(formatted: Any, image_documents: Sequence[Any] | None) -> tuple[bool, Sequence[Any] | None]:
-    """Accept the legacy MultiModalLLM order ``complete(prompt, image_documents)``: a list given as the second
+def _image_request(prompt: str, formatted: Any,
+                   image_documents: Sequence[Any] | None) -> tuple[bool, ChatMessage | None]:
+    """``formatted``, and the one user message asking ``prompt`` about ``image_documents`` (None without any).
+    The legacy MultiModalLLM order ``complete(prompt, image_documents)`` is accepted: a list given as the second
     positional argument is the image documents, not ``formatted``."""
     if image_documents is None and isinstance(formatted, list | tuple):
-        return False, formatted
-    return bool(formatted), image_documents
+        formatted, image_documents = False, formatted
+    if not image_documents:
+        return bool(formatted), None
+    blocks = [*image_documents_to_blocks(image_documents), TextBlock(text=prompt)]
+    return bool(formatted), ChatMessage(role=MessageRole.USER, blocks=blocks)
 
 
 def _document_place(i: int, j: int) -> str:

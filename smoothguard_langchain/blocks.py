@@ -26,7 +26,7 @@ from smoothguard import GuardConfig, Media, content_codec, limits
 from smoothguard.content_codec import MediaPart
 from smoothguard.errors import MediaError
 from smoothguard.image_resize import fitter, rule_for_model
-from smoothguard.media.audio import WAV_MIMES
+from smoothguard.media.audio import WAV_FORMATS, WAV_MIMES
 from smoothguard.media.images import Fit
 from smoothguard.media.sources import decode_base64
 from smoothguard_langchain.candidates import chat_model
@@ -162,7 +162,7 @@ def _read(value: Any, source: str, kind: str, label: str, config: GuardConfig, n
     None when it is passed through (noted). One :class:`MediaError` naming ``label``, with no PIL/base64 traceback
     chained to it, for anything that cannot be read."""
     try:
-        if kind == "audio" and audio_format not in (None, "wav", "wave", "x-wav"):
+        if kind == "audio" and audio_format not in (None, *WAV_FORMATS):
             raise MediaError(f"only WAV audio can be smoothed, got format {audio_format!r}; convert it to WAV first")
         if source == "base64":
             return limits.decode(_unbase64(value, config), kind, config)

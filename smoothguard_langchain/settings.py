@@ -10,7 +10,6 @@ Values are checked by :class:`smoothguard.GuardConfig` before pydantic sees them
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import re
 import typing
@@ -20,7 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, create_model
 
 from smoothguard import GuardConfig, SmoothGuard
-from smoothguard.errors import ConfigError
+from smoothguard.errors import ConfigError, did_you_mean
 
 __all__ = ["CONFIG_FIELDS", "GuardSettings"]
 
@@ -93,8 +92,6 @@ def _checked(cls: type[GuardSettings], data: dict[str, Any]) -> dict[str, Any]:
             warnings.warn(f"{cls.__name__} ignores {key!r}: set it on the wrapped model instead", UserWarning,
                           stacklevel=4)
         elif key not in cls._ignored:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{cls.__name__} got an unknown setting {key!r}{hint}")
+            raise ConfigError(f"{cls.__name__} got an unknown setting {key!r}{did_you_mean(key, known)}")
         del out[key]
     return out

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from smoothguard.errors import ConfigError
+from smoothguard.errors import ConfigError, did_you_mean
 from smoothguard.image_resize import check_rule
 from smoothguard.media import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
@@ -208,8 +207,7 @@ def _check_names(kwargs: dict[str, Any]) -> None:
     known = {f.name for f in dataclasses.fields(GuardConfig)}
     for key in kwargs:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(known))}"
+            hint = did_you_mean(key, known) or f"; known settings: {', '.join(sorted(known))}"
             raise ConfigError(f"unknown setting {key!r}{hint}")
 
 

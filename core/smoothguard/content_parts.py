@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smoothguard.errors import MediaError, shorten
+from smoothguard.media.audio import WAV_FORMATS
 
 __all__ = [
     "MEDIA_KEYS",
@@ -397,7 +398,7 @@ def _input_audio(part: Mapping[str, Any], dialect: str, key: str) -> ContentPart
                            "'format'", problem_path=("input_audio",))
     fmt = str(inner.get("format", "wav")).lower()
     return ContentPart("audio", dialect, key, "base64", inner["data"], path=("input_audio", "data"),
-                       mime="audio/wav" if fmt in ("wav", "wave", "x-wav") else f"audio/{fmt}", audio_format=fmt)
+                       mime="audio/wav" if fmt in WAV_FORMATS else f"audio/{fmt}", audio_format=fmt)
 
 
 def _input_image(part: Mapping[str, Any]) -> ContentPart:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from smoothguard.result import GuardResult
 
-__all__ = ["ConfigError", "GenerationError", "GuardFlagged", "MediaError", "SmoothGuardError", "check_int", "shorten"]
+__all__ = ["ConfigError", "GenerationError", "GuardFlagged", "MediaError", "SmoothGuardError", "check_int",
+           "did_you_mean", "shorten"]
 
 
 def shorten(value: object, limit: int = 80) -> str:
     """``repr`` of ``str(value)`` cut to ``limit`` characters (and "..."), for naming a value in an error message."""
     text = str(value)
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to a misspelt ``name``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def check_int(name: str, value: Any, low: int) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import difflib
 import math
 import os
 import threading
@@ -32,7 +31,7 @@ from smoothguard.backends.families import Family, family_for, pixel_slices
 from smoothguard.backends.float_images import float_resizing
 from smoothguard.backends.model_noise import PixelNoise
 from smoothguard.backends.processors import load_processor
-from smoothguard.errors import ConfigError, MediaError
+from smoothguard.errors import ConfigError, MediaError, did_you_mean
 from smoothguard.media import Media
 from smoothguard.noise import TensorNoise
 from smoothguard.result import NoiseSite
@@ -407,9 +406,8 @@ def _check_settings(max_new_tokens: Any, max_batch_size: Any, noise_space: Any,
                                                      "logits_processor", "stopping_criteria", "streamer"}
         unknown = sorted(set(kwargs) - known)
         if unknown:
-            close = difflib.get_close_matches(unknown[0], known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"generation_kwargs has unknown generate() options {unknown}{hint}")
+            raise ConfigError(f"generation_kwargs has unknown generate() options {unknown}"
+                              f"{did_you_mean(unknown[0], known)}")
 
 
 def _mono_at(media: Media, rate: int) -> np.ndarray:

@@ -23,6 +23,7 @@ _WAV_SUBTYPES = {"pcm8": (1, 8), "pcm16": (1, 16), "pcm24": (1, 24), "pcm32": (1
                  "float32": (3, 32), "float64": (3, 64)}
 _WAV_CODE_NAMES = {0x0002: "MS ADPCM", 0x0006: "A-law", 0x0007: "mu-law", 0x0011: "IMA ADPCM",
                    0x0031: "GSM 6.10", 0x0050: "MPEG", 0x0055: "MP3", 0x00FF: "AAC"}
+WAV_FORMATS = ("wav", "wave", "x-wav")  # what WAV is named as an ``input_audio`` format
 WAV_MIMES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")  # what WAV is served as
 MAX_CHANNELS = 8
 _MIN_RATE, _MAX_RATE = 1000, 384_000

@@ -6,20 +6,19 @@ Plain Python (no web stack), so the CLI can parse and validate before anything h
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
 import re
 import tomllib
 import urllib.parse
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from smoothguard.config import GuardConfig
-from smoothguard.errors import ConfigError
+from smoothguard.errors import ConfigError, did_you_mean
 from smoothguard.serve.errors import ProxyError
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_OVERRIDABLE", "NEVER_OVERRIDABLE", "ServeSettings", "apply_overrides",
@@ -138,14 +137,16 @@ class ServeSettings:
         overridable = tuple(self.overridable)
         for name in overridable:
             if name not in _GUARD_SETTINGS:
-                raise ConfigError(f"overridable lists {name!r}, which is not a guard setting{_suggest(name)}")
+                raise ConfigError(f"overridable lists {name!r}, which is not a guard setting"
+                                  f"{did_you_mean(name, _GUARD_SETTINGS)}")
             if name in NEVER_OVERRIDABLE:
                 raise ConfigError(f"{name!r} can never be overridden by clients (it controls server resources)")
         object.__setattr__(self, "overridable", overridable)
         limits: dict[str, tuple[float, float]] = {}
         for name, bounds in {**DEFAULT_LIMITS, **dict(self.limits)}.items():
             if name not in _GUARD_SETTINGS:
-                raise ConfigError(f"limits names {name!r}, which is not a guard setting{_suggest(name)}")
+                raise ConfigError(f"limits names {name!r}, which is not a guard setting"
+                                  f"{did_you_mean(name, _GUARD_SETTINGS)}")
             try:
                 low, high = (float(b) for b in bounds)
             except (TypeError, ValueError):
@@ -166,7 +167,7 @@ class ServeSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
             if key not in known:
-                raise ConfigError(f"unknown serve setting {key!r}{_suggest(key, known)}")
+                raise ConfigError(f"unknown serve setting {key!r}{did_you_mean(key, known)}")
         return cls(**values)
 
     def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
@@ -239,7 +240,7 @@ def apply_overrides(config: GuardConfig, raw: Any, settings: ServeSettings) -> G
     for key, value in raw.items():
         param = f"smoothguard.{key}"
         if key not in _GUARD_SETTINGS:
-            raise ProxyError(400, f"unknown guard setting {key!r}{_suggest(key)}",
+            raise ProxyError(400, f"unknown guard setting {key!r}{did_you_mean(key, _GUARD_SETTINGS)}",
                              code="invalid_smoothguard_override", param=param)
         if key not in settings.overridable:
             allowed = ", ".join(settings.overridable) or "none"
@@ -280,11 +281,6 @@ def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict
     if not isinstance(serve, dict):
         raise ConfigError(f"'serve' in {str(path)!r} must be a table of serve settings")
     return data, serve
-
-
-def _suggest(name: str, known: Collection[str] = _GUARD_SETTINGS) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _num(x: float) -> str:

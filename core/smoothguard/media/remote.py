@@ -10,7 +10,7 @@ from smoothguard.errors import MediaError, shorten
 from smoothguard.media.images import Fit
 from smoothguard.media.value import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Media
 
-__all__ = ["Download", "download", "fetch", "require_public"]
+__all__ = ["Download", "download", "fetch", "require_public", "url_problem"]
 
 _HEADERS = {"User-Agent": "smoothguard", "Accept-Encoding": "identity"}
 
@@ -143,21 +143,33 @@ class _Deadline:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def _check_fetch_url(url: str, first: str) -> None:
-    """MediaError unless ``url`` is a well-formed http(s) URL (``first``: the URL asked for, named in errors)."""
+_NOT_HTTP = "it needs an http(s) scheme"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a well-formed http(s) URL (a port out of range, a broken IPv6 literal, no host, ...), or
+    None; parsed only, nothing is resolved."""
     import urllib.parse
 
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
     except ValueError as exc:
-        raise MediaError(f"malformed URL {shorten(url)}: {exc}") from None
+        return str(exc) or "it cannot be parsed"
     if parts.scheme.lower() not in ("http", "https"):
+        return _NOT_HTTP
+    return None if parts.hostname else "it names no host"
+
+
+def _check_fetch_url(url: str, first: str) -> None:
+    """MediaError unless ``url`` is a well-formed http(s) URL (``first``: the URL asked for, named in errors)."""
+    problem = url_problem(url)
+    if problem == _NOT_HTTP:
         if url == first:
             raise MediaError(f"fetch reads only http(s) URLs, not {shorten(url)}")
         raise MediaError(f"{shorten(first)} redirects to a non-http(s) URL {shorten(url)}")
-    if not parts.hostname:
-        raise MediaError(f"malformed URL {shorten(url)}: it names no host")
+    if problem:
+        raise MediaError(f"malformed URL {shorten(url)}: {problem}")
 
 
 def _pinned_handlers(allow_private: bool, first: str, deadline: _Deadline) -> list[Any]:

@@ -47,10 +47,11 @@ from smoothguard.fanout import FanOut
 from smoothguard.guard import SmoothGuard
 from smoothguard.image_resize import auto_rule, fitter
 from smoothguard.media import Media, download
+from smoothguard.media.remote import url_problem
 from smoothguard.result import GuardResult
 from smoothguard.serve.codec import MediaSlot, answer_text, candidate_body, decode_slot, find_media, inline
 from smoothguard.serve.errors import ProxyError, Redactor, error_body
-from smoothguard.serve.parsing import bearer_token, model_name, parse_body, safe_url, url_problem, withhold_addresses
+from smoothguard.serve.parsing import bearer_token, model_name, parse_body, safe_url, withhold_addresses
 from smoothguard.serve.responses import (
     OVER_BUDGET,
     completion,

@@ -11,7 +11,7 @@ from typing import Any
 
 from smoothguard.serve.errors import ProxyError
 
-__all__ = ["bearer_token", "check_tool_calls", "model_name", "parse_body", "safe_url", "url_problem",
+__all__ = ["bearer_token", "check_tool_calls", "model_name", "parse_body", "safe_url",
            "withhold_addresses"]
 
 
@@ -92,18 +92,6 @@ def check_tool_calls(calls: Any) -> None:
         arguments = function.get("arguments")
         if arguments is not None and not isinstance(arguments, str | dict):
             raise ValueError(f"{where}.function.arguments must be a string")
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` is not a usable http(s) URL (a bad port, a malformed IPv6 literal, ...), or None."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 -- parsing the port raises for one out of range or not a number
-    except ValueError as exc:
-        return str(exc) or "it cannot be parsed"
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return "it needs an http(s) scheme and a host"
-    return None
 
 
 _ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.%]*[:.][0-9A-Fa-f:.%]*")

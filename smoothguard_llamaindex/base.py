@@ -82,24 +82,28 @@ class GuardedLLMBase(BaseModel):
         """Hook run before every guarded call (SmoothGuardLLM shares its callback manager with the inner LLM)."""
         return False
 
-    def _guarded(self, payload: Payload | None, call: Callable[[Any], R], text: Callable[[R], str],
-                 endpoint: str) -> tuple[R | None, GuardResult]:
-        """Run ``call(rebuilt payload)`` once per candidate (the core fan-out's threads) and vote on
-        ``text(response)``; ``payload`` None: a request without media, one ``call([])``. Returns the picked
-        response (None when the refusal message replaced it) and the result."""
+    def _guarded(self, payload: Payload | None, call: Callable[..., R], text: Callable[[R], str], endpoint: str,
+                 kwargs: Mapping[str, Any]) -> tuple[R | None, GuardResult]:
+        """Run ``call(rebuilt payload, **kwargs)`` once per candidate (the core fan-out's threads) and vote on
+        ``text(response)``; ``payload`` None: a request without media, one ``call([], **kwargs)``. ``kwargs`` get
+        ``temperature=0`` where the inner LLM takes it (:func:`~smoothguard_llamaindex.decoding.greedy_kwargs`).
+        Returns the picked response (None when the refusal message replaced it) and the result."""
         self._share_callbacks()
-        fan = FanOut(self.guard, call=lambda _, built: call(built), text=text,
+        kwargs = greedy_kwargs(self.llm, kwargs)
+        fan = FanOut(self.guard, call=lambda _, built: call(built, **kwargs), text=text,
                      prepare=None if payload is None else payload.build)
         with self._request(payload, endpoint) as (media, notes):
             result = fan.run(media, notes=notes, auto_resize=rule_for_model(self.llm))
         return self._picked(fan, result, endpoint)
 
-    async def _aguarded(self, read: Callable[[], Payload] | None, call: Callable[[Any], Awaitable[R]],
-                        text: Callable[[R], str], endpoint: str) -> tuple[R | None, GuardResult]:
+    async def _aguarded(self, read: Callable[[], Payload] | None, call: Callable[..., Awaitable[R]],
+                        text: Callable[[R], str], endpoint: str,
+                        kwargs: Mapping[str, Any]) -> tuple[R | None, GuardResult]:
         """Async :meth:`_guarded` (tasks); ``read()`` decodes the payload in a worker thread."""
         self._share_callbacks()
+        kwargs = greedy_kwargs(self.llm, kwargs)
         payload = None if read is None else await asyncio.to_thread(read)
-        fan = FanOut(self.guard, acall=lambda _, built: call(built), text=text,
+        fan = FanOut(self.guard, acall=lambda _, built: call(built, **kwargs), text=text,
                      prepare=None if payload is None else payload.build)
         with self._request(payload, endpoint) as (media, notes):
             result = await fan.arun(media, notes=notes, auto_resize=rule_for_model(self.llm))
@@ -128,14 +132,12 @@ class GuardedLLMBase(BaseModel):
               where: Callable[[int, int], str] | None = None) -> ChatResponse:
         """One guarded ``chat``: a candidate per noisy copy of the messages' media, the voted response back.
         ``where(i, j)`` names block j of message i in errors and notes."""
-        kwargs = greedy_kwargs(self.llm, kwargs)
         payload = self._messages(messages, where)
-        return with_metadata(*self._guarded(payload, lambda msgs: self.llm.chat(msgs, **kwargs), chat_text, endpoint))
+        return with_metadata(*self._guarded(payload, self.llm.chat, chat_text, endpoint, kwargs))
 
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], endpoint: str,
                      where: Callable[[int, int], str] | None = None) -> ChatResponse:
         """Async :meth:`_chat`."""
-        kwargs = greedy_kwargs(self.llm, kwargs)
-        response, result = await self._aguarded(lambda: self._messages(messages, where),
-                                                lambda msgs: self.llm.achat(msgs, **kwargs), chat_text, endpoint)
+        response, result = await self._aguarded(lambda: self._messages(messages, where), self.llm.achat, chat_text,
+                                                endpoint, kwargs)
         return with_metadata(response, result)

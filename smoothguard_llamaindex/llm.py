@@ -35,7 +35,6 @@ from smoothguard import GuardConfig
 from smoothguard.errors import ConfigError
 from smoothguard_llamaindex.base import GuardedLLMBase
 from smoothguard_llamaindex.blocks import image_documents_to_blocks
-from smoothguard_llamaindex.decoding import greedy_kwargs
 from smoothguard_llamaindex.fanout import completion_text
 from smoothguard_llamaindex.guarded import aone_chunk, one_chunk, with_metadata
 
@@ -219,9 +218,8 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
         formatted, message = _image_request(prompt, formatted, image_documents)
         if message is not None:
             return _as_completion(self._chat([message], kwargs, endpoint, where=_document_place))
-        kwargs = greedy_kwargs(self.llm, kwargs)
-        response, result = self._guarded(None, lambda _: self.llm.complete(prompt, formatted=formatted, **kwargs),
-                                         completion_text, endpoint)
+        response, result = self._guarded(None, lambda _, **kw: self.llm.complete(prompt, formatted=formatted, **kw),
+                                         completion_text, endpoint, kwargs)
         return with_metadata(response, result, CompletionResponse)
 
     async def _acomplete(self, prompt: str, formatted: Any, image_documents: Sequence[Any] | None,
@@ -229,9 +227,9 @@ class SmoothGuardLLM(GuardedLLMBase, FunctionCallingLLM):
         formatted, message = _image_request(prompt, formatted, image_documents)
         if message is not None:
             return _as_completion(await self._achat([message], kwargs, endpoint, where=_document_place))
-        kwargs = greedy_kwargs(self.llm, kwargs)
         response, result = await self._aguarded(
-            None, lambda _: self.llm.acomplete(prompt, formatted=formatted, **kwargs), completion_text, endpoint)
+            None, lambda _, **kw: self.llm.acomplete(prompt, formatted=formatted, **kw), completion_text, endpoint,
+            kwargs)
         return with_metadata(response, result, CompletionResponse)
 
     # -- tools ----------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from llama_index.core.multi_modal_llms import MultiModalLLM, MultiModalLLMMetada
 
 from smoothguard_llamaindex.base import GuardedLLMBase
 from smoothguard_llamaindex.blocks import DocumentMedia, image_fit
-from smoothguard_llamaindex.decoding import greedy_kwargs
 from smoothguard_llamaindex.fanout import completion_text
 from smoothguard_llamaindex.guarded import aone_chunk, one_chunk, with_metadata
 
@@ -104,16 +103,14 @@ class SmoothGuardMultiModalLLM(GuardedLLMBase, MultiModalLLM):
 
     def _complete(self, prompt: str, documents: Sequence[Any], kwargs: dict[str, Any],
                   endpoint: str) -> CompletionResponse:
-        kwargs = greedy_kwargs(self.llm, kwargs)
         response, result = self._guarded(self._documents(documents),
-                                         lambda docs: self.llm.complete(prompt, docs, **kwargs), completion_text,
-                                         endpoint)
+                                         lambda docs, **kw: self.llm.complete(prompt, docs, **kw), completion_text,
+                                         endpoint, kwargs)
         return with_metadata(response, result, CompletionResponse)
 
     async def _acomplete(self, prompt: str, documents: Sequence[Any], kwargs: dict[str, Any],
                          endpoint: str) -> CompletionResponse:
-        kwargs = greedy_kwargs(self.llm, kwargs)
         response, result = await self._aguarded(lambda: self._documents(documents),
-                                                lambda docs: self.llm.acomplete(prompt, docs, **kwargs),
-                                                completion_text, endpoint)
+                                                lambda docs, **kw: self.llm.acomplete(prompt, docs, **kw),
+                                                completion_text, endpoint, kwargs)
         return with_metadata(response, result, CompletionResponse)

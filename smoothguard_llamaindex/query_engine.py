@@ -119,17 +119,16 @@ class GuardedQueryEngine(BaseQueryEngine):
         if self._retriever is None:
             return []
         bundle = _retrieval_bundle(query_bundle)
-        nodes = self._retriever.retrieve(bundle)
-        for processor in self._postprocessors:
-            nodes = processor.postprocess_nodes(nodes, query_bundle=bundle)
-        return nodes
+        return self._postprocess(self._retriever.retrieve(bundle), bundle)
 
     async def aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """Async :meth:`retrieve`."""
         if self._retriever is None:
             return []
         bundle = _retrieval_bundle(query_bundle)
-        nodes = await self._retriever.aretrieve(bundle)
+        return self._postprocess(await self._retriever.aretrieve(bundle), bundle)
+
+    def _postprocess(self, nodes: list[NodeWithScore], bundle: QueryBundle) -> list[NodeWithScore]:
         for processor in self._postprocessors:
             nodes = processor.postprocess_nodes(nodes, query_bundle=bundle)
         return nodes

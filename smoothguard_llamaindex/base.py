@@ -79,7 +79,8 @@ class GuardedLLMBase(BaseModel):
             return type(self.llm).__name__
 
     def _share_callbacks(self) -> bool:
-        """Hook run before every guarded call (SmoothGuardLLM shares its callback manager with the inner LLM)."""
+        """Hook run before every guarded call (SmoothGuardLLM points the inner LLM at its callback manager); True
+        when the inner LLM reports to this LLM's handlers."""
         return False
 
     def _guarded(self, payload: Payload | None, call: Callable[..., R], text: Callable[[R], str], endpoint: str,

@@ -223,13 +223,11 @@ class _Reader:
         return media
 
     def _decode(self, kind: str, source: Any, where: str, carrier: Any) -> Media:
-        what = f"{where} ({type(carrier).__name__}{_describe(carrier)})"
         try:
             return self.budget.decode(source, kind)
-        except MediaError as exc:
-            raise MediaError(f"{what}: {exc}") from None
-        except Exception as exc:  # never let a decoder's own error escape
-            raise MediaError(f"{what}: could not read the {kind}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # a decoder's own error is a MediaError too
+            problem = exc if isinstance(exc, MediaError) else f"could not read the {kind}: {type(exc).__name__}: {exc}"
+            raise MediaError(f"{where} ({type(carrier).__name__}{_describe(carrier)}): {problem}") from None
 
     def replacements(self, variant: Sequence[Media], tag: int | str) -> dict[Any, Any]:
         """place -> new carrier for each medium of ``variant`` that is not the original Media object, and for a

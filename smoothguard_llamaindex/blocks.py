@@ -291,7 +291,7 @@ class Payload:
     def notes(self) -> tuple[str, ...]:
         return tuple(self._reader.notes)
 
-    def build(self, variant: Sequence[Media], tag: int | str = "") -> Any:
+    def build(self, variant: Sequence[Media], tag: int | str = "copy") -> Any:
         """The request with ``variant[k]`` in the k-th medium's slot; a medium that *is* the original Media
         object keeps the caller's carrier. ``tag`` prefixes the names of path-form files."""
         raise NotImplementedError
@@ -333,7 +333,7 @@ class MessageMedia(Payload):
         elif note := check_part(block_part(block), where, self._reader.config):
             self._reader.notes.append(note)
 
-    def build(self, variant: Sequence[Media], tag: int | str = "") -> list[ChatMessage]:
+    def build(self, variant: Sequence[Media], tag: int | str = "copy") -> list[ChatMessage]:
         replaced = self._reader.replacements(variant, tag)
         out = []
         for i, message in enumerate(self.messages):
@@ -357,7 +357,7 @@ class DocumentMedia(Payload):
                 raise TypeError(f"{name}[{i}] is a {type(doc).__name__}; pass ImageNode, ImageDocument or ImageBlock")
             self._reader.add(doc, f"{name}[{i}]", i)
 
-    def build(self, variant: Sequence[Media], tag: int | str = "") -> list[Any]:
+    def build(self, variant: Sequence[Media], tag: int | str = "copy") -> list[Any]:
         out = list(self.documents)
         for i, carrier in self._reader.replacements(variant, tag).items():
             out[i] = carrier

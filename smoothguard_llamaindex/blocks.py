@@ -162,6 +162,7 @@ class _Slot:
     place: Any  # the payload's key for the carrier (MessageMedia: (message, block, index inside a container))
     b64: bool = True  # inline bytes were stored base64-encoded (always, after ImageBlock validation)
     raw: bytes | None = None  # the bytes of a file-like original (candidate 0 gets its own stream of them)
+    sole: bool = True  # the carrier holds no other source than the one read (inline, path or url)
 
 
 class _Reader:
@@ -208,7 +209,7 @@ class _Reader:
                     if isinstance(carrier, BaseNode) else "")
             raise MediaError(f"{where} ({name}) holds no {kind}: its inline data, path and url are all empty{hint}")
         self.media.append(media)
-        self.slots.append(_Slot(form, carrier, place, b64, raw))
+        self.slots.append(_Slot(form, carrier, place, b64, raw, sole=sum(map(bool, (inline, path, url))) == 1))
 
     def _fetch(self, url: str, kind: str, where: str) -> Media | None:
         """A remote medium under ``remote_media``: fetched, or None when passed through (both noted)."""
@@ -230,18 +231,23 @@ class _Reader:
             raise MediaError(f"{where} ({type(carrier).__name__}{_describe(carrier)}): {problem}") from None
 
     def replacements(self, variant: Sequence[Media], tag: int | str) -> dict[Any, Any]:
-        """place -> new carrier for each medium of ``variant`` that is not the original Media object, and for a
-        fetched original (sent inline, so the model sees what the guard saw) or a file-like one (a stream of its
-        own); other places keep the caller's carrier."""
+        """place -> new carrier for each medium of ``variant`` that is not the original Media object, and for an
+        original the model could read otherwise than the guard did: a fetched one (sent inline), a file-like one (a
+        stream of its own), one whose carrier holds other sources too (only the one read is kept: LlamaIndex's
+        OpenAI conversion reads a url before inline data or a path); other places keep the caller's carrier."""
         if len(variant) != len(self.slots):
             raise ValueError(f"variant has {len(variant)} media, the payload {len(self.slots)}")
         replaced: dict[Any, Any] = {}
         for k, (slot, medium) in enumerate(zip(self.slots, variant, strict=True)):
             if medium is not self.media[k] or slot.form == "fetched":
                 replaced[slot.place] = self._write(slot, medium, f"{tag}-{k}-")
-            elif slot.form == "io":
-                field = "image" if isinstance(slot.carrier, ImageBlock) else "audio"
-                replaced[slot.place] = slot.carrier.model_copy(update={field: io.BytesIO(slot.raw)})
+            elif slot.form == "io" or not slot.sole:
+                inline, path, _, mime = _source(slot.carrier)  # type: ignore[misc]
+                if slot.form == "path":
+                    replaced[slot.place] = _with(slot.carrier, "path", path, mime)
+                else:  # the caller's inline data as it was stored (a stream gets one of its own)
+                    data = io.BytesIO(slot.raw) if slot.form == "io" else inline
+                    replaced[slot.place] = _with(slot.carrier, "inline", data, mime)
         return replaced
 
     def _write(self, slot: _Slot, media: Media, name: str) -> Any:

@@ -442,6 +442,8 @@ def _v0(kind: str, part: Mapping[str, Any], media: str) -> ContentPart:
             return ContentPart("text", "langchain-v0", kind)
         return ContentPart(media, "langchain-v0", kind, "object", part.get(key) if key else None,  # type: ignore[arg-type]
                            path=(key,) if key else (), mime=mime)
+    if several := _several_sources(media, "langchain-v0", kind, part, ("data", "url", "id"), mime):
+        return several
     if key is None or key not in part:
         return ContentPart(media, "langchain-v0", kind, mime=mime, problem=f"unsupported source_type {source_type!r} "
                            "(or its field is missing); expected 'base64' with 'data', 'url' with 'url', or 'id' with "
@@ -473,6 +475,9 @@ def _anthropic_file(kind: str, source: Mapping[str, Any]) -> ContentPart:
 
 def _v1(kind: str, part: Mapping[str, Any]) -> ContentPart:
     mime = part.get("mime_type") if isinstance(part.get("mime_type"), str) else None
+    if kind in ("image", "audio") and (several := _several_sources(kind, "langchain-v1", kind, part,
+                                                                    ("base64", "url", "file_id"), mime)):
+        return several
     for key in ("base64", "url", "file_id"):
         if part.get(key) is not None:
             if kind not in ("image", "audio"):
@@ -483,6 +488,18 @@ def _v1(kind: str, part: Mapping[str, Any]) -> ContentPart:
         return ContentPart(kind, "langchain-v1", kind, "object", mime=mime)  # type: ignore[arg-type]
     return ContentPart(kind, "langchain-v1", kind, mime=mime,  # type: ignore[arg-type]
                        problem="it has no 'base64', 'url' or 'file_id'", problem_path=())
+
+
+def _several_sources(kind: str, dialect: str, type_: str, part: Mapping[str, Any], keys: tuple[str, ...],
+                     mime: str | None) -> ContentPart | None:
+    """A refusal for a part that carries its medium more than one way (``keys``: its source fields), else None:
+    langchain-core's provider converters read ``url`` first, so the model could be sent another medium than the one
+    the guard smooths."""
+    sources = [key for key in keys if part.get(key) is not None]
+    if len(sources) < 2:
+        return None
+    return ContentPart(kind, dialect, type_, mime=mime, problem=f"it holds both {' and '.join(map(repr, sources))}: "  # type: ignore[arg-type]
+                       "a provider may send another one than the guard smooths; keep one", problem_path=())
 
 
 def _payload(kind: str, dialect: str, type_: str, value: Any, path: tuple[str, ...], key: str,

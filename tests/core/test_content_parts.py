@@ -214,3 +214,18 @@ def test_content_part_is_a_value():
     info = classify({"type": "input_image", "image_url": DATA})
     assert info == ContentPart("image", "responses", "input_image", "data_url", DATA, ("image_url",))
     assert base64.b64decode(B64)[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image", "base64": "aGVsbG8=", "url": "https://example.com/other.png", "mime_type": "image/png"},
+    {"type": "audio", "base64": "aGVsbG8=", "file_id": "file-1", "mime_type": "audio/wav"},
+    {"type": "image", "source_type": "base64", "data": "aGVsbG8=", "url": "https://example.com/other.png",
+     "mime_type": "image/png"},
+])
+def test_a_block_carrying_its_medium_two_ways_is_refused(part):
+    """langchain-core's converters send a block's url before its base64: the guard must not smooth the other one."""
+    info = classify(part)
+    assert info.problem is not None and "keep one" in info.problem
+    with pytest.raises(UnsupportedContent, match="holds both") as caught:
+        check_part(info, "messages[0].content[0]", GuardConfig())
+    assert caught.value.code == "invalid_media"

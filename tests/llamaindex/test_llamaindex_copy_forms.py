@@ -25,8 +25,27 @@ def test_a_path_copy_drops_the_callers_url(tmp_path):
         copy = payload.build(noisy)[0].blocks[0]
         assert copy.url is None and copy.path != path and copy.path.suffix == ".png"
         assert Media.image(copy.path.read_bytes()).mime_type == copy.image_mimetype == "image/png"
-        assert payload.build(payload.media)[0].blocks[0] is block   # the original is the caller's block
-    assert block.url is not None and block.path == path              # the caller's block is unchanged
+        original = payload.build(payload.media)[0].blocks[0]  # candidate 0: the path the guard read, and no url
+        assert original.path == path and original.url is None
+    assert block.url is not None and block.path == path  # the caller's block is unchanged
+
+
+def test_the_original_keeps_its_carrier_when_it_holds_one_source(tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_bytes(90))
+    block = ImageBlock(path=path)
+    message = ChatMessage(role=MessageRole.USER, blocks=[block, TextBlock(text="?")])
+    with MessageMedia([message], CONFIG) as payload:
+        assert payload.build(payload.media)[0].blocks[0] is block
+
+
+def test_an_inline_original_with_a_url_beside_it_is_sent_inline_only():
+    block = ImageBlock(image=png_bytes(120), url="https://example.com/other.png")
+    message = ChatMessage(role=MessageRole.USER, blocks=[block, TextBlock(text="?")])
+    with MessageMedia([message], CONFIG) as payload:
+        original = payload.build(payload.media)[0].blocks[0]
+        assert original.url is None and original.image == block.image
+        assert (Media.image(original.resolve_image().read()).data == payload.media[0].data).all()
 
 
 def test_documents_are_copied_in_their_own_form(tmp_path):

@@ -9,6 +9,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from smoothguard.audio_resample import check_resample
 from smoothguard.errors import ConfigError, did_you_mean
 from smoothguard.image_resize import check_rule
 from smoothguard.media import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
@@ -86,6 +87,12 @@ class GuardConfig:
             ``"auto"`` (the wrapped model's provider; in-process backends add the noise after their own
             processor), ``"openai"``, ``"anthropic"``, ``"qwen2-vl"``, a longest side (int), a ``(width, height)``
             bound, or ``"none"`` (the source size: a model that resizes sees weaker noise; said in the notes).
+        audio_resample: the rate in Hz at which audio noise is drawn for a remote model
+            (:mod:`smoothguard.audio_resample`): an int (the clip is mixed to mono and resampled to it, and every
+            copy, the original included, is sent at that rate), ``"auto"`` (16000 for a wrapped model named
+            qwen2-audio, qwen2.5-omni or whisper, else the source rate; in-process backends add the noise after
+            their own resampling), or ``"none"`` (the source rate and channels: a model that resamples hears
+            weaker noise; said in the notes for stereo clips and clips above 16 kHz).
         unsmoothable_media: media the guard cannot smooth (video, files and documents, precomputed embeddings,
             provider file ids and file URIs, in-process objects such as ``image_pil``): ``"error"`` refuses the
             request naming the part (HTTP 400 from the proxy, ``MediaError`` from the adapters); ``"passthrough"``
@@ -124,6 +131,7 @@ class GuardConfig:
     max_media_items: int = 8
     max_request_pixels: int = 32_000_000
     allow_private_fetch: bool = False
+    audio_resample: str | int = "auto"
 
     def __post_init__(self) -> None:
         _number(self, "sigma", low=0.0)
@@ -158,6 +166,7 @@ class GuardConfig:
                 f"embedder_device must be a string such as 'cpu' or 'cuda', or None; got {self.embedder_device!r}"
             )
         object.__setattr__(self, "image_resize", check_rule(self.image_resize))
+        object.__setattr__(self, "audio_resample", check_resample(self.audio_resample))
         if self.quorum is not None and self.quorum > self.n_samples:
             raise ConfigError(f"quorum={self.quorum} exceeds n_samples={self.n_samples}: it could never be met")
         if self.channel_std is not None:

@@ -18,11 +18,13 @@ import numpy as np
 
 from smoothguard import limits
 from smoothguard.aggregate import Verdict, aggregate
+from smoothguard.audio_resample import source_rate_note, target_rate
 from smoothguard.config import GuardConfig
 from smoothguard.consensus import Look, look_schedule, majority_lower_bound, smoothing_radius
 from smoothguard.errors import GenerationError, GuardFlagged
 from smoothguard.image_resize import resolve, target_size
 from smoothguard.media import Media
+from smoothguard.media.audio import to_mono_at
 from smoothguard.noise import LazyVariants, TensorNoise, make_variants, pixel_sigma
 from smoothguard.result import CertifyResult, GuardResult, NoiseSite, Sample
 
@@ -57,18 +59,20 @@ class SmoothGuard:
     # -- the steps, usable on their own -------------------------------------------------------------------
 
     def perturb(self, media: Sequence[Media], n: int | None = None, *, channel_std: Sequence[float] | None = None,
-                auto_resize: str | None = None) -> list[list[Media]]:
+                auto_resize: str | None = None, auto_resample: int | None = None) -> list[list[Media]]:
         """``n`` (default ``n_samples``) lists of media; ``[0]`` is the original when ``include_original``.
 
         Images are first brought to the ``image_resize`` size (``"auto"``: ``auto_resize``, else the source
-        size), and every copy of a resized image, the original included, is at that size. With ``seed`` set,
-        the same media give the same variants on every call.
+        size), and every copy of a resized image, the original included, is at that size; clips likewise to the
+        ``audio_resample`` rate, mono (``"auto"``: ``auto_resample`` in Hz, else the source rate). With ``seed``
+        set, the same media give the same variants on every call.
         """
         media = _as_media_list(media)
         n = self.config.n_samples if n is None else n
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        return _Request(self.config, media, channel_std, auto_resize=auto_resize).variants(range(n))
+        return _Request(self.config, media, channel_std, auto_resize=auto_resize,
+                        auto_resample=auto_resample).variants(range(n))
 
     def aggregate(self, answers: Sequence[str]) -> Verdict:
         """Cluster and vote over ``answers``; see :func:`smoothguard.aggregate.aggregate`."""
@@ -78,7 +82,7 @@ class SmoothGuard:
 
     def run(self, media: Sequence[Media], generate: Generate, *, channel_std: Sequence[float] | None = None,
             tensor_noise: bool | str = False, deadline: float | None = None, auto_resize: str | None = None,
-            lazy: bool = False) -> GuardResult:
+            auto_resample: int | None = None, lazy: bool = False) -> GuardResult:
         """Guard one request: ``generate(variants)`` answers a list of variants (one str or exception each).
 
         Without media, ``generate([[]])`` is called once and its answer passed through unguarded.
@@ -90,6 +94,9 @@ class SmoothGuard:
         of the wrapped model; adapters pass it). Without it, "auto" draws the noise at the source size, since a
         bare ``generate`` does not say what its model resizes to; the notes say so for images larger than
         OpenAI's input size.
+        ``auto_resample``: what ``audio_resample="auto"`` means for this model, a rate in Hz
+        (:func:`~smoothguard.audio_resample.auto_rate` of the wrapped model; adapters pass it), or None: the clips
+        keep their rate and channels, and the notes say so for stereo clips and clips above 16 kHz.
         ``lazy=True``: ``variants`` is a :class:`~smoothguard.noise.LazyVariants` that draws each copy when it is
         read and keeps none, so a ``generate`` that encodes and sends the copies one by one holds one noisy copy at
         a time (the fan-out adapters and the proxy do); read each once.
@@ -99,16 +106,17 @@ class SmoothGuard:
         Raises :class:`GenerationError` when fewer candidates than the quorum are answered, and
         :class:`GuardFlagged` when flagged under ``on_flag="raise"``.
         """
-        return self._drive(self._request(media, channel_std, tensor_noise, deadline, auto_resize, lazy=lazy),
-                           generate)
+        return self._drive(self._request(media, channel_std, tensor_noise, deadline, auto_resize, lazy=lazy,
+                                         auto_resample=auto_resample), generate)
 
     async def arun(self, media: Sequence[Media], generate: Callable[..., Any], *,
                    channel_std: Sequence[float] | None = None, tensor_noise: bool | str = False,
-                   deadline: float | None = None, auto_resize: str | None = None, lazy: bool = False) -> GuardResult:
+                   deadline: float | None = None, auto_resize: str | None = None, auto_resample: int | None = None,
+                   lazy: bool = False) -> GuardResult:
         """:meth:`run` for an async ``generate`` (a sync one also works). Resizing, noise, embedding and
         clustering run in worker threads, so the event loop stays free."""
-        return await self._arun(self._request(media, channel_std, tensor_noise, deadline, auto_resize, lazy=lazy),
-                                generate)
+        return await self._arun(self._request(media, channel_std, tensor_noise, deadline, auto_resize, lazy=lazy,
+                                              auto_resample=auto_resample), generate)
 
     async def _arun(self, request: _Request, generate: Callable[..., Any]) -> GuardResult:
         while (variants := await asyncio.to_thread(request.next_round)) is not None:
@@ -120,11 +128,12 @@ class SmoothGuard:
 
     def _request(self, media: Sequence[Media], channel_std: Sequence[float] | None, tensor_noise: bool | str,
                  deadline: float | None, auto_resize: str | None, sites: Sequence[NoiseSite] | None = None, *,
-                 lazy: bool = False) -> _Request:
+                 lazy: bool = False, auto_resample: int | None = None) -> _Request:
         media = _as_media_list(media)
         limits.check(media, self.config)  # max_media_items, max_image_pixels, max_request_pixels
         return _Request(self.config, media, channel_std, tensor_noise,
-                        deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites, lazy)
+                        deadline if deadline is not None else self.deadline_from_now(), auto_resize, sites, lazy,
+                        auto_resample)
 
     def warmup(self) -> SmoothGuard:
         """Load what the vote needs (the sentence embedder, the clustering, the VADER lexicon) now, quietly, by
@@ -229,7 +238,8 @@ class _Request:
 
     def __init__(self, config: GuardConfig, media: list[Media], channel_std: Sequence[float] | None = None,
                  tensor_noise: bool | str = False, deadline: float | None = None, auto_resize: str | None = None,
-                 sites: Sequence[NoiseSite] | None = None, lazy: bool = False) -> None:
+                 sites: Sequence[NoiseSite] | None = None, lazy: bool = False,
+                 auto_resample: int | None = None) -> None:
         self.config = config
         self.deadline = deadline
         self.media = media
@@ -239,6 +249,7 @@ class _Request:
         self.image_std = None if tensor_noise else pixel_sigma(config.sigma, config.sigma_space,
                                                                config.channel_std or channel_std)
         self.auto_resize = auto_resize
+        self.auto_resample = auto_resample
         self.sites: tuple[NoiseSite, ...] = tuple(sites) if sites is not None else ()
         self.notes: list[str] = []
         self.noisy_media: list[Media] | None = None  # the media at the size the noise is drawn at
@@ -256,19 +267,22 @@ class _Request:
         return not self.media
 
     def _at_noise_size(self) -> list[Media]:
-        """The media brought to the size the noise is drawn at (once per request), with where that is."""
+        """The media brought to the size (images) or rate and channels (audio) the noise is drawn at (once per
+        request), with where that is."""
         if self.noisy_media is not None:
             return self.noisy_media
         if self.tensor_noise:  # the backend draws it after its own processor, and said where
             self.noisy_media = self.media
             return self.media
         rule = resolve(self.config.image_resize, self.auto_resize)
+        rate = target_rate(self.config.audio_resample, self.auto_resample)
         out, sites = [], []
         for k, item in enumerate(self.media):
             if item.kind == "audio":
-                out.append(item)
+                clip = self._at_rate(k, item, rate)
+                out.append(clip)
                 sites.append(NoiseSite("audio", (item.sample_rate or 0, item.n_channels),
-                                       (item.sample_rate or 0, item.n_channels)))
+                                       (clip.sample_rate or 0, clip.n_channels)))
                 continue
             size = target_size(rule, item.width, item.height)
             resized = item.resized(*size)
@@ -288,6 +302,18 @@ class _Request:
         self.sites = tuple(sites)
         self.noisy_media = out
         return out
+
+    def _at_rate(self, k: int, clip: Media, rate: int | None) -> Media:
+        """Clip ``k`` mixed to mono at ``rate`` Hz (itself when it already is); as it is, with a note when a model
+        that resamples would hear less noise, when ``rate`` is None."""
+        source = clip.sample_rate or 0
+        if rate is None:
+            if note := source_rate_note(k, source, clip.n_channels, self.config.audio_resample):
+                self.notes.append(note)
+            return clip
+        if source == rate and clip.n_channels == 1:
+            return clip
+        return Media._make("audio", to_mono_at(clip, rate), "wav", sample_rate=rate, wav_subtype=clip.wav_subtype)
 
     def variants(self, indices: Sequence[int]) -> Variants:
         start = time.perf_counter()

@@ -28,8 +28,8 @@ from typing import Any
 
 from smoothguard.errors import ConfigError
 
-__all__ = ["NAMED_RULES", "ImageResize", "auto_rule", "check_rule", "fitter", "parse_rule", "resolve", "rule_for_model",
-           "target_size"]
+__all__ = ["NAMED_RULES", "ImageResize", "auto_rule", "check_rule", "fitter", "model_name_of", "parse_rule", "resolve",
+           "rule_for_model", "target_size"]
 
 ImageResize = str | int | tuple[int, int]
 NAMED_RULES = ("auto", "openai", "anthropic", "qwen2-vl", "none")
@@ -83,9 +83,13 @@ def rule_for_model(model: Any) -> str:
     ``Anthropic`` -> ``"anthropic"``), the model name from ``model_name``, ``model`` or ``model_id``."""
     classes = " ".join(cls.__name__.lower() for cls in type(model).__mro__)
     provider = "anthropic" if "anthropic" in classes else "openai" if "openai" in classes else None
-    name = next((value for attr in ("model_name", "model", "model_id")
+    return auto_rule(provider, model_name_of(model))
+
+
+def model_name_of(model: Any) -> str | None:
+    """A framework client's model name: its ``model_name``, ``model`` or ``model_id`` string, else None."""
+    return next((value for attr in ("model_name", "model", "model_id")
                  if isinstance(value := getattr(model, attr, None), str)), None)
-    return auto_rule(provider, name)
 
 
 def resolve(rule: ImageResize, auto: str | None) -> ImageResize:

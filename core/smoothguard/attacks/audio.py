@@ -37,6 +37,7 @@ from smoothguard.attacks.result import hits
 from smoothguard.attacks.targets import normalize_targets
 from smoothguard.errors import ConfigError, check_int
 from smoothguard.media import Media
+from smoothguard.media.audio import to_mono_at
 
 __all__ = ["AudioAttackResult", "AudioPGDAttack", "LogMel", "audio_testbed_target", "snr_db"]
 
@@ -272,10 +273,8 @@ class AudioPGDAttack:
     def _setup(self, media: Media, prompts: list[str],
                targets: list[list[str]]) -> tuple[torch.Tensor, Media, _AudioObjective]:
         """The clean start on the PCM16 grid at the model's rate, its Media, the loss; the front end checked."""
-        from smoothguard.backends.hf import _mono_at
-
         rate = self.front_end.sampling_rate
-        x0 = _round16(torch.from_numpy(_mono_at(media, rate).copy()))
+        x0 = _round16(torch.from_numpy(to_mono_at(media, rate).copy()))
         original = _media(x0, rate)
         objective = _AudioObjective(self.backend, original, prompts, targets, target_eos=self.target_eos)
         self.check_front_end(x0, objective.reference)

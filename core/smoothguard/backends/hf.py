@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ from smoothguard.backends.model_noise import PixelNoise
 from smoothguard.backends.processors import load_processor
 from smoothguard.errors import ConfigError, MediaError, did_you_mean
 from smoothguard.media import Media
+from smoothguard.media.audio import to_mono_at
 from smoothguard.noise import TensorNoise
 from smoothguard.result import NoiseSite
 
@@ -299,7 +299,7 @@ class HFVisionLanguageModel:
             waves = []
             for j, media in enumerate(variants):
                 generator = None if tensor_noise is None else tensor_noise.generator(indices[j])
-                waves.extend(_noisy(_mono_at(m, rate), tensor_noise, generator) for m in media)
+                waves.extend(_noisy(to_mono_at(m, rate), tensor_noise, generator) for m in media)
             return self._processor(text=texts, audio=waves, sampling_rate=rate, return_tensors="pt", padding=True,
                                    padding_side="left")
         if self.family.name == "BLIP-2":
@@ -408,18 +408,6 @@ def _check_settings(max_new_tokens: Any, max_batch_size: Any, noise_space: Any,
         if unknown:
             raise ConfigError(f"generation_kwargs has unknown generate() options {unknown}"
                               f"{did_you_mean(unknown[0], known)}")
-
-
-def _mono_at(media: Media, rate: int) -> np.ndarray:
-    """The clip as a 1-D float32 waveform at ``rate`` Hz (channels averaged, polyphase resampling)."""
-    wave = media.data if media.data.ndim == 1 else media.data.mean(axis=1)
-    source = int(media.sample_rate or rate)
-    if source != rate:
-        from scipy.signal import resample_poly
-
-        g = math.gcd(source, rate)
-        wave = resample_poly(wave, rate // g, source // g)
-    return np.asarray(wave, dtype=np.float32)
 
 
 def _noisy(wave: np.ndarray, noise: TensorNoise | None, generator: Any) -> np.ndarray:

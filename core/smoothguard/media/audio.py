@@ -8,6 +8,7 @@ writer for 24-bit PCM, which scipy does not write (:func:`_pcm24_wav`).
 from __future__ import annotations
 
 import io
+import math
 import struct
 import threading
 import warnings
@@ -26,7 +27,7 @@ _WAV_CODE_NAMES = {0x0002: "MS ADPCM", 0x0006: "A-law", 0x0007: "mu-law", 0x0011
 WAV_FORMATS = ("wav", "wave", "x-wav")  # what WAV is named as an ``input_audio`` format
 WAV_MIMES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")  # what WAV is served as
 MAX_CHANNELS = 8
-_MIN_RATE, _MAX_RATE = 1000, 384_000
+MIN_RATE, MAX_RATE = 1000, 384_000  # sample rates accepted, in Hz
 
 
 # ---------------------------------------------------------------------------- audio
@@ -42,9 +43,27 @@ def require_rate(rate: Any) -> int:
 def check_rate(rate: Any) -> int:
     if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or rate <= 0:
         raise MediaError(f"sample_rate must be a positive int in Hz, got {rate!r}")
-    if not _MIN_RATE <= rate <= _MAX_RATE:
-        raise MediaError(f"sample_rate {rate} Hz is outside [{_MIN_RATE}, {_MAX_RATE}]; is it really in Hz?")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise MediaError(f"sample_rate {rate} Hz is outside [{MIN_RATE}, {MAX_RATE}]; is it really in Hz?")
     return int(rate)
+
+
+def to_mono_at(media: Any, rate: int) -> np.ndarray:
+    """The clip of ``media`` (an audio :class:`~smoothguard.Media`) as a 1-D float32 waveform at ``rate`` Hz.
+
+    Channels are averaged (the mix to mono of Whisper's and Qwen2-Audio's feature extractors), then the mono
+    wave is resampled by ``scipy.signal.resample_poly`` (polyphase, Kaiser-windowed low-pass) and clipped to
+    [-1, 1]. A clip that is already mono at ``rate`` is returned as its own (read-only) data, not copied.
+    """
+    wave = media.data if media.data.ndim == 1 else media.data.mean(axis=1, dtype=np.float32)
+    source = int(media.sample_rate or rate)
+    if source != rate:
+        from scipy.signal import resample_poly
+
+        g = math.gcd(source, rate)
+        wave = resample_poly(wave, rate // g, source // g).astype(np.float32, copy=False)
+        np.clip(wave, -1.0, 1.0, out=wave)
+    return np.asarray(wave, dtype=np.float32)
 
 
 def check_subtype(subtype: str | None) -> str:
@@ -239,8 +258,8 @@ def _parse_fmt(body: bytes) -> tuple[int, int, int, int]:
                          "float (3) are read: convert the file to PCM or float WAV first")
     if not 1 <= channels <= MAX_CHANNELS:
         raise MediaError(f"WAV file has {channels} channels; 1 to {MAX_CHANNELS} are supported")
-    if not _MIN_RATE <= rate <= _MAX_RATE:
-        raise MediaError(f"WAV sample rate {rate} Hz is outside [{_MIN_RATE}, {_MAX_RATE}]")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise MediaError(f"WAV sample rate {rate} Hz is outside [{MIN_RATE}, {MAX_RATE}]")
     want = channels * bits // 8
     if block != want or (code == 1 and byte_rate != rate * want):  # scipy refuses (PCM) or misreads these
         raise MediaError(f"WAV 'fmt ' chunk is inconsistent: {channels} channels of {bits} bits at {rate} Hz "

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from smoothguard import GuardResult, Media, SmoothGuard
 from smoothguard import tool_calls as canonical
+from smoothguard.audio_resample import rate_for_model
 from smoothguard.errors import GenerationError, GuardFlagged
 from smoothguard.fanout import FanOut
 from smoothguard.image_resize import rule_for_model
@@ -39,12 +40,14 @@ def run_guard(guard: SmoothGuard, media: list[Media], notes: Sequence[str], *, r
               text: Callable[[Any], Any] | None = None) -> tuple[GuardResult, FanOut[Any]]:
     """The core fan-out (threads) of one request: ``rebuild(variant)`` is a candidate's input, ``call(index,
     input)`` its output, ``text(output)`` what the vote compares; ``model`` (the wrapped runnable) says what
-    ``image_resize="auto"`` means. ``notes`` reach the result (also a ``GuardFlagged``'s). Failures are the core's
-    (:mod:`smoothguard.fanout`); a LangGraph interrupt (``GraphBubbleUp``) raised by a candidate is re-raised as
-    it is. Returns the result and the fan-out, whose ``outputs`` hold every candidate's output."""
+    ``image_resize="auto"`` and ``audio_resample="auto"`` mean. ``notes`` reach the result (also a
+    ``GuardFlagged``'s). Failures are the core's (:mod:`smoothguard.fanout`); a LangGraph interrupt
+    (``GraphBubbleUp``) raised by a candidate is re-raised as it is. Returns the result and the fan-out, whose
+    ``outputs`` hold every candidate's output."""
     fan = FanOut(guard, call=call, prepare=rebuild, text=text or vote_text)
     with _control_flow(fan):
-        return fan.run(media, notes=notes, auto_resize=rule_for_model(chat_model(model))), fan
+        inner = chat_model(model)
+        return fan.run(media, notes=notes, auto_resize=rule_for_model(inner), auto_resample=rate_for_model(inner)), fan
 
 
 async def arun_guard(guard: SmoothGuard, media: list[Media], notes: Sequence[str], *, rebuild: Rebuild,
@@ -53,7 +56,9 @@ async def arun_guard(guard: SmoothGuard, media: list[Media], notes: Sequence[str
     """Async :func:`run_guard` (tasks)."""
     fan = FanOut(guard, acall=acall, prepare=rebuild, text=text or vote_text)
     with _control_flow(fan):
-        return await fan.arun(media, notes=notes, auto_resize=rule_for_model(chat_model(model))), fan
+        inner = chat_model(model)
+        return await fan.arun(media, notes=notes, auto_resize=rule_for_model(inner),
+                              auto_resample=rate_for_model(inner)), fan
 
 
 def run_batch(guard: SmoothGuard, found: MessageMedia | InputMedia, runnable: Runnable[Any, Any], run_manager: Any,

@@ -20,6 +20,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.bridge.pydantic import BaseModel, Field
 
 from smoothguard import GuardConfig, GuardFlagged, GuardResult, Media, SmoothGuard
+from smoothguard.audio_resample import rate_for_model
 from smoothguard.errors import ConfigError
 from smoothguard.fanout import FanOut
 from smoothguard.image_resize import rule_for_model
@@ -94,7 +95,8 @@ class GuardedLLMBase(BaseModel):
         fan = FanOut(self.guard, call=lambda _, built: call(built, **kwargs), text=text,
                      prepare=None if payload is None else payload.build)
         with self._request(payload, endpoint) as (media, notes):
-            result = fan.run(media, notes=notes, auto_resize=rule_for_model(self.llm))
+            result = fan.run(media, notes=notes, auto_resize=rule_for_model(self.llm),
+                             auto_resample=rate_for_model(self.llm))
         return self._picked(fan, result, endpoint)
 
     async def _aguarded(self, read: Callable[[], Payload] | None, call: Callable[..., Awaitable[R]],
@@ -107,7 +109,8 @@ class GuardedLLMBase(BaseModel):
         fan = FanOut(self.guard, acall=lambda _, built: call(built, **kwargs), text=text,
                      prepare=None if payload is None else payload.build)
         with self._request(payload, endpoint) as (media, notes):
-            result = await fan.arun(media, notes=notes, auto_resize=rule_for_model(self.llm))
+            result = await fan.arun(media, notes=notes, auto_resize=rule_for_model(self.llm),
+                                    auto_resample=rate_for_model(self.llm))
         return self._picked(fan, result, endpoint)
 
     @contextmanager

@@ -96,26 +96,28 @@ class FanOut(Generic[R]):
     # -- whole requests ---------------------------------------------------------------------------------------
 
     def run(self, media: Sequence[Media], *, notes: Sequence[str] = (), deadline: float | None = None,
-            auto_resize: str | None = None) -> GuardResult:
+            auto_resize: str | None = None, auto_resample: int | None = None) -> GuardResult:
         """``guard.run`` over the candidates (threads). ``notes``: the adapter's own notes for the result.
-        ``deadline``: a ``time.monotonic()`` instant (default: now + ``time_budget``; none without media)."""
+        ``deadline``: a ``time.monotonic()`` instant (default: now + ``time_budget``; none without media).
+        ``auto_resize`` / ``auto_resample``: what ``image_resize`` / ``audio_resample="auto"`` mean for the wrapped
+        model (see :meth:`SmoothGuard.run <smoothguard.SmoothGuard.run>`)."""
         if self.call is None:
             raise TypeError("FanOut.run needs call=; use arun for an async acall=")
         self.deadline = self._deadline(media, deadline)
         with self._outcome(media, notes):
             result = self.guard.run(media, self._generate, deadline=self.deadline, auto_resize=auto_resize,
-                                    lazy=True)
+                                    auto_resample=auto_resample, lazy=True)
         return add_notes(result, [*notes, *self.notes(result)])
 
     async def arun(self, media: Sequence[Media], *, notes: Sequence[str] = (), deadline: float | None = None,
-                   auto_resize: str | None = None) -> GuardResult:
+                   auto_resize: str | None = None, auto_resample: int | None = None) -> GuardResult:
         """``guard.arun`` over the candidates (tasks); see :meth:`run`."""
         if self.acall is None:
             raise TypeError("FanOut.arun needs acall=; use run for a sync call=")
         self.deadline = self._deadline(media, deadline)
         with self._outcome(media, notes):
             result = await self.guard.arun(media, self._agenerate, deadline=self.deadline, auto_resize=auto_resize,
-                                           lazy=True)
+                                           auto_resample=auto_resample, lazy=True)
         return add_notes(result, [*notes, *self.notes(result)])
 
     def chosen(self, result: GuardResult) -> R:

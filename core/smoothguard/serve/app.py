@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from smoothguard import limits
 from smoothguard._version import __version__
+from smoothguard.audio_resample import auto_rate
 from smoothguard.config import GuardConfig
 from smoothguard.deadline import seconds_left
 from smoothguard.decoding import refuses_zero_temperature
@@ -404,8 +405,9 @@ class Proxy:
             return data
 
         fan: FanOut[dict[str, Any]] = FanOut(SmoothGuard(config), acall=call, prepare=prepare, text=answer_text)
-        auto_resize = auto_rule(model_name=model_name(body))
-        guard = asyncio.ensure_future(fan.arun(originals, notes=notes, deadline=deadline, auto_resize=auto_resize))
+        auto_resize, auto_resample = auto_rule(model_name=model_name(body)), auto_rate(model_name(body))
+        guard = asyncio.ensure_future(fan.arun(originals, notes=notes, deadline=deadline, auto_resize=auto_resize,
+                                               auto_resample=auto_resample))
         try:
             if deadline is not None:
                 # the noise is drawn in a worker thread before the first round is handed over: a deadline that

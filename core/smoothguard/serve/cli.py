@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from smoothguard.audio_resample import parse_resample
 from smoothguard.config import GuardConfig
 from smoothguard.errors import ConfigError
 from smoothguard.image_resize import parse_rule
@@ -27,6 +28,13 @@ HELP = "Run an OpenAI-compatible guard proxy in front of a serving engine (vLLM,
 def _image_resize(value: str) -> Any:
     try:
         return parse_rule(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _audio_resample(value: str) -> Any:
+    try:
+        return parse_resample(value)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -52,6 +60,10 @@ _GUARD_FLAGS: dict[str, dict[str, Any]] = {
                      "(default: from the request's model name: qwen2-vl for Qwen2(.5)-VL, anthropic for claude, else "
                      "openai), openai, anthropic, qwen2-vl, a longest side (768), a bound (1024x768), or none (the "
                      "source size; weaker noise)"},
+    "audio_resample": {"type": _audio_resample, "metavar": "RATE", "help": "sample rate in Hz at which audio noise "
+                       "is drawn, the clip mixed to mono: auto (default: 16000 when the request's model name says "
+                       "qwen2-audio, qwen2.5-omni or whisper, else the source rate), a rate (16000), or none (the "
+                       "source rate and channels; weaker noise for a model that resamples)"},
 }
 
 

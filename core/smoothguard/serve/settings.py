@@ -31,6 +31,7 @@ DEFAULT_OVERRIDABLE: tuple[str, ...] = ("sigma", "audio_sigma", "n_samples", "ad
 #: Settings no client may change: they pick what the server loads or fetches, or bound its resources.
 NEVER_OVERRIDABLE = frozenset({"embedder", "embedder_device", "max_media_bytes", "max_image_pixels", "remote_media",
                                "max_media_items", "max_request_pixels", "unsmoothable_media", "image_resize",
+                               "audio_resample",
                                "allow_private_fetch",
                                "fetch_timeout", "max_concurrency"})
 #: Inclusive [low, high] bounds on per-request overrides. The lower bounds keep a client from switching the

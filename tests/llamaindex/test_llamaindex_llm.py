@@ -280,7 +280,7 @@ def test_every_guard_config_setting_is_reachable():
                    min_agreement=0.6, on_flag="refuse", refusal_message="No.", remote_media="passthrough",
                    fetch_timeout=3.0, max_media_bytes=1000, max_image_pixels=500, image_resize=(640, 480),
                    unsmoothable_media="passthrough", max_media_items=3, max_request_pixels=900,
-                   allow_private_fetch=True)
+                   allow_private_fetch=True, audio_resample=22050)
     assert set(changed) == {f.name for f in dataclasses.fields(GuardConfig)}
     llm = SmoothGuardLLM(llm=PixelLLM(), **changed)
     assert llm.guard_config == GuardConfig(**changed) and llm.guard.config == llm.guard_config

@@ -27,8 +27,8 @@ from smoothguard.image_resize import rule_for_model
 from smoothguard_llamaindex.blocks import MessageMedia, Payload, image_fit
 from smoothguard_llamaindex.decoding import greedy_kwargs
 from smoothguard_llamaindex.events import dispatch_vote
-from smoothguard_llamaindex.fanout import chat_text
 from smoothguard_llamaindex.guarded import build_config, guard_for, with_metadata
+from smoothguard_llamaindex.vote_text import chat_text
 
 __all__ = ["GuardedLLMBase"]
 

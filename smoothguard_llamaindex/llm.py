@@ -35,8 +35,8 @@ from smoothguard import GuardConfig
 from smoothguard.errors import ConfigError
 from smoothguard_llamaindex.base import GuardedLLMBase
 from smoothguard_llamaindex.blocks import image_documents_to_blocks
-from smoothguard_llamaindex.fanout import completion_text
 from smoothguard_llamaindex.guarded import aone_chunk, one_chunk, with_metadata
+from smoothguard_llamaindex.vote_text import completion_text
 
 __all__ = ["SmoothGuardLLM"]
 

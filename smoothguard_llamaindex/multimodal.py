@@ -23,8 +23,8 @@ from llama_index.core.multi_modal_llms import MultiModalLLM, MultiModalLLMMetada
 
 from smoothguard_llamaindex.base import GuardedLLMBase
 from smoothguard_llamaindex.blocks import DocumentMedia, image_fit
-from smoothguard_llamaindex.fanout import completion_text
 from smoothguard_llamaindex.guarded import aone_chunk, one_chunk, with_metadata
+from smoothguard_llamaindex.vote_text import completion_text
 
 __all__ = ["SmoothGuardMultiModalLLM"]
 

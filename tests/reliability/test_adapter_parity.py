@@ -36,7 +36,7 @@ from smoothguard.errors import GenerationError
 from smoothguard.tool_calls import canonical_tool_calls
 from smoothguard_langchain import ChatSmoothGuard
 from smoothguard_llamaindex import SmoothGuardLLM
-from smoothguard_llamaindex.fanout import tool_calls_of
+from smoothguard_llamaindex.vote_text import tool_calls_of
 
 N = 5
 IMAGE = Media.image(np.random.default_rng(1).integers(40, 200, (16, 16, 3), dtype=np.uint8))

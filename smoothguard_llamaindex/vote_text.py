@@ -1,5 +1,5 @@
 """What the vote compares for a LlamaIndex response (the fan-out itself is the core's
-:class:`smoothguard.fanout.FanOut`, driven by :mod:`.guarded`).
+:class:`smoothguard.fanout.FanOut`, driven by :mod:`.base`).
 """
 
 from __future__ import annotations

@@ -435,7 +435,7 @@ def _file_like(dialect: str, kind: str, part: Mapping[str, Any], keys: tuple[str
 
 def _v0(kind: str, part: Mapping[str, Any], media: str) -> ContentPart:
     source_type = part.get("source_type")
-    key = {"base64": "data", "url": "url", "id": "id"}.get(source_type)  # type: ignore[arg-type]
+    key = {"base64": "data", "url": "url", "id": "id"}.get(_name(source_type))
     mime = part.get("mime_type") if isinstance(part.get("mime_type"), str) else None
     if media not in ("image", "audio"):
         if source_type == "text" and media == "file":
@@ -454,7 +454,7 @@ def _v0(kind: str, part: Mapping[str, Any], media: str) -> ContentPart:
 def _anthropic(kind: str, part: Mapping[str, Any]) -> ContentPart:
     source = part["source"]
     stype = source.get("type")
-    key = {"base64": "data", "url": "url", "file": "file_id"}.get(stype)  # type: ignore[arg-type]
+    key = {"base64": "data", "url": "url", "file": "file_id"}.get(_name(stype))
     mime = source.get("media_type") if isinstance(source.get("media_type"), str) else None
     if kind not in ("image", "audio"):
         return ContentPart(kind, "anthropic", kind, "object", mime=mime)  # type: ignore[arg-type]
@@ -466,7 +466,7 @@ def _anthropic(kind: str, part: Mapping[str, Any]) -> ContentPart:
 
 
 def _anthropic_file(kind: str, source: Mapping[str, Any]) -> ContentPart:
-    key = {"base64": "data", "url": "url", "file": "file_id"}.get(source.get("type"))  # type: ignore[arg-type]
+    key = {"base64": "data", "url": "url", "file": "file_id"}.get(_name(source.get("type")))
     value = source.get(key) if key else None
     src: Source = "id" if key == "file_id" else "url" if key == "url" else "base64" if key == "data" else "object"
     return ContentPart("file", "anthropic", kind, src, value, path=("source", key) if key else ("source",),
@@ -488,6 +488,12 @@ def _v1(kind: str, part: Mapping[str, Any]) -> ContentPart:
         return ContentPart(kind, "langchain-v1", kind, "object", mime=mime)  # type: ignore[arg-type]
     return ContentPart(kind, "langchain-v1", kind, mime=mime,  # type: ignore[arg-type]
                        problem="it has no 'base64', 'url' or 'file_id'", problem_path=())
+
+
+def _name(value: Any) -> str | None:
+    """``value`` when it is a string (a source type read from the caller's part), else None: a list or a dict there
+    is a malformed part, to be refused, not a lookup error."""
+    return value if isinstance(value, str) else None
 
 
 def _several_sources(kind: str, dialect: str, type_: str, part: Mapping[str, Any], keys: tuple[str, ...],

@@ -229,3 +229,15 @@ def test_a_block_carrying_its_medium_two_ways_is_refused(part):
     with pytest.raises(UnsupportedContent, match="holds both") as caught:
         check_part(info, "messages[0].content[0]", GuardConfig())
     assert caught.value.code == "invalid_media"
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image", "source": {"type": []}},  # found by the codec fuzz: a list is not a source type
+    {"type": "image", "source": {"type": {"base64": 1}}, "data": B64},
+    {"type": "image", "source_type": ["base64"], "data": B64},
+])
+def test_an_unhashable_source_type_is_a_malformed_part_not_a_type_error(part):
+    info = classify(part)
+    assert info.problem is not None and "source" in info.problem
+    with pytest.raises(UnsupportedContent):
+        check_part(info, "messages[0].content[0]", GuardConfig())

@@ -176,12 +176,22 @@ class MediaChat(BaseChatModel):
 
 
 def li_first_media(messages: Sequence[ChatMessage]) -> Media | None:
+    """The first medium of the messages, as the model reads it; None when there is none, or when it is a remote URL
+    the model cannot reach (one passed through unsmoothed: the fuzzed URLs point nowhere, and a model that cannot
+    fetch them still answers)."""
     for message in messages:
         for block in message.blocks:
-            if isinstance(block, ImageBlock):
-                return Media.image(block.resolve_image().read())
-            if isinstance(block, AudioBlock):
-                return Media.audio(block.resolve_audio().read())
+            if isinstance(block, ImageBlock | AudioBlock):
+                remote = block.url is not None and str(block.url)[:5].lower() != "data:" and not (
+                    block.image if isinstance(block, ImageBlock) else block.audio) and block.path is None
+                try:
+                    if isinstance(block, ImageBlock):
+                        return Media.image(block.resolve_image().read())
+                    return Media.audio(block.resolve_audio().read())
+                except OSError:  # requests' errors are OSErrors: an unreachable URL
+                    if remote:
+                        return None
+                    raise
     return None
 
 

@@ -278,15 +278,7 @@ def demo(backend: Any, *, label: str = "", is_testbed: bool = True, n: int = 3, 
         "guard": {"sigma": sigma, "n_samples": n_samples, "seed": seed},
         "seed": seed, "image_size": size, "examples": rows, "summary": _summary(rows, mode),
     }
-    if out_dir is not None:
-        figure = out_dir / "demo.png"
-        _figure(report, pictures, figure)
-        report["files"] = {"figure": str(figure), "results": str(out_dir / "results.json"), "dir": str(out_dir)}
-    report["elapsed_s"] = round(time.perf_counter() - started, 3)
-    if out_dir is not None:
-        (out_dir / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                                              encoding="utf-8")
-    return report
+    return _finish(report, pictures, out_dir, started)
 
 
 def demo_audio(backend: Any, *, label: str = "", is_testbed: bool = True, n: int = 3, seed: int = 0,
@@ -351,6 +343,11 @@ def demo_audio(backend: Any, *, label: str = "", is_testbed: bool = True, n: int
         "guard": {"audio_sigma": sigma, "sigma": sigma, "n_samples": n_samples, "seed": seed},
         "seed": seed, "examples": rows, "summary": _summary(rows, mode),
     }
+    return _finish(report, pictures, out_dir, started)
+
+
+def _finish(report: dict[str, Any], pictures: list[Any], out_dir: Path | None, started: float) -> dict[str, Any]:
+    """``report`` with its elapsed seconds; with ``out_dir``, the figure (demo.png) and results.json written there."""
     if out_dir is not None:
         figure = out_dir / "demo.png"
         _figure(report, pictures, figure)

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from smoothguard.attacks.objective import TargetObjective
-from smoothguard.attacks.result import hits
+from smoothguard.attacks.result import PGDOutcome, hits
 from smoothguard.attacks.targets import normalize_targets
 from smoothguard.errors import ConfigError, check_int
 from smoothguard.media import Media
@@ -103,39 +103,17 @@ def audio_testbed_target(answer: str) -> str:
     return flips[answer]
 
 
-@dataclass
-class AudioAttackResult:
-    """What :meth:`AudioPGDAttack.run` returns.
+@dataclass(kw_only=True)
+class AudioAttackResult(PGDOutcome):
+    """What :meth:`AudioPGDAttack.run` returns: the fields of :class:`~smoothguard.attacks.result.PGDOutcome` (in
+    [-1, 1] waveform units; ``original`` is the clean clip as the model hears it: mono, the model's rate, on the
+    16-bit PCM grid), and:
 
-    clip: the adversarial clip (mono, the model's rate, on the 16-bit PCM grid); original: the clean clip as the
-    model hears it (same rate, same grid). success: every prompt's greedy answer on ``clip`` contains one of its
-    targets; steps: PGD steps taken; first_success: the first step that succeeded when checked (0: the clean clip
-    already did), else None; loss_curve: the loss before each step; final_loss: the teacher-forced NLL (nats per
-    token) on ``clip``, noise-free; answers, hit: per prompt; linf: max |clip - original| in [-1, 1] units;
-    epsilon: the budget; snr_db: the clip's SNR over the perturbation, dB; elapsed: seconds; config: the settings.
+    clip: the adversarial clip (same rate, same grid); snr_db: the clip's SNR over the perturbation, dB.
     """
 
     clip: Media
-    original: Media
-    success: bool
-    steps: int
-    loss_curve: list[float]
-    final_loss: float
-    prompts: list[str]
-    targets: list[list[str]]
-    answers: list[str]
-    hit: list[bool]
-    linf: float
-    epsilon: float | None
     snr_db: float
-    first_success: int | None = None
-    elapsed: float = 0.0
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def answer(self) -> str:
-        """The first prompt's answer on the adversarial clip."""
-        return self.answers[0]
 
     @property
     def delta(self) -> np.ndarray:
@@ -150,11 +128,8 @@ class AudioAttackResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (no samples)."""
-        return {"success": self.success, "steps": self.steps, "first_success": self.first_success,
-                "final_loss": self.final_loss, "prompts": self.prompts, "targets": self.targets,
-                "answers": self.answers, "hit": self.hit, "linf": self.linf, "epsilon": self.epsilon,
-                "snr_db": self.snr_db if math.isfinite(self.snr_db) else None, "elapsed": round(self.elapsed, 3),
-                "loss_curve": self.loss_curve, "config": self.config}
+        return {**self._summary(), "snr_db": self.snr_db if math.isfinite(self.snr_db) else None,
+                "elapsed": round(self.elapsed, 3)}
 
 
 class AudioPGDAttack:

@@ -18,7 +18,7 @@ import numpy as np
 from smoothguard.errors import ConfigError
 from smoothguard.media import Media
 
-__all__ = ["AttackResult", "AttackState", "Evaluation", "StepInfo", "hits"]
+__all__ = ["AttackResult", "AttackState", "Evaluation", "PGDOutcome", "StepInfo", "hits"]
 
 
 def hits(answer: str, targets: list[str]) -> bool:
@@ -54,22 +54,20 @@ class Evaluation:
                 "success": self.success, "success_rate": self.success_rate, "loss": self.loss}
 
 
-@dataclass
-class AttackResult:
-    """The outcome of :meth:`PGDAttack.run <smoothguard.attacks.PGDAttack.run>`.
+@dataclass(kw_only=True)
+class PGDOutcome:
+    """What every PGD attack returns, whatever the medium (:class:`AttackResult` for images,
+    :class:`~smoothguard.attacks.AudioAttackResult` for clips add the adversarial medium itself).
 
-    image: the adversarial image, 8-bit exact, at the model's post-resize resolution (``image.data`` is
-    ``(H, W, 3)`` in [0, 1], multiples of 1/255); :meth:`save` writes it as PNG, and the PNG read back through
-    the model's standard processor gives the model exactly what the attack measured.
-    original: the clean starting image at the same resolution (the model's view of the input).
-    success: every prompt's greedy answer on ``image`` contains one of its targets; steps: PGD steps taken;
-    loss_curve[t]: the attack loss before step ``t + 1`` (nats per target token; with EOT, over noisy copies);
-    final_loss: teacher-forced NLL of all (prompt, target) pairs on ``image``, noise-free; answers, hit: per
-    prompt; linf: ``max |image - original|`` in [0, 1] units (<= epsilon); first_success: the first step at
-    which the greedy check succeeded (None when never checked or never succeeded); elapsed: seconds.
+    original: the clean input as the model takes it (the model's resolution or rate). success: every prompt's greedy
+    answer on the adversarial input contains one of its targets; steps: PGD steps taken; loss_curve[t]: the attack
+    loss before step ``t + 1`` (nats per target token; with EOT, over noisy copies); final_loss: teacher-forced NLL
+    of all (prompt, target) pairs on the adversarial input, noise-free; answers, hit: per prompt; linf: the
+    L-infinity size of the perturbation in the medium's units (<= epsilon); first_success: the first step at which
+    the greedy check succeeded (0: the clean input already did; None when never checked or never succeeded);
+    elapsed: seconds; config: the attack's settings.
     """
 
-    image: Media
     original: Media
     success: bool
     steps: int
@@ -95,6 +93,26 @@ class AttackResult:
         """The share of prompts whose answer contains a target (universal attacks)."""
         return sum(self.hit) / len(self.hit) if self.hit else 0.0
 
+    def _summary(self) -> dict[str, Any]:
+        """The JSON-serialisable fields every outcome shares (for ``to_dict``)."""
+        return {"success": self.success, "success_rate": self.success_rate, "steps": self.steps,
+                "first_success": self.first_success, "final_loss": self.final_loss, "loss_curve": self.loss_curve,
+                "prompts": self.prompts, "targets": self.targets, "answers": self.answers, "hit": self.hit,
+                "linf": self.linf, "epsilon": self.epsilon, "config": self.config}
+
+
+@dataclass(kw_only=True)
+class AttackResult(PGDOutcome):
+    """The outcome of :meth:`PGDAttack.run <smoothguard.attacks.PGDAttack.run>` (the fields of
+    :class:`PGDOutcome`, in [0, 1] pixel units).
+
+    image: the adversarial image, 8-bit exact, at the model's post-resize resolution (``image.data`` is
+    ``(H, W, 3)`` in [0, 1], multiples of 1/255); :meth:`save` writes it as PNG, and the PNG read back through
+    the model's standard processor gives the model exactly what the attack measured.
+    """
+
+    image: Media
+
     @property
     def delta(self) -> np.ndarray:
         """``image - original``, float32 ``(H, W, 3)`` in [-epsilon, epsilon]."""
@@ -109,13 +127,8 @@ class AttackResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (no pixels)."""
-        return {
-            "success": self.success, "success_rate": self.success_rate, "steps": self.steps,
-            "first_success": self.first_success, "final_loss": self.final_loss, "loss_curve": self.loss_curve,
-            "prompts": self.prompts, "targets": self.targets, "answers": self.answers, "hit": self.hit,
-            "linf": self.linf, "linf_255": round(self.linf * 255, 3), "epsilon": self.epsilon,
-            "size": [self.image.height, self.image.width], "elapsed": self.elapsed, "config": self.config,
-        }
+        return {**self._summary(), "linf_255": round(self.linf * 255, 3),
+                "size": [self.image.height, self.image.width], "elapsed": self.elapsed}
 
 
 @dataclass
